@@ -1,0 +1,74 @@
+"""Tickwise entry point: parse flags, load config, build services, start them, serve the page.
+
+    python app.py                      # dashboard on the bundled replay, http://127.0.0.1:8050
+    python app.py --speed 60 --port 8060
+    python app.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from core.config import ConfigError, load_config
+
+log = logging.getLogger("tickwise")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="app.py", description="Tickwise: live ML models on crypto markets")
+    p.add_argument("--config", default="config.yaml", help="YAML config file (default: config.yaml)")
+    p.add_argument("--source", choices=["auto", "replay", "exchange"], help="market.source")
+    p.add_argument("--recording", help="replay.recording: a bundled name or a recording folder")
+    p.add_argument("--speed", type=float, help="replay.speed: market seconds per wall second")
+    p.add_argument("--host", help="server.host (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="server.port (default 8050)")
+    p.add_argument("--no-load-models", action="store_true",
+                   help="models.load_checkpoints=false: start the models from fresh weights")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p.parse_args(argv)
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    pairs = {
+        "market.source": args.source,
+        "replay.recording": args.recording,
+        "replay.speed": args.speed,
+        "server.host": args.host,
+        "server.port": args.port,
+        "models.load_checkpoints": False if args.no_load_models else None,
+    }
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, overrides(args))
+    except ConfigError as exc:
+        print(f"tickwise: {exc}", file=sys.stderr)
+        return 2
+
+    import torch  # imported here, not at module top: nothing heavy happens at import time
+
+    torch.set_num_threads(cfg.torch.threads)
+
+    from core.market.service import build_market
+    from dashboard.app import create_app
+
+    market = build_market(cfg)
+    app = create_app(cfg, market)
+    market.start()  # in this, the serving process only: no reloader, so it starts once
+    url = f"http://{cfg.server.host}:{cfg.server.port}/"
+    log.info("Tickwise on %s (source %s, speed x%g)", url, market.source.kind, cfg.replay.speed)
+    try:
+        app.run(host=cfg.server.host, port=cfg.server.port, debug=False, use_reloader=False)
+    finally:
+        market.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The market feed: the one door every source's data comes through, replay and exchange alike.
+
+It validates and normalises raw rows at the edge (ccxt's OHLCV shape ``[ts_ms, o, h, l, c, v]``
+for candles; ``(price, size)`` levels for books), rejects bad ones with a counted, logged reason
+that names the symbol and timestamp, and passes good data on to the candle store and the order
+books. A bad row never stops the rows around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.market.books import OrderBook, OrderBooks
+from core.market.candles import Candle, CandleStore
+
+log = logging.getLogger(__name__)
+
+# Reasons a message is rejected; the status shows their counts.
+MALFORMED = "malformed"
+NOT_FINITE = "not_finite"
+NON_POSITIVE = "non_positive_price"
+HIGH_BELOW_LOW = "high_below_low"
+OUTSIDE_RANGE = "open_close_outside_high_low"
+NEGATIVE_VOLUME = "negative_volume"
+MISALIGNED = "misaligned_timestamp"
+DUPLICATE = "duplicate"
+OUT_OF_ORDER = "out_of_order"
+UNKNOWN_SYMBOL = "unknown_symbol"
+CROSSED_BOOK = "crossed_book"
+UNSORTED_BOOK = "unsorted_book"
+
+_LOG_FIRST = 5  # log the first few rejections of each reason, then every 1000th
+
+
+class Rejected(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_candle(row: Sequence, tf_ms: int) -> Candle:
+    """Validate one OHLCV row; return a Candle or raise Rejected with the reason."""
+    if isinstance(row, dict):
+        try:
+            row = [row[k] for k in ("ts", "open", "high", "low", "close", "volume")]
+        except KeyError as exc:
+            raise Rejected(MALFORMED, f"missing field {exc.args[0]!r}") from None
+    if not isinstance(row, (list, tuple, np.ndarray)) or len(row) < 6:
+        raise Rejected(MALFORMED, f"expected [ts, open, high, low, close, volume], got {row!r}")
+    try:
+        ts_f = float(row[0])
+        o, h, lo, c, v = (float(x) for x in row[1:6])
+    except (TypeError, ValueError):
+        raise Rejected(MALFORMED, f"non-numeric field in {list(row[:6])!r}") from None
+    if not all(math.isfinite(x) for x in (ts_f, o, h, lo, c, v)):
+        raise Rejected(NOT_FINITE, f"NaN or infinite value in {list(row[:6])!r}")
+    if not ts_f.is_integer() or ts_f < 0:
+        raise Rejected(MALFORMED, f"timestamp {row[0]!r} is not whole UTC milliseconds")
+    ts = int(ts_f)
+    if ts % tf_ms:
+        raise Rejected(MISALIGNED, f"timestamp {ts} is not on a {tf_ms} ms boundary")
+    if min(o, h, lo, c) <= 0:
+        raise Rejected(NON_POSITIVE, f"prices must be > 0: o={o} h={h} l={lo} c={c}")
+    if h < lo:
+        raise Rejected(HIGH_BELOW_LOW, f"high {h} < low {lo}")
+    if not (lo <= o <= h and lo <= c <= h):
+        raise Rejected(OUTSIDE_RANGE, f"open {o} or close {c} outside [low {lo}, high {h}]")
+    if v < 0:
+        raise Rejected(NEGATIVE_VOLUME, f"volume {v} < 0")
+    return Candle(ts, o, h, lo, c, v)
+
+
+def parse_levels(levels: Sequence, side: str) -> np.ndarray:
+    """Book levels [[price, size], ...] -> float array [K, 2]; sizes 0 are dropped."""
+    try:
+        arr = np.asarray(levels, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise Rejected(MALFORMED, f"{side} levels are not [[price, size], ...]") from None
+    if not np.isfinite(arr).all():
+        raise Rejected(NOT_FINITE, f"NaN or infinite value in {side} levels")
+    if (arr[:, 0] <= 0).any() or (arr[:, 1] < 0).any():
+        raise Rejected(NON_POSITIVE, f"{side} levels need price > 0 and size >= 0")
+    return arr[arr[:, 1] > 0]
+
+
+@dataclass
+class FeedStats:
+    accepted: Counter = field(default_factory=Counter)  # (symbol, kind) -> count
+    rejected: Counter = field(default_factory=Counter)  # (symbol, reason) -> count
+    last_message_ms: dict[str, int] = field(default_factory=dict)  # symbol -> market ts
+
+
+class MarketFeed:
+    """Validates candles and books from any source and hands them to the store and books."""
+
+    def __init__(self, store: CandleStore, books: OrderBooks):
+        self.store = store
+        self.books = books
+        self.stats = FeedStats()
+        self._lock = threading.Lock()
+
+    def _reject(self, symbol: str, exc: Rejected, where: str) -> None:
+        with self._lock:
+            self.stats.rejected[(symbol, exc.reason)] += 1
+            n = sum(c for (_, r), c in self.stats.rejected.items() if r == exc.reason)
+        if n <= _LOG_FIRST or n % 1000 == 0:
+            log.warning("rejected %s %s (%s #%d): %s", symbol, where, exc.reason, n, exc.detail)
+
+    def _accept(self, symbol: str, kind: str, ts: int) -> None:
+        with self._lock:
+            self.stats.accepted[(symbol, kind)] += 1
+            self.stats.last_message_ms[symbol] = ts
+
+    def candle(self, symbol: str, row: Sequence) -> Candle | None:
+        """One closed candle of the finest timeframe; returns it if accepted, else None."""
+        tf = self.store.base_tf
+        where = f"{tf} candle {list(row)[:1] if isinstance(row, (list, tuple)) else row!r}"
+        try:
+            if symbol not in self.store.symbols:
+                raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
+            candle = parse_candle(row, self.store.tf_ms[tf])
+            where = f"{tf} candle at {candle.ts}"
+            last = self.store.last_ts(symbol)
+            if last is not None and candle.ts == last:
+                raise Rejected(DUPLICATE, f"a candle at {candle.ts} was already accepted")
+            if last is not None and candle.ts < last:
+                raise Rejected(OUT_OF_ORDER, f"candle at {candle.ts} arrived after {last}")
+        except Rejected as exc:
+            self._reject(symbol, exc, where)
+            return None
+        self.store.add(symbol, candle)
+        self._accept(symbol, "candle", candle.ts)
+        return candle
+
+    def candles(self, symbol: str, rows: Sequence[Sequence]) -> int:
+        """Many candle rows in order; returns how many were accepted."""
+        return sum(self.candle(symbol, row) is not None for row in rows)
+
+    def backfill(self, symbol: str, tf: str, rows: Sequence[Sequence]) -> int:
+        """Closed history of one timeframe (exchange fetch_ohlcv pages, or the replay's warm-up).
+
+        Each row is validated like a streamed candle; bad, duplicate and out-of-order rows are
+        rejected and counted, the good ones are seeded into the store. Returns how many.
+        """
+        tf_ms = self.store.tf_ms[tf]
+        good: list[tuple[float, ...]] = []
+        for row in rows:
+            try:
+                if symbol not in self.store.symbols:
+                    raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
+                candle = parse_candle(row, tf_ms)
+                if good and candle.ts == good[-1][0]:
+                    raise Rejected(DUPLICATE, f"a {tf} candle at {candle.ts} was already accepted")
+                if good and candle.ts < good[-1][0]:
+                    raise Rejected(OUT_OF_ORDER, f"{tf} candle at {candle.ts} after {int(good[-1][0])}")
+            except Rejected as exc:
+                self._reject(symbol, exc, f"backfill {tf} row {row!r}"[:120])
+                continue
+            good.append(candle.as_row())
+        self.store.seed(symbol, tf, np.array(good).reshape(-1, 6))
+        with self._lock:
+            self.stats.accepted[(symbol, f"backfill_{tf}")] += len(good)
+        return len(good)
+
+    def book(self, symbol: str, ts: int, bids: Sequence, asks: Sequence,
+             synthetic: bool = False) -> OrderBook | None:
+        """A full order-book snapshot; returns it if accepted, else None."""
+        where = f"book at {ts}"
+        try:
+            if symbol not in self.store.symbols:
+                raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
+            b = parse_levels(bids, "bid")
+            a = parse_levels(asks, "ask")
+            if len(b) == 0 or len(a) == 0:
+                raise Rejected(MALFORMED, "a book needs at least one bid and one ask")
+            if (np.diff(b[:, 0]) >= 0).any() or (np.diff(a[:, 0]) <= 0).any():
+                raise Rejected(UNSORTED_BOOK, "bids must fall and asks rise strictly in price")
+            if b[0, 0] >= a[0, 0]:
+                raise Rejected(CROSSED_BOOK, f"best bid {b[0, 0]} >= best ask {a[0, 0]}")
+            previous = self.books.get(symbol)
+            if previous is not None and ts <= previous.ts:
+                raise Rejected(OUT_OF_ORDER, f"book at {ts} is not after {previous.ts}")
+        except Rejected as exc:
+            self._reject(symbol, exc, where)
+            return None
+        book = OrderBook(symbol, int(ts), b, a, synthetic)
+        self.books.put(book)
+        self._accept(symbol, "book", int(ts))
+        return book
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        with self._lock:
+            out: Counter = Counter()
+            for (_, reason), count in self.stats.rejected.items():
+                out[reason] += count
+            return dict(out)
+
+    def accepted_total(self) -> int:
+        with self._lock:
+            return sum(self.stats.accepted.values())

@@ -1,0 +1,38 @@
+"""The Dash application factory. Building it starts nothing; app.py serves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+
+from core.config import Config
+from core.market.service import MarketService
+from dashboard.callbacks import register_callbacks
+from dashboard.layout import build_layout
+from dashboard.rest import api_blueprint
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+# Bootstrap's dark theme is switched on by an attribute on <html>.
+INDEX = """<!DOCTYPE html>
+<html data-bs-theme="dark" lang="en">
+<head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}</head>
+<body>{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body>
+</html>"""
+
+
+def create_app(cfg: Config, market: MarketService) -> dash.Dash:
+    app = dash.Dash(
+        __name__,
+        title="Tickwise",
+        assets_folder=str(ASSETS),
+        serve_locally=True,  # every script from this server: the page works offline
+        update_title=None,
+        suppress_callback_exceptions=False,
+    )
+    app.index_string = INDEX
+    app.layout = build_layout(cfg.market.symbols, cfg.market.timeframes, cfg.server.refresh_ms)
+    register_callbacks(app, market, cfg.server.chart_candles)
+    app.server.register_blueprint(api_blueprint(market))
+    return app

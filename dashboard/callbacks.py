@@ -1,0 +1,105 @@
+"""Dash callbacks: thin. They read the market service and hand data to the pure builders."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from dash import MATCH, Input, Output, State, ctx
+
+from core.market.service import MarketService
+from dashboard.figures import ChartState, chart_update
+from dashboard.layout import symbol_id
+
+
+def format_market_time(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def header_view(snap: dict) -> dict:
+    """Texts of the header and footer from a market snapshot (pure)."""
+    src = snap["source"]
+    interpolated = ", ".join(src["interpolated_timeframes"]) or "none"
+    notice = (
+        f"Replay of real history ({src['bar_timeframe']} bars). {interpolated} candles are "
+        f"interpolated inside each real bar; order books are {src['books']}."
+    )
+    if src["ended"]:
+        notice += " The recording has ended (replay.on_end: stop)."
+    elif src["lap"]:
+        notice += f" Looping: lap {src['lap'] + 1}, timestamps moved forward."
+    if snap["notice"]:
+        notice = f"{snap['notice']}. {notice}"
+    if snap["lag_ms"] > 5000:
+        notice += f" The replay trails the clock by {snap['lag_ms'] / 1000:.0f} market s."
+    rejected = snap["rejected"]
+    feed = f"feed: {snap['candles_accepted']:,} messages accepted, {sum(rejected.values()):,} rejected"
+    if rejected:
+        feed += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) + ")"
+    return {
+        "source": src["source"].upper(),
+        "recording": f"{src['recording']}: {src['description']}",
+        "clock": format_market_time(snap["market_time_ms"]),
+        "speed": f"×{snap['speed']:g}",
+        "notice": notice,
+        "feed": feed,
+        "provenance": src["licence"],
+    }
+
+
+def price_view(price: dict) -> tuple[str, str, str]:
+    if price["last"] is None:
+        return "—", "", "symbol-change"
+    change = price["change_pct"]
+    text = "" if change is None else f"{change:+.2f}% today"
+    cls = "symbol-change " + ("text-success" if (change or 0) >= 0 else "text-danger")
+    return f"{price['last']:,.2f}", text, cls
+
+
+def register_callbacks(app, market: MarketService, visible: int) -> None:
+    store = market.store
+
+    @app.callback(
+        Output("hdr-source", "children"),
+        Output("hdr-recording", "children"),
+        Output("hdr-clock", "children"),
+        Output("hdr-speed", "children"),
+        Output("hdr-notice", "children"),
+        Output("ftr-feed", "children"),
+        Output("ftr-provenance", "children"),
+        Input("refresh", "n_intervals"),
+    )
+    def update_header(_n):
+        view = header_view(market.snapshot())
+        return (view["source"], view["recording"], view["clock"], view["speed"], view["notice"],
+                view["feed"], view["provenance"])
+
+    by_id = {symbol_id(s): s for s in store.symbols}
+
+    @app.callback(
+        Output({"type": "price", "symbol": MATCH}, "children"),
+        Output({"type": "change", "symbol": MATCH}, "children"),
+        Output({"type": "change", "symbol": MATCH}, "className"),
+        Input("refresh", "n_intervals"),
+        State({"type": "price", "symbol": MATCH}, "id"),
+    )
+    def update_price(_n, component_id):
+        return price_view(market.snapshot()["prices"][by_id[component_id["symbol"]]])
+
+    @app.callback(
+        Output({"type": "chart-graph", "symbol": MATCH}, "figure"),
+        Output({"type": "chart-state", "symbol": MATCH}, "data"),
+        Input("refresh", "n_intervals"),
+        Input({"type": "chart-tf", "symbol": MATCH}, "value"),
+        State({"type": "chart-state", "symbol": MATCH}, "data"),
+        State({"type": "chart-graph", "symbol": MATCH}, "id"),
+    )
+    def update_chart(_n, tf, state_data, component_id):
+        symbol = by_id[component_id["symbol"]]
+        state = ChartState.from_dict(state_data)
+        if ctx.triggered_id and isinstance(ctx.triggered_id, dict) and \
+                ctx.triggered_id.get("type") == "chart-tf":
+            state = None  # timeframe switched: a whole new figure
+        recent = store.closed(symbol, tf, 2 * visible)
+        figure, new_state = chart_update(symbol, tf, store.tf_ms[tf], state, recent,
+                                         store.forming(symbol, tf), visible)
+        return figure, new_state.to_dict()

@@ -1,0 +1,80 @@
+"""The page layout: header, source notice, one chart card per symbol. No data is read here."""
+
+from __future__ import annotations
+
+import dash_bootstrap_components as dbc
+from dash import dcc, html
+
+
+def symbol_id(symbol: str) -> str:
+    return symbol.replace("/", "-")
+
+
+def chart_card(symbol: str, timeframes: tuple[str, ...], default_tf: str) -> dbc.Card:
+    sid = symbol_id(symbol)
+    selector = dbc.RadioItems(
+        id={"type": "chart-tf", "symbol": sid},
+        options=[{"label": tf, "value": tf} for tf in timeframes],
+        value=default_tf,
+        inline=True,
+        className="btn-group btn-group-sm tf-selector",
+        inputClassName="btn-check",
+        labelClassName="btn btn-outline-info",
+        labelCheckedClassName="active",
+    )
+    header = dbc.CardHeader(
+        html.Div(
+            [
+                html.Span(symbol, className="symbol-name me-3"),
+                html.Span("—", id={"type": "price", "symbol": sid}, className="symbol-price me-2"),
+                html.Span("", id={"type": "change", "symbol": sid}, className="symbol-change me-auto"),
+                selector,
+            ],
+            className="d-flex align-items-center",
+        )
+    )
+    graph = dcc.Graph(
+        id={"type": "chart-graph", "symbol": sid},
+        config={"displaylogo": False, "scrollZoom": False, "responsive": True},
+        className="candle-chart",
+        style={"height": "430px"},
+    )
+    state = dcc.Store(id={"type": "chart-state", "symbol": sid}, data=None)
+    return dbc.Card([header, dbc.CardBody([graph, state], className="p-1")],
+                    className="mb-3 chart-card", id=f"card-{sid}")
+
+
+def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_ms: int) -> html.Div:
+    default_tf = timeframes[1] if len(timeframes) > 1 else timeframes[0]
+    navbar = html.Header(
+        [
+            html.Div([html.Span("◆ ", className="brand-mark"), "Tickwise"], className="brand"),
+            html.Span("", id="hdr-source", className="badge bg-info text-dark ms-3"),
+            html.Span("", id="hdr-recording", className="hdr-recording ms-2"),
+            html.Div(
+                [
+                    html.Span("market time ", className="hdr-label"),
+                    html.Span("—", id="hdr-clock", className="hdr-clock"),
+                    html.Span("", id="hdr-speed", className="badge bg-secondary ms-2"),
+                ],
+                className="ms-auto",
+            ),
+        ],
+        className="tw-header d-flex align-items-center px-3 py-2",
+    )
+    notice = html.Div("", id="hdr-notice", className="tw-notice px-3 py-1")
+    cards = dbc.Row([dbc.Col(chart_card(s, timeframes, default_tf), xl=6, lg=12) for s in symbols],
+                    className="g-3")
+    footer = html.Footer(
+        [html.Span("", id="ftr-feed"), html.Span("", id="ftr-provenance", className="ms-3")],
+        className="tw-footer px-3 py-2",
+    )
+    return html.Div(
+        [
+            navbar,
+            notice,
+            dbc.Container(cards, fluid=True, className="pt-3"),
+            footer,
+            dcc.Interval(id="refresh", interval=refresh_ms, n_intervals=0),
+        ]
+    )
