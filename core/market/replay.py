@@ -194,7 +194,10 @@ class ReplaySource:
         self.data_start = first
         self.data_end = max(int(t.bars[-1, 0]) for t in self.tracks) + self.bar_ms
         if start_ms is None:
+            # After `warmup_days` of history, at a UTC midnight; a short recording keeps at
+            # least its last day (or what it has) for the replay itself.
             start_ms = bucket_start(first, DAY_MS) + (warmup_days + 1) * DAY_MS
+            start_ms = max(first, min(start_ms, bucket_start(self.data_end - DAY_MS, DAY_MS)))
         self.start_ms = bucket_start(int(start_ms), self.base_ms)
         if not first <= self.start_ms < self.data_end:
             raise ValueError(

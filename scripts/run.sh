@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the dashboard on the bundled replay: http://127.0.0.1:8050
+# Extra arguments go to app.py, e.g. scripts/run.sh --speed 60 --port 8060
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python app.py "$@"

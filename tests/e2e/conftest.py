@@ -1,0 +1,60 @@
+"""A real Tickwise server (bundled replay) in this process and one headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from core.config import load_config
+from core.market.service import build_market
+from dashboard.app import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "e2e"
+CHROME_FLAGS = [
+    "--headless=new", "--window-size=1400,1000", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--disable-extensions", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="session")
+def server_url():
+    # Speed 30: a new 1m candle every 2 wall seconds, so growth is visible within the test.
+    cfg = load_config(ROOT / "config.yaml", {"replay.speed": 30, "market.source": "replay"},
+                      environ={})
+    market = build_market(cfg)
+    app = create_app(cfg, market)
+    market.start()
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    market.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium and chromedriver are needed: run scripts/setup.sh --dev")
+    os.environ.setdefault("SE_OFFLINE", "true")
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(30)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
