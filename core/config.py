@@ -8,12 +8,13 @@ naming the key, the value and what is allowed; start-up stops there.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +159,45 @@ for _name in ("epsilon_start", "epsilon_min"):
 _CHECKS["models.dqn.epsilon_decay"] = (lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
+def _to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ConfigError(key, f"{value!r} is not a boolean; allowed values: true, false")
+
+
+def _to_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(key, f"{value!r} is not a finite number")
+    return number
+
+
+def _to_int(key: str, value: Any) -> int:
+    try:
+        number = _to_float(key, value)
+    except ConfigError:
+        raise ConfigError(key, f"{value!r} is not an integer") from None
+    if not number.is_integer():
+        raise ConfigError(key, f"{value!r} is not an integer")
+    return int(number)
+
+
+def _to_str(key: str, value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a string")
+    return str(value)
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
 def _coerce_scalar(key: str, tp: Any, value: Any) -> Any:
     """Convert one YAML/env value to the annotated type, or raise ConfigError."""
     origin = typing.get_origin(tp)
@@ -171,36 +211,8 @@ def _coerce_scalar(key: str, tp: Any, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("", "null", "none")):
             return None
         return _coerce_scalar(key, args[0], value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(key, f"{value!r} is not a boolean; allowed values: true, false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(key, f"{value!r} is not an integer")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(key, f"{value!r} is not an integer") from None
-        if not as_float.is_integer():
-            raise ConfigError(key, f"{value!r} is not an integer")
-        return int(as_float)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(key, f"{value!r} is not a number")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(key, f"{value!r} is not a number") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ConfigError(key, f"{value!r} is not a finite number")
-        return number
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(key, f"{value!r} is not a string")
-        return str(value)
+    if tp in _SCALARS:
+        return _SCALARS[tp](key, value)
     raise ConfigError(key, f"unsupported type {tp!r}")  # a bug in this module, not in the YAML
 
 
@@ -265,8 +277,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _validate_semantics(cfg: Config) -> None:
-    m = cfg.market
+def _validate_market(m: MarketConfig) -> None:
     for i, symbol in enumerate(m.symbols):
         base, _, quote = symbol.partition("/")
         if not base or not quote or not base.isalnum() or not quote.isalnum():
@@ -292,6 +303,10 @@ def _validate_semantics(cfg: Config) -> None:
     extra = sorted(set(m.buffer) - set(m.timeframes))
     if extra:
         raise ConfigError(f"market.buffer.{extra[0]}", "is not one of market.timeframes")
+
+
+def _validate_semantics(cfg: Config) -> None:
+    _validate_market(cfg.market)
     if cfg.replay.start is not None:
         try:
             parse_time(cfg.replay.start)
@@ -307,7 +322,7 @@ def parse_time(text: str) -> int:
     """ISO date or datetime (UTC unless it names an offset) -> UTC milliseconds."""
     moment = datetime.fromisoformat(str(text))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
