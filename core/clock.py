@@ -42,9 +42,10 @@ class ReplayClock:
     def now_ms(self) -> int:
         with self._lock:
             if self.paused:
-                return int(self._anchor_market_ms)
+                return round(self._anchor_market_ms)
             elapsed = self._monotonic() - self._anchor_wall
-            return int(self._anchor_market_ms + elapsed * 1000.0 * self.speed)
+            # Round, not truncate: 0.3 s x 15 is 4499.999... in floating point, and means 4500 ms.
+            return round(self._anchor_market_ms + elapsed * 1000.0 * self.speed)
 
     def _reanchor(self) -> None:
         now = self._monotonic()

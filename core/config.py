@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -180,6 +180,10 @@ def _to_float(key: str, value: Any) -> float:
 
 
 def _to_int(key: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact: float() rounds integers above 2**53 (a large seed, say)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdecimal():
+        return int(value)
     try:
         number = _to_float(key, value)
     except ConfigError:
@@ -190,6 +194,8 @@ def _to_int(key: str, value: Any) -> int:
 
 
 def _to_str(key: str, value: Any) -> str:
+    if isinstance(value, date):  # YAML reads an unquoted 2019-01-01 as a date (or a datetime)
+        return value.isoformat()
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ConfigError(key, f"{value!r} is not a string")
     return str(value)
@@ -339,7 +345,7 @@ def load_config(
             raise ConfigError("--config", f"file not found: {path}")
         try:
             tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an unquoted date like 2019-13-01
             raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
         if not isinstance(tree, dict):
             raise ConfigError("<root>", f"{path} must hold a mapping of sections")

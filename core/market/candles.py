@@ -138,17 +138,27 @@ class CandleStore:
     # -- writing -------------------------------------------------------------------------
 
     def seed(self, symbol: str, tf: str, candles: np.ndarray) -> None:
-        """Load closed history (a backfill) for one timeframe; must precede streamed candles."""
+        """Load closed history (a backfill) for one timeframe; must precede streamed candles.
+
+        Seed the finest timeframe first: a coarser candle whose period the finest history ends
+        inside (a backfill that stops mid-hour or mid-day) becomes the forming candle, so the
+        candles streamed next complete it instead of closing a second candle at the same time.
+        """
         with self._lock:
             buf = self._closed[(symbol, tf)]
-            last = buf.newest()
+            newest = buf.newest()
+            times = [int(row[0]) for row in candles]
+            # All checked before any is stored: a refused seed leaves the store as it was.
+            for prev, ts in zip([None if newest is None else int(newest[0]), *times], times):
+                if prev is not None and ts <= prev:
+                    raise ValueError(f"seed {symbol} {tf}: candle at {ts} is not after {prev}")
+            base_last = None if tf == self.base_tf else self._last_base_ts.get(symbol)
+            base_end = None if base_last is None else base_last + self.tf_ms[self.base_tf]
             for row in candles:
-                if last is not None and row[0] <= last[0]:
-                    raise ValueError(
-                        f"seed {symbol} {tf}: candle at {int(row[0])} is not after {int(last[0])}"
-                    )
-                buf.append(row)
-                last = row
+                if base_end is not None and row[0] < base_end < row[0] + self.tf_ms[tf]:
+                    self._forming[(symbol, tf)] = Candle(int(row[0]), *(float(x) for x in row[1:6]))
+                else:
+                    buf.append(row)
             if tf == self.base_tf and len(candles):
                 self._last_base_ts[symbol] = int(candles[-1, 0])
 

@@ -151,21 +151,27 @@ class MarketFeed:
         rejected and counted, the good ones are seeded into the store. Returns how many.
         """
         tf_ms = self.store.tf_ms[tf]
+        known = symbol in self.store.symbols
+        stored = self.store.closed(symbol, tf, 1) if known else np.empty((0, 6))
+        # Pages may overlap what an earlier backfill seeded (ccxt repeats the `since` candle).
+        last_ts = int(stored[0, 0]) if len(stored) else None
         good: list[tuple[float, ...]] = []
         for row in rows:
             try:
-                if symbol not in self.store.symbols:
+                if not known:
                     raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
                 candle = parse_candle(row, tf_ms)
-                if good and candle.ts == good[-1][0]:
+                if last_ts is not None and candle.ts == last_ts:
                     raise Rejected(DUPLICATE, f"a {tf} candle at {candle.ts} was already accepted")
-                if good and candle.ts < good[-1][0]:
-                    raise Rejected(OUT_OF_ORDER, f"{tf} candle at {candle.ts} after {int(good[-1][0])}")
+                if last_ts is not None and candle.ts < last_ts:
+                    raise Rejected(OUT_OF_ORDER, f"{tf} candle at {candle.ts} after {last_ts}")
             except Rejected as exc:
                 self._reject(symbol, exc, f"backfill {tf} row {row!r}"[:120])
                 continue
             good.append(candle.as_row())
-        self.store.seed(symbol, tf, np.array(good).reshape(-1, 6))
+            last_ts = candle.ts
+        if good:
+            self.store.seed(symbol, tf, np.array(good).reshape(-1, 6))
         with self._lock:
             self.stats.accepted[(symbol, f"backfill_{tf}")] += len(good)
         return len(good)

@@ -67,7 +67,11 @@ def subbar_path(o: float, h: float, lo: float, c: float, n: int, rng: np.random.
         raise ValueError(f"a bar needs at least one sub-step, got n={n}")
     if h == lo or n < 3:
         path = np.linspace(o, c, n + 1)
-        return path if decimals is None else np.round(path, decimals)
+        if decimals is not None:
+            # A bar priced finer than the tick keeps its own open and close, inside [low, high].
+            path = np.clip(np.round(path, decimals), lo, h)
+            path[0], path[-1] = o, c
+        return path
     t_hi = _extreme_time(h, o, c, n)
     t_lo = _extreme_time(lo, o, c, n)
     if t_hi is None and t_lo is None:
@@ -93,7 +97,8 @@ def subbar_path(o: float, h: float, lo: float, c: float, n: int, rng: np.random.
     path = np.where(path < lo, 2 * lo - path, path)
     path = np.clip(path, lo, h)
     if decimals is not None:
-        path = np.round(path, decimals)
+        # Clip again: when the bar's high or low is finer than the tick, rounding can cross it.
+        path = np.clip(np.round(path, decimals), lo, h)
     for t, p in anchors:
         path[t] = p
     return path
@@ -113,6 +118,10 @@ def interpolate_bar(bar: np.ndarray, bar_ms: int, base_ms: int, rng: np.random.G
     lows = np.maximum(np.minimum(opens, closes) - wick_dn, lo)
     if decimals is not None:
         highs, lows = np.round(highs, decimals), np.round(lows, decimals)
+    # Rounding must leave each wick outside the body and inside the bar (prices finer than the
+    # tick would otherwise give candles the feed rejects, or a high above the real bar's).
+    highs = np.clip(highs, np.maximum(opens, closes), h)
+    lows = np.clip(lows, lo, np.minimum(opens, closes))
     # The path touches both extremes when n >= 3; this makes them exact for any n.
     highs[np.argmax(highs)] = h
     lows[np.argmin(lows)] = lo
@@ -252,6 +261,7 @@ class ReplaySource:
         for track in self.tracks:
             history = track.bars[track.bars[:, 0] + self.bar_ms <= self.start_ms]
             fine = [tf for tf in self.store.timeframes if tf in self.interpolated_timeframes()]
+            base = np.empty((0, 6))  # no history when the replay starts at the first bar
             if fine and len(history):
                 need_ms = max(self.store.capacity(tf) * self.store.tf_ms[tf] for tf in fine)
                 n_bars = min(len(history), math.ceil(need_ms / self.bar_ms))
