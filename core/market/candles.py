@@ -126,6 +126,7 @@ class CandleStore:
             (s, tf): None for s in self.symbols for tf in self.timeframes[1:]
         }
         self._last_base_ts: dict[str, int] = {}
+        self._sealed_until = -1  # advance() closed every period ending by then: no data before it
         self._listeners: list[CloseListener] = []
         self.closed_count = {(s, tf): 0 for s in self.symbols for tf in self.timeframes}
 
@@ -169,6 +170,9 @@ class CandleStore:
             last = self._last_base_ts.get(symbol)
             if last is not None and candle.ts <= last:
                 raise ValueError(f"{symbol} {self.base_tf} candle at {candle.ts} is not after {last}")
+            if candle.ts < self._sealed_until:
+                raise ValueError(f"{symbol} candle at {candle.ts} is before {self._sealed_until}, "
+                                 "where its periods were already closed")
             self._last_base_ts[symbol] = candle.ts
             events = [(symbol, self.base_tf, candle)]
             self._append_closed(symbol, self.base_tf, candle)
@@ -198,6 +202,7 @@ class CandleStore:
         """Close forming candles whose period ended by now_ms (the data stopped mid-period)."""
         events = []
         with self._lock:
+            self._sealed_until = max(self._sealed_until, now_ms)
             for (symbol, tf), forming in self._forming.items():
                 if forming is not None and forming.ts + self.tf_ms[tf] <= now_ms:
                     events.append((symbol, tf, forming))
@@ -231,6 +236,11 @@ class CandleStore:
             return None  # the finest timeframe only ever holds closed candles
         with self._lock:
             return self._forming[(symbol, tf)]
+
+    def sealed_until(self) -> int:
+        """Market time before which no candle is taken any more (set by advance)."""
+        with self._lock:
+            return self._sealed_until
 
     def last_ts(self, symbol: str) -> int | None:
         """Open time of the newest finest-timeframe candle of a symbol, or None."""

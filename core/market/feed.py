@@ -122,18 +122,22 @@ class MarketFeed:
     def candle(self, symbol: str, row: Sequence) -> Candle | None:
         """One closed candle of the finest timeframe; returns it if accepted, else None."""
         tf = self.store.base_tf
-        where = f"{tf} candle {list(row)[:1] if isinstance(row, (list, tuple)) else row!r}"
+        candle = None
         try:
             if symbol not in self.store.symbols:
                 raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
             candle = parse_candle(row, self.store.tf_ms[tf])
-            where = f"{tf} candle at {candle.ts}"
             last = self.store.last_ts(symbol)
             if last is not None and candle.ts == last:
                 raise Rejected(DUPLICATE, f"a candle at {candle.ts} was already accepted")
             if last is not None and candle.ts < last:
                 raise Rejected(OUT_OF_ORDER, f"candle at {candle.ts} arrived after {last}")
+            sealed = self.store.sealed_until()
+            if candle.ts < sealed:
+                raise Rejected(OUT_OF_ORDER, f"candle at {candle.ts} arrived after its periods "
+                                             f"were closed (data up to {sealed} was complete)")
         except Rejected as exc:
+            where = f"{tf} candle at {candle.ts}" if candle else f"{tf} candle {str(row)[:80]}"
             self._reject(symbol, exc, where)
             return None
         self.store.add(symbol, candle)
@@ -179,8 +183,15 @@ class MarketFeed:
     def book(self, symbol: str, ts: int, bids: Sequence, asks: Sequence,
              synthetic: bool = False) -> OrderBook | None:
         """A full order-book snapshot; returns it if accepted, else None."""
-        where = f"book at {ts}"
+        where = f"book at {ts!r}"
         try:
+            try:
+                ts_f = float(ts)
+            except (TypeError, ValueError):
+                raise Rejected(MALFORMED, f"book timestamp {ts!r} is not a number") from None
+            if not math.isfinite(ts_f) or not ts_f.is_integer() or ts_f < 0:
+                raise Rejected(MALFORMED, f"book timestamp {ts!r} is not whole UTC milliseconds")
+            ts = int(ts_f)
             if symbol not in self.store.symbols:
                 raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
             b = parse_levels(bids, "bid")

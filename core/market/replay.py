@@ -161,7 +161,7 @@ class SymbolTrack:
     symbol: str
     index: int  # position in the recording's symbol list, part of the seed
     bars: np.ndarray  # [N, 6] real bars
-    decimals: int  # price tick is 10**-decimals
+    decimals: int  # price tick 10**-decimals, from the bars played so far (see _bar_candles)
     cursor: int = 0  # next bar to play
     current: list | None = None  # base candles of the bar being played, as lists
     current_start: int = -1
@@ -192,7 +192,7 @@ class ReplaySource:
             tf, bars = recording.candles(symbol)
             bar_tfs.add(tf)
             index = recording.symbols.index(symbol)
-            self.tracks.append(SymbolTrack(symbol, index, bars, price_decimals(bars[:, 1:5])))
+            self.tracks.append(SymbolTrack(symbol, index, bars, price_decimals(bars[:1, 1:5])))
         if len(bar_tfs) != 1:
             raise ValueError(f"recording '{recording.name}' mixes bar timeframes {bar_tfs}")
         self.bar_tf = bar_tfs.pop()
@@ -254,6 +254,8 @@ class ReplaySource:
         bar = track.bars[row].copy()
         rng = self._bar_rng(track, int(bar[0]))
         bar[0] += self.offset
+        # The tick from this bar and the 49 before it: never from bars not yet played.
+        track.decimals = price_decimals(track.bars[max(0, row - 49) : row + 1, 1:5])
         return interpolate_bar(bar, self.bar_ms, self.base_ms, rng, track.decimals)
 
     def backfill(self) -> None:

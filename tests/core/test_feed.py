@@ -262,3 +262,26 @@ def test_parse_levels_flat_and_reshaped():
     with pytest.raises(Rejected) as info:
         parse_levels([1.0, 2.0, 3.0], "ask")  # odd count: not (price, size) pairs
     assert info.value.reason == feed_module.MALFORMED
+
+
+def test_late_candle_after_advance_is_rejected_and_the_minute_stays_single(caplog):
+    f = make_feed()
+    f.candle(SYM, [T0, 100.0, 102.0, 99.0, 101.0, 2.0])
+    # The source says data up to T0 + 60 s is complete: the minute closes with one second.
+    closed = f.store.advance(T0 + 60_000)
+    assert [(s, tf, c.ts) for s, tf, c in closed] == [(SYM, "1m", T0)]
+    # A straggler from that minute must not open a second candle at T0.
+    assert f.candle(SYM, [T0 + 30_000, 101.0, 101.0, 101.0, 101.0, 1.0]) is None
+    assert f.stats.rejected[(SYM, "out_of_order")] == 1
+    assert "were closed" in " ".join(warnings(caplog))
+    assert f.store.closed(SYM, "1m")[:, 0].tolist() == [T0]
+    # The next minute goes on as usual.
+    assert f.candle(SYM, [T0 + 60_000, 101.0, 101.0, 101.0, 101.0, 1.0]) is not None
+
+
+@pytest.mark.parametrize("ts", [math.nan, "soon", None, 1.5, -1000])
+def test_book_with_a_bad_timestamp_is_rejected_not_raised(ts):
+    f = make_feed()
+    assert f.book(SYM, ts, [[99.0, 1.0]], [[101.0, 1.0]]) is None
+    assert f.stats.rejected[(SYM, "malformed")] == 1
+    assert f.book(SYM, T0, [[99.0, 1.0]], [[101.0, 1.0]]) is not None

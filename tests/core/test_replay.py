@@ -690,3 +690,17 @@ def test_build_market_refuses_what_it_cannot_do():
     with pytest.raises(SystemExit, match="has no data for ETH/USDT"):
         build_market(market_config(**{"replay.recording": "binance-btcusdt-1m",
                                       "replay.warmup_days": 1}))
+
+
+def test_price_tick_comes_only_from_bars_already_played(tmp_path):
+    # Bar 0 is priced in whole dollars, bar 1 in cents. Playing bar 0 must round its path to
+    # whole dollars whatever later bars look like (a later bar's decimals are future data).
+    bars = [[T0, 100.0, 104.0, 98.0, 101.0, 60.0], [T0 + MIN, 101.0, 101.57, 100.13, 101.25, 60.0]]
+    rec = write_recording(tmp_path / "r", {ETH: bars})
+    r = make_replay(rec, (ETH,), start_ms=T0)
+    r.source.emit_until(T0 + MIN)
+    first_minute = r.store.closed(ETH, "1s")
+    assert np.array_equal(first_minute[:, 1:5], np.round(first_minute[:, 1:5]))
+    r.source.emit_until(T0 + 2 * MIN)
+    second = r.store.closed(ETH, "1s")[60:]
+    assert not np.array_equal(second[:, 1:5], np.round(second[:, 1:5]))  # cents appear
