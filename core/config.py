@@ -79,7 +79,12 @@ class SchedulerConfig:
 class CNNConfig:
     enabled: bool = True
     learning_rate: float = 1e-3
-    window: int = 300
+    window: int = 300  # candles per timeframe the CNN sees
+    dropout: float = 0.1
+    # |move| beyond this makes the move's direction the right action (1h and 1d); shorter
+    # timeframes scale it by sqrt(tf / 1h): 1m -> 0.26%, 1s -> 0.033%.
+    move_threshold: float = 0.02
+    buffer_size: int = 5000  # resolved examples kept for training
 
 
 @dataclass(frozen=True)
@@ -88,14 +93,23 @@ class DQNConfig:
     learning_rate: float = 1e-4
     gamma: float = 0.99
     epsilon_start: float = 0.3
-    epsilon_decay: float = 0.995
+    epsilon_decay: float = 0.995  # multiplied in after every training step
     epsilon_min: float = 0.05
+    window: int = 60  # candles per timeframe in the state (up to 300)
+    hidden: int = 256
+    buffer_size: int = 50_000
+    target_sync_steps: int = 100  # copy the online net to the target net every N steps
+    per_alpha: float = 0.6  # how much TD error shapes sampling (0 = uniform)
+    per_beta_start: float = 0.4  # importance-sampling correction, annealed to 1
+    per_beta_steps: int = 10_000  # training steps over which beta reaches 1
 
 
 @dataclass(frozen=True)
 class COBConfig:
     enabled: bool = True
     learning_rate: float = 1e-3
+    hidden: int = 128
+    buffer_size: int = 5000
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,29 @@ class ModelsConfig:
     cnn: CNNConfig = field(default_factory=CNNConfig)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     cob: COBConfig = field(default_factory=COBConfig)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    # A model trains on a timeframe as soon as this many resolved experiences wait.
+    batch_size: Mapping[str, int] = field(
+        default_factory=lambda: {"1s": 32, "1m": 16, "1h": 8, "1d": 4}
+    )
+    trade_weight: float = 10.0  # experiences from executed paper trades weigh this much more
+    checkpoint_every: int = 200  # training steps between checkpoints (and one at stop)
+    keep_checkpoints: int = 3  # newest checkpoints kept per model
+    start_active: bool = False  # start live training with the server (else: the Start button)
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    # Weight of each timeframe's prediction in the fused signal per symbol.
+    timeframe_weights: Mapping[str, float] = field(
+        default_factory=lambda: {"1s": 0.1, "1m": 0.3, "1h": 0.35, "1d": 0.25}
+    )
+    confidence_threshold: float = 0.6  # a fused signal below this opens or closes nothing
+    position_size_usd: float = 1000.0  # paper position size
+    fee_rate: float = 0.001  # paper trading fee per side (0.1%)
 
 
 @dataclass(frozen=True)
@@ -123,6 +160,8 @@ class Config:
     data_dir: str = "data"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    signal: SignalConfig = field(default_factory=SignalConfig)
     torch: TorchConfig = field(default_factory=TorchConfig)
 
     @property
@@ -153,6 +192,23 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 for _name in ("cnn", "dqn", "cob"):
     _CHECKS[f"models.{_name}.learning_rate"] = (lambda v: 0 < v < 1, "a number in (0, 1)")
 _CHECKS["models.cnn.window"] = (lambda v: 8 <= v <= 5000, "an integer from 8 to 5000")
+_CHECKS["models.dqn.window"] = (lambda v: 8 <= v <= 300, "an integer from 8 to 300")
+_CHECKS["models.cnn.dropout"] = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+_CHECKS["models.cnn.move_threshold"] = (lambda v: 0 < v < 1, "a number in (0, 1)")
+for _key in ("models.dqn.hidden", "models.cob.hidden"):
+    _CHECKS[_key] = (lambda v: 8 <= v <= 8192, "an integer from 8 to 8192")
+for _key in ("models.cnn.buffer_size", "models.dqn.buffer_size", "models.cob.buffer_size"):
+    _CHECKS[_key] = (lambda v: 64 <= v <= 10_000_000, "an integer from 64 to 10000000")
+_CHECKS["models.dqn.target_sync_steps"] = (lambda v: v >= 1, "an integer >= 1")
+_CHECKS["models.dqn.per_alpha"] = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_CHECKS["models.dqn.per_beta_start"] = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_CHECKS["training.trade_weight"] = (lambda v: 1 <= v <= 1000, "a number from 1 to 1000")
+_CHECKS["training.checkpoint_every"] = (lambda v: v >= 1, "an integer >= 1")
+_CHECKS["training.keep_checkpoints"] = (lambda v: 1 <= v <= 100, "an integer from 1 to 100")
+_CHECKS["signal.confidence_threshold"] = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_CHECKS["signal.position_size_usd"] = (lambda v: v > 0, "a number > 0")
+_CHECKS["signal.fee_rate"] = (lambda v: 0 <= v < 0.1, "a number in [0, 0.1)")
+_CHECKS["models.dqn.per_beta_steps"] = (lambda v: v >= 1, "an integer >= 1")
 _CHECKS["models.dqn.gamma"] = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
 for _name in ("epsilon_start", "epsilon_min"):
     _CHECKS[f"models.dqn.{_name}"] = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
@@ -311,8 +367,23 @@ def _validate_market(m: MarketConfig) -> None:
         raise ConfigError(f"market.buffer.{extra[0]}", "is not one of market.timeframes")
 
 
+def _validate_per_timeframe(key: str, values: Mapping[str, float], timeframes: tuple[str, ...],
+                            low: float, high: float) -> None:
+    for tf in timeframes:
+        if tf not in values:
+            raise ConfigError(f"{key}.{tf}", "missing: every timeframe needs a value")
+        if not low <= values[tf] <= high:
+            raise ConfigError(f"{key}.{tf}", f"{values[tf]} is out of range; allowed: {low} to {high}")
+    extra = sorted(set(values) - set(timeframes))
+    if extra:
+        raise ConfigError(f"{key}.{extra[0]}", "is not one of market.timeframes")
+
+
 def _validate_semantics(cfg: Config) -> None:
     _validate_market(cfg.market)
+    tfs = cfg.market.timeframes
+    _validate_per_timeframe("training.batch_size", cfg.training.batch_size, tfs, 1, 4096)
+    _validate_per_timeframe("signal.timeframe_weights", cfg.signal.timeframe_weights, tfs, 0, 1000)
     if cfg.replay.start is not None:
         try:
             parse_time(cfg.replay.start)

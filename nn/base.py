@@ -1,0 +1,166 @@
+"""The one small interface every model offers the rest of Tickwise.
+
+A model is an ``nn.Module`` (the network, in its own file) plus a learner that owns the
+optimiser, target network, buffer and exploration. The live-training service sees only
+:class:`Learner`:
+
+- ``encode(obs) -> state``: the numpy array this model predicts from and later learns from
+  (stored with the prediction so it can be trained on once the candle closes);
+- ``predict(state, timeframe) -> ModelOutput``;
+- ``learn(experiences) -> dict | None``: one training step on a batch, or None if it has too
+  few experiences yet;
+- ``status() -> dict``; ``state_dict()`` / ``load_state_dict()``; ``memory_bytes()``.
+
+Adding a model means a new module with a Learner subclass and one line in ``nn/registry.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+TRADE_ACTIONS = ("BUY", "SELL", "HOLD")
+DIRECTION_ACTIONS = ("UP", "DOWN")
+
+
+@dataclass
+class Observation:
+    """What the market looks like to the models at one moment, for one symbol and timeframe.
+
+    Built once per prediction round by core/observations.py from the candle store and books;
+    every array is already normalised (see core/features.py).
+    """
+
+    symbol: str
+    timeframe: str  # the timeframe whose next candle is predicted
+    ts: int  # market time, UTC ms
+    windows: dict[str, np.ndarray]  # tf -> [5, L] normalised window of this symbol
+    ref_windows: dict[str, np.ndarray]  # tf -> [5, L] normalised window of the reference (BTC)
+    scalars: np.ndarray  # [K] hand-made features: returns, volatility, SMA ratios, pivots, regime
+    book: np.ndarray | None = None  # [F] order-book features, None without a book
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the CNN's hidden layer
+
+
+@dataclass
+class ModelOutput:
+    action: int  # index into the learner's ``actions``
+    confidence: float  # 0..1
+    ohlcv: np.ndarray | None = None  # [5] predicted next candle as relative changes, if any
+    hidden: np.ndarray | None = None  # last hidden layer, for models that feed others
+    explored: bool = False  # True when epsilon-greedy picked a random action
+
+
+@dataclass
+class Experience:
+    """A resolved prediction turned into something a learner trains on."""
+
+    state: np.ndarray
+    action: int
+    reward: float
+    next_state: np.ndarray | None = None  # None at the end of an episode
+    timeframe: str = "1m"
+    weight: float = 1.0  # executed paper trades weigh more (training.trade_weight)
+    label: int | None = None  # hindsight-best action (CNN) or true direction (COB)
+    target_confidence: float | None = None
+    target_ohlcv: np.ndarray | None = None  # [5] actual next candle as relative changes
+
+
+class Learner(ABC):
+    """Shared bookkeeping: counters, loss history, the prediction/weights lock, memory."""
+
+    name: str = "model"
+    actions: tuple[str, ...] = TRADE_ACTIONS
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.train_steps = 0
+        self.prediction_count = 0
+        self.losses: deque[float] = deque(maxlen=200)  # recent training losses, newest last
+        self.last_prediction: dict | None = None
+        # Held only around a forward pass or an optimiser step's weight update, never for a
+        # whole batch's preparation: prediction never waits long on training.
+        self.lock = threading.RLock()
+
+    # -- what each model implements ------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def network(self) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def encode(self, obs: Observation) -> np.ndarray: ...
+
+    @abstractmethod
+    def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput: ...
+
+    @abstractmethod
+    def learn(self, experiences: list[Experience]) -> dict[str, float] | None: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict) -> None: ...
+
+    # -- shared ------------------------------------------------------------------------
+
+    @property
+    def epsilon(self) -> float | None:
+        return None
+
+    def parameters_count(self) -> int:
+        return sum(p.numel() for p in self.network.parameters())
+
+    def record_loss(self, loss: float) -> None:
+        self.losses.append(float(loss))
+        self.train_steps += 1
+
+    def loss_5ma(self) -> float | None:
+        """Mean of the last 5 training losses; None before the first training step."""
+        if not self.losses:
+            return None
+        recent = list(self.losses)[-5:]
+        return sum(recent) / len(recent)
+
+    def note_prediction(self, summary: dict) -> None:
+        self.prediction_count += 1
+        self.last_prediction = summary
+
+    def memory_bytes(self) -> int:
+        """Weights + gradients-to-be + optimiser state + buffers this learner holds."""
+        total = 0
+        for tensor in self.tensors():
+            total += tensor.numel() * tensor.element_size()
+        return total + self.buffer_bytes()
+
+    def tensors(self):
+        yield from self.network.parameters()
+        yield from self.network.buffers()
+        optimiser = getattr(self, "optimizer", None)
+        if optimiser is not None:
+            for state in optimiser.state.values():
+                for value in state.values():
+                    if torch.is_tensor(value):
+                        yield value
+
+    def buffer_bytes(self) -> int:
+        return 0
+
+    def status(self) -> dict:
+        return {
+            "name": self.name,
+            "parameters": self.parameters_count(),
+            "train_steps": self.train_steps,
+            "prediction_count": self.prediction_count,
+            "loss_5ma": self.loss_5ma(),
+            "loss_history": list(self.losses)[-50:],
+            "epsilon": self.epsilon,
+            "last_prediction": self.last_prediction,
+            "device": str(self.device),
+            "memory_bytes": self.memory_bytes(),
+        }
