@@ -22,6 +22,16 @@ GRID = "#2a2e39"
 TEXT = "#c9d1d9"
 
 TRACE_CLOSED, TRACE_FORMING, TRACE_VOLUME, TRACE_VOLUME_FORMING = 0, 1, 2, 3
+# Prediction overlays, one trace per model, after the four candle traces.
+OVERLAY_MODELS = ("cnn", "cob", "dqn")
+TRACE_OVERLAY = {model: 4 + i for i, model in enumerate(OVERLAY_MODELS)}
+BULL, BEAR = "#2bd4c4", "#ff9f43"
+HIT, MISS, PENDING = "#7CFC00", "#ff3b3b", "#e6edf3"
+SYMBOLS = {
+    ("cnn", "BUY"): "triangle-up", ("cnn", "SELL"): "triangle-down",
+    ("cob", "UP"): "diamond", ("cob", "DOWN"): "diamond",
+    ("dqn", "BUY"): "circle", ("dqn", "SELL"): "circle",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,39 @@ def _forming_columns(forming: Candle | None) -> dict[str, list]:
     }
 
 
+def overlay_trace(model: str, predictions: list[dict]) -> dict:
+    """Markers for a model's recent predictions on the candle they target.
+
+    CNN triangles (BUY up, SELL down), COB diamonds (UP/DOWN), DQN circles for predictions
+    that executed a paper trade; HOLD is not drawn. Fill: bullish teal, bearish orange.
+    Outline: white while pending, green for a hit, red for a miss. Opacity and size grow
+    with confidence. x is the predicted candle's open time; y the predicted close when the
+    model predicts one, else the price when it predicted.
+    """
+    xs, ys, symbols, colors, lines, sizes, opacity, text = [], [], [], [], [], [], [], []
+    for p in predictions:
+        shape = SYMBOLS.get((model, p["action"]))
+        if shape is None or (model == "dqn" and not p.get("executed")):
+            continue
+        conf = float(p["confidence"])
+        y = p.get("pred_close") if p.get("pred_close") is not None else p["reference_price"]
+        outcome = PENDING if p["status"] == "pending" else (
+            HIT if p.get("action_correct") else MISS)
+        xs.append(int(p["target_ts"]))
+        ys.append(float(y))
+        symbols.append(shape)
+        colors.append(BULL if p["action"] in ("BUY", "UP") else BEAR)
+        lines.append(outcome)
+        sizes.append(7 + 9 * conf)
+        opacity.append(0.35 + 0.65 * conf)
+        verdict = {"pending": "pending", "expired": "expired"}.get(
+            p["status"], "hit" if p.get("action_correct") else "miss")
+        text.append(f"{model.upper()} {p['action']} {conf:.0%} · {verdict}")
+    return {"x": xs, "y": ys, "text": text, "marker": {
+        "symbol": symbols, "color": colors, "size": sizes, "opacity": opacity,
+        "line": {"color": lines, "width": 2}}}
+
+
 def axis_ranges(closed: np.ndarray, forming: Candle | None, tf_ms: int, visible: int) -> dict:
     """x range over the last ``visible`` candles (+ the forming one), y ranges fitted to them."""
     rows = closed[-visible:]
@@ -84,7 +127,7 @@ def axis_ranges(closed: np.ndarray, forming: Candle | None, tf_ms: int, visible:
 
 
 def candle_figure(symbol: str, tf: str, tf_ms: int, closed: np.ndarray,
-                  forming: Candle | None, visible: int) -> dict:
+                  forming: Candle | None, visible: int, overlays: dict | None = None) -> dict:
     """A full chart: candles over volume, axes fitted to the last ``visible`` candles."""
     c, f = _columns(closed), _forming_columns(forming)
     ranges = axis_ranges(closed, forming, tf_ms, visible)
@@ -103,6 +146,10 @@ def candle_figure(symbol: str, tf: str, tf_ms: int, closed: np.ndarray,
         {"type": "bar", "name": "volume (forming)", "x": f["x"], "y": f["volume"], "yaxis": "y2",
          "marker": {"color": f["colors"]}, "opacity": 0.3, "showlegend": False},
     ]
+    for model in OVERLAY_MODELS:
+        trace = overlay_trace(model, (overlays or {}).get(model, []))
+        data.append({"type": "scatter", "mode": "markers", "name": model.upper(),
+                     "hoverinfo": "text", "showlegend": False, **trace})
     axis = {"gridcolor": GRID, "zerolinecolor": GRID, "color": TEXT}
     layout = {
         "uirevision": f"{symbol}-{tf}",
@@ -123,9 +170,14 @@ def candle_figure(symbol: str, tf: str, tf_ms: int, closed: np.ndarray,
     return {"data": data, "layout": layout}
 
 
-def candle_patch(new_closed: np.ndarray, forming: Candle | None, ranges: dict) -> Patch:
-    """Append newly closed candles, replace the forming one, move the axes."""
+def candle_patch(new_closed: np.ndarray, forming: Candle | None, ranges: dict,
+                 overlays: dict | None = None) -> Patch:
+    """Append newly closed candles, replace the forming one and the overlays, move the axes."""
     patch = Patch()
+    for model, predictions in (overlays or {}).items():
+        trace = overlay_trace(model, predictions)
+        for key in ("x", "y", "text", "marker"):
+            patch["data"][TRACE_OVERLAY[model]][key] = trace[key]
     if len(new_closed):
         c = _columns(new_closed)
         for key in ("x", "open", "high", "low", "close"):
@@ -147,8 +199,8 @@ def candle_patch(new_closed: np.ndarray, forming: Candle | None, ranges: dict) -
 
 
 def chart_update(symbol: str, tf: str, tf_ms: int, state: ChartState | None,
-                 recent: np.ndarray, forming: Candle | None, visible: int
-                 ) -> tuple[dict | Patch, ChartState]:
+                 recent: np.ndarray, forming: Candle | None, visible: int,
+                 overlays: dict | None = None) -> tuple[dict | Patch, ChartState]:
     """Decide between a Patch and a full figure for one refresh.
 
     ``recent`` is the newest ``2 x visible`` closed candles. A full figure (the last
@@ -164,7 +216,7 @@ def chart_update(symbol: str, tf: str, tf_ms: int, state: ChartState | None,
             ranges = axis_ranges(recent, forming, tf_ms, visible)
             new_state = ChartState(tf, newest if len(fresh) else state.last_ts,
                                    state.count + len(fresh))
-            return candle_patch(fresh, forming, ranges), new_state
+            return candle_patch(fresh, forming, ranges, overlays), new_state
     shown = recent[-visible:]
-    figure = candle_figure(symbol, tf, tf_ms, shown, forming, visible)
+    figure = candle_figure(symbol, tf, tf_ms, shown, forming, visible, overlays)
     return figure, ChartState(tf, newest, len(shown))

@@ -1,21 +1,110 @@
-"""REST endpoints on Dash's Flask server: one-liners over the services' snapshots."""
+"""REST endpoints on Dash's Flask server: thin handlers over the services.
+
+- GET  /api/market/status
+- POST /api/live-training/start, POST /api/live-training/stop   (idempotent; return the status)
+- GET  /api/live-training/status
+- GET  /api/live-training/predictions?limit=&model=&symbol=&timeframe=&status=
+
+A bad request gets 400 with {"error": "..."} saying what is allowed; a wrong method 405.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Flask, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from core.market.service import MarketService
 
+STATUSES = ("pending", "resolved", "expired")
 
-def api_blueprint(market: MarketService) -> Blueprint:
+
+class BadRequest(ValueError):
+    pass
+
+
+def _choice(name: str, allowed) -> str | None:
+    value = request.args.get(name)
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise BadRequest(f"{name}={value!r} is not allowed; use one of: {', '.join(allowed)}")
+    return value
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "50")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit={raw!r} is not an integer; use 1 to 1000") from None
+    if not 1 <= limit <= 1000:
+        raise BadRequest(f"limit={limit} is out of range; use 1 to 1000")
+    return limit
+
+
+def prediction_query(models, symbols, timeframes) -> dict:
+    """Validated query parameters of GET predictions (raises BadRequest)."""
+    known = {"limit", "model", "symbol", "timeframe", "status"}
+    unknown = sorted(set(request.args) - known)
+    if unknown:
+        raise BadRequest(f"unknown parameter {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+    return {
+        "limit": _limit(),
+        "model": _choice("model", models),
+        "symbol": _choice("symbol", symbols),
+        "timeframe": _choice("timeframe", timeframes),
+        "status": _choice("status", STATUSES),
+    }
+
+
+def api_blueprint(market: MarketService, training=None) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
+
+    @api.errorhandler(BadRequest)
+    def bad_request(exc):
+        return jsonify({"error": str(exc)}), 400
 
     @api.get("/market/status")
     def market_status():
         return jsonify(market.snapshot())
 
-    @api.errorhandler(405)
-    def method_not_allowed(_exc):
-        return jsonify({"error": "method not allowed"}), 405
+    if training is None:
+        return api
+
+    @api.post("/live-training/start")
+    def start():
+        return jsonify(training.start())
+
+    @api.post("/live-training/stop")
+    def stop():
+        return jsonify(training.stop())
+
+    @api.get("/live-training/status")
+    def status():
+        return jsonify(training.cached_status())
+
+    @api.get("/live-training/predictions")
+    def predictions():
+        query = prediction_query(tuple(training.learners), market.store.symbols,
+                                 market.store.timeframes)
+        return jsonify({"predictions": training.store.recent(**query), "query": query})
 
     return api
+
+
+def install_json_errors(server: Flask) -> None:
+    """404 and 405 under /api/ answer JSON that says what exists, like every other error."""
+
+    @server.errorhandler(MethodNotAllowed)
+    def method_not_allowed(exc):
+        if request.path.startswith("/api/"):
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            return jsonify({"error": f"{request.method} is not allowed on {request.path}; "
+                                     f"use {allowed}"}), 405
+        return exc
+
+    @server.errorhandler(NotFound)
+    def not_found(exc):
+        if request.path.startswith("/api/"):
+            return jsonify({"error": f"no endpoint {request.path}"}), 404
+        return exc

@@ -34,7 +34,7 @@ def test_full_figure_holds_the_candles_and_fits_the_axes():
     rows = candles(3)
     forming = Candle(3 * MIN, 103.0, 104.0, 90.0, 95.0, 7.0)  # a falling forming candle
     fig = candle_figure("ETH/USDT", "1m", MIN, rows, forming, visible=3)
-    closed, form, vol, vol_form = fig["data"]
+    closed, form, vol, vol_form = fig["data"][:4]
     assert closed["x"] == [0, MIN, 2 * MIN]
     assert closed["open"] == [100, 101, 102] and closed["close"] == [101, 102, 103]
     assert form["x"] == [3 * MIN] and form["close"] == [95.0]

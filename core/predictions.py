@@ -1,0 +1,440 @@
+"""The prediction store: every prediction from ``pending`` to ``resolved`` or ``expired``.
+
+SQLite in WAL mode (readers never block the writer, and a crash loses at most the last
+transaction). Threads share **one connection** opened with ``check_same_thread=False`` and
+guarded by a lock: the store is written from the scheduler's prediction and resolution jobs
+and read by the status snapshot, all in one process, and a single connection keeps every
+statement serialised without per-thread connections to track and close. Writes run in
+``BEGIN IMMEDIATE`` transactions, so a second process on the same file (a backup, a report)
+waits on the busy timeout instead of failing mid-transaction.
+
+Status moves one way only: ``pending -> resolved`` or ``pending -> expired``; every update
+is guarded by ``status = 'pending'``, so a resolver and the expiry job can race harmlessly and
+a second resolve of the same prediction is a no-op.
+
+Behind this class's small interface the store can move to PostgreSQL/TimescaleDB without its
+callers changing (see DESIGN.md, "Past one machine").
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.rewards import ACTIONS, Resolution
+from core.timeframes import parse_timeframe
+
+SCHEMA_VERSION = 1
+STATUSES = ("pending", "resolved", "expired")
+MAX_LIMIT = 1000
+BUSY_TIMEOUT_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS predictions (
+    id              INTEGER PRIMARY KEY,
+    model           TEXT    NOT NULL,
+    model_step      INTEGER NOT NULL,          -- the model's train_steps when it predicted
+    symbol          TEXT    NOT NULL,
+    timeframe       TEXT    NOT NULL,
+    created_ts      INTEGER NOT NULL,          -- market time of the prediction, UTC ms
+    target_ts       INTEGER NOT NULL,          -- open time of the predicted candle, UTC ms
+    reference_price REAL    NOT NULL,          -- last close when predicted
+    action          TEXT    NOT NULL,
+    confidence      REAL    NOT NULL CHECK (confidence BETWEEN 0 AND 1),
+    pred_open       REAL,
+    pred_high       REAL,
+    pred_low        REAL,
+    pred_close      REAL,
+    pred_volume     REAL,
+    state           BLOB,                      -- the encoded model state, numpy .npy bytes
+    executed        INTEGER NOT NULL DEFAULT 0 CHECK (executed IN (0, 1)),
+    actual_open     REAL,
+    actual_high     REAL,
+    actual_low      REAL,
+    actual_close    REAL,
+    actual_volume   REAL,
+    price_error     REAL,
+    volume_error    REAL,
+    action_correct  INTEGER CHECK (action_correct IN (0, 1)),
+    reward          REAL,
+    status          TEXT    NOT NULL DEFAULT 'pending'
+                            CHECK (status IN ('pending', 'resolved', 'expired')),
+    resolved_ts     INTEGER                    -- market time resolved or expired, UTC ms
+);
+-- The resolver's lookup: pending predictions of one candle.
+CREATE INDEX IF NOT EXISTS ix_predictions_pending
+    ON predictions (status, symbol, timeframe, target_ts);
+-- Newest-first listings walk this backwards (created_ts DESC, then id DESC, no sort) and
+-- check the filters on the way, stopping after `limit` matches.
+CREATE INDEX IF NOT EXISTS ix_predictions_created ON predictions (created_ts);
+-- Accuracy per (model, timeframe) and counts per (model, status). status leads so that
+-- "resolved only" is one range, already grouped; action_correct makes it covering.
+CREATE INDEX IF NOT EXISTS ix_predictions_accuracy
+    ON predictions (status, model, timeframe, action_correct);
+"""
+
+_PRED_COLUMNS = ("pred_open", "pred_high", "pred_low", "pred_close", "pred_volume")
+_ACTUAL_COLUMNS = ("actual_open", "actual_high", "actual_low", "actual_close", "actual_volume")
+# Everything but the state blob, in table order: what recent() returns.
+_LISTED_COLUMNS = (
+    "id", "model", "model_step", "symbol", "timeframe", "created_ts", "target_ts",
+    "reference_price", "action", "confidence", *_PRED_COLUMNS, "executed", *_ACTUAL_COLUMNS,
+    "price_error", "volume_error", "action_correct", "reward", "status", "resolved_ts",
+)  # fmt: skip
+_PENDING_COLUMNS = (
+    "id", "model", "model_step", "symbol", "timeframe", "created_ts", "target_ts",
+    "reference_price", "action", "confidence", *_PRED_COLUMNS, "executed",
+)  # fmt: skip
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _integer(name: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _timeframe(value: Any) -> str:
+    parse_timeframe(_text("timeframe", value))  # raises ValueError saying what is allowed
+    return value
+
+
+def encode_state(state: np.ndarray | None) -> bytes | None:
+    """A state array as .npy bytes (dtype and shape kept, no pickle)."""
+    if state is None:
+        return None
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(state), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_state(blob: bytes | None) -> np.ndarray | None:
+    if blob is None:
+        return None
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class NewPrediction:
+    """A prediction as a model makes it; validated on construction (bad value -> ValueError)."""
+
+    model: str
+    model_step: int  # the model's train_steps when it predicted
+    symbol: str
+    timeframe: str
+    created_ts: int  # market time, UTC ms
+    target_ts: int  # open time of the predicted candle, UTC ms
+    reference_price: float  # last close when predicted
+    action: str  # BUY/SELL/HOLD, or UP/DOWN for the order-book model
+    confidence: float  # 0..1
+    # Predicted candle in price units (core.rewards.absolute_ohlcv of the model's output).
+    pred_ohlcv: tuple[float, float, float, float, float] | None = None
+    state: np.ndarray | None = None  # what the model predicted from, to train on later
+    executed: bool = False  # a paper trade was executed from it
+
+    def __post_init__(self) -> None:
+        _text("model", self.model)
+        _text("symbol", self.symbol)
+        _timeframe(self.timeframe)
+        for name, minimum in (("model_step", 0), ("created_ts", None), ("target_ts", None)):
+            object.__setattr__(self, name, _integer(name, getattr(self, name), minimum))
+        price = float(self.reference_price)
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(
+                f"reference_price must be a finite number > 0, got {self.reference_price!r}"
+            )
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+        confidence = float(self.confidence)
+        if not 0.0 <= confidence <= 1.0:  # also rejects NaN
+            raise ValueError(f"confidence must be within [0, 1], got {self.confidence!r}")
+        object.__setattr__(self, "reference_price", price)
+        object.__setattr__(self, "confidence", confidence)
+        if self.pred_ohlcv is not None:
+            values = tuple(
+                float(x) for x in np.asarray(self.pred_ohlcv, dtype=np.float64).reshape(-1)
+            )
+            if len(values) != 5 or not all(math.isfinite(x) for x in values):
+                raise ValueError(
+                    f"pred_ohlcv must be 5 finite numbers (o, h, l, c, v) or None, got {self.pred_ohlcv!r}"
+                )
+            object.__setattr__(self, "pred_ohlcv", values)
+        if self.state is not None and not isinstance(self.state, np.ndarray):
+            raise ValueError(
+                f"state must be a numpy array or None, got {type(self.state).__name__}"
+            )
+        if not isinstance(self.executed, bool | np.bool_):
+            raise ValueError(f"executed must be True or False, got {self.executed!r}")
+
+    def row(self) -> tuple:
+        pred = self.pred_ohlcv or (None,) * 5
+        return (
+            self.model, self.model_step, self.symbol, self.timeframe, self.created_ts,
+            self.target_ts, self.reference_price, self.action, self.confidence, *pred,
+            encode_state(self.state), int(bool(self.executed)),
+        )  # fmt: skip
+
+
+_INSERT = (
+    "INSERT INTO predictions (model, model_step, symbol, timeframe, created_ts, target_ts, "
+    "reference_price, action, confidence, pred_open, pred_high, pred_low, pred_close, "
+    "pred_volume, state, executed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_RESOLVE = (
+    "UPDATE predictions SET actual_open = ?, actual_high = ?, actual_low = ?, actual_close = ?, "
+    "actual_volume = ?, price_error = ?, volume_error = ?, action_correct = ?, reward = ?, "
+    "status = 'resolved', resolved_ts = ? WHERE id = ? AND status = 'pending'"
+)
+
+
+@dataclass(frozen=True)
+class PendingPrediction:
+    """A stored prediction still waiting for its candle (the state blob: ``load_state``)."""
+
+    id: int
+    model: str
+    model_step: int
+    symbol: str
+    timeframe: str
+    created_ts: int
+    target_ts: int
+    reference_price: float
+    action: str
+    confidence: float
+    pred_ohlcv: tuple[float, float, float, float, float] | None
+    executed: bool
+
+    @classmethod
+    def from_row(cls, row: Sequence) -> PendingPrediction:
+        pred = tuple(row[10:15])
+        return cls(
+            *row[:10],
+            pred_ohlcv=None if pred[3] is None else pred,  # type: ignore[arg-type]
+            executed=bool(row[15]),
+        )
+
+
+def _resolution_row(resolution: Resolution, resolved_ts: int, pred_id: int) -> tuple:
+    r = resolution
+    return (
+        r.actual_open, r.actual_high, r.actual_low, r.actual_close, r.actual_volume,
+        r.price_error, r.volume_error, int(r.action_correct), r.reward, resolved_ts, pred_id,
+    )  # fmt: skip
+
+
+class PredictionStore:
+    """Predictions in one SQLite file; safe to share between threads (see the module doc)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: no implicit transactions; _write() opens them explicitly.
+        self._conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: durable across a process crash, may lose the last commits on
+        # power loss; enough for predictions, which the next candle regenerates anyway.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        with self._lock:  # executescript commits on its own, so it opens its transaction
+            self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+        with self._write() as conn:
+            found = conn.execute("SELECT version FROM schema_version").fetchall()
+            if not found:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif found != [(SCHEMA_VERSION,)]:
+                raise RuntimeError(
+                    f"{self.path} holds prediction store schema version {found}, this code "
+                    f"reads version {SCHEMA_VERSION}; move the file aside or migrate it"
+                )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock; rolled back if anything inside raises."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add(self, pred: NewPrediction) -> int:
+        """Store a prediction as pending; returns its id."""
+        return self.add_many([pred])[0]
+
+    def add_many(self, preds: Iterable[NewPrediction]) -> list[int]:
+        """Store predictions as pending in one transaction; returns their ids in order."""
+        rows = []
+        for pred in preds:
+            if not isinstance(pred, NewPrediction):
+                raise ValueError(f"expected a NewPrediction, got {type(pred).__name__}")
+            rows.append(pred.row())
+        with self._write() as conn:
+            return [conn.execute(_INSERT, row).lastrowid for row in rows]
+
+    def resolve(self, pred_id: int, resolution: Resolution, resolved_ts: int) -> bool:
+        """Fill a pending prediction's outcome; False if it was not pending (already done)."""
+        return self.resolve_many([(pred_id, resolution)], resolved_ts) == 1
+
+    def resolve_many(self, items: Iterable[tuple[int, Resolution]], resolved_ts: int) -> int:
+        """Resolve pending predictions in one transaction; returns how many were pending."""
+        resolved_ts = _integer("resolved_ts", resolved_ts)
+        rows = []
+        for pred_id, resolution in items:
+            if not isinstance(resolution, Resolution):
+                raise ValueError(
+                    f"expected a Resolution for id {pred_id}, got {type(resolution).__name__}"
+                )
+            rows.append(_resolution_row(resolution, resolved_ts, _integer("id", pred_id)))
+        with self._write() as conn:
+            return sum(conn.execute(_RESOLVE, row).rowcount for row in rows)
+
+    def expire_older_than(self, cutoff_ts: int, now_ts: int) -> int:
+        """Mark pending predictions whose candle opened before cutoff_ts expired; how many."""
+        cutoff_ts = _integer("cutoff_ts", cutoff_ts)
+        now_ts = _integer("now_ts", now_ts)
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE predictions SET status = 'expired', resolved_ts = ? "
+                "WHERE status = 'pending' AND target_ts < ?",
+                (now_ts, cutoff_ts),
+            ).rowcount
+
+    # -- reading -------------------------------------------------------------------------
+
+    def pending(self, symbol: str, timeframe: str, target_ts: int) -> list[PendingPrediction]:
+        """Pending predictions of the candle of ``symbol``/``timeframe`` opening at target_ts."""
+        rows = self._read(
+            f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions "
+            "WHERE status = 'pending' AND symbol = ? AND timeframe = ? AND target_ts = ? "
+            "ORDER BY id",
+            (symbol, timeframe, _integer("target_ts", target_ts)),
+        )
+        return [PendingPrediction.from_row(row) for row in rows]
+
+    def pending_before(self, ts: int) -> list[PendingPrediction]:
+        """Pending predictions whose candle opened before ts, oldest candle first."""
+        rows = self._read(
+            f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions "
+            "WHERE status = 'pending' AND target_ts < ? ORDER BY target_ts, id",
+            (_integer("ts", ts),),
+        )
+        return [PendingPrediction.from_row(row) for row in rows]
+
+    def recent(
+        self,
+        limit: int = 50,
+        model: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        status: str | None = None,
+    ) -> list[dict]:
+        """The newest predictions (by market time, then id) matching every filter given.
+
+        Each is a dict of the table's columns without the state blob; ``executed`` and
+        ``action_correct`` are bools (the latter None until resolved).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        filters = {"model": model, "symbol": symbol, "timeframe": timeframe, "status": status}
+        where, params = [], []
+        for column, value in filters.items():
+            if value is not None:
+                # "+column" keeps the planner on ix_predictions_created: a newest-first walk
+                # that stops at `limit`, instead of sorting every row of a model or status.
+                where.append(f"+{column} = ?")
+                params.append(_timeframe(value) if column == "timeframe" else _text(column, value))
+        sql = f"SELECT {', '.join(_LISTED_COLUMNS)} FROM predictions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_ts DESC, id DESC LIMIT ?"
+        rows = self._read(sql, (*params, limit))
+        return [_listed(row) for row in rows]
+
+    def get(self, pred_id: int) -> dict | None:
+        """One prediction as ``recent`` lists it, or None."""
+        rows = self._read(
+            f"SELECT {', '.join(_LISTED_COLUMNS)} FROM predictions WHERE id = ?",
+            (_integer("id", pred_id),),
+        )
+        return _listed(rows[0]) if rows else None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{model: {"pending": n, "resolved": n, "expired": n}}."""
+        out: dict[str, dict[str, int]] = {}
+        for model, status, n in self._read(
+            "SELECT model, status, COUNT(*) FROM predictions GROUP BY status, model"
+        ):
+            out.setdefault(model, dict.fromkeys(STATUSES, 0))[status] = n
+        return out
+
+    def accuracy(self) -> dict[tuple[str, str], dict[str, float]]:
+        """{(model, timeframe): {"resolved": n, "correct": k, "accuracy": k / n}}.
+
+        Over resolved predictions only; expired ones were never judged.
+        """
+        rows = self._read(
+            "SELECT model, timeframe, COUNT(*), SUM(action_correct) FROM predictions "
+            "WHERE status = 'resolved' GROUP BY model, timeframe"
+        )
+        return {
+            (model, tf): {"resolved": n, "correct": int(k), "accuracy": k / n}
+            for model, tf, n, k in rows
+        }
+
+    def load_state(self, pred_id: int) -> np.ndarray | None:
+        """The state a prediction was made from; None if it had none or the id is unknown."""
+        rows = self._read("SELECT state FROM predictions WHERE id = ?", (_integer("id", pred_id),))
+        return decode_state(rows[0][0]) if rows else None
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent); the file keeps everything committed."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> PredictionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _listed(row: Sequence) -> dict:
+    item = dict(zip(_LISTED_COLUMNS, row))
+    item["executed"] = bool(item["executed"])
+    if item["action_correct"] is not None:
+        item["action_correct"] = bool(item["action_correct"])
+    return item

@@ -1,0 +1,228 @@
+"""Rewards, correctness and prediction resolution: pure functions, no I/O.
+
+The reward table is the seed's, applied to the relative change of the close from the price a
+prediction was made at (its reference price) to the close of the candle it predicted:
+
+=========================  =====================  ==========================
+action                     outcome                base reward
+=========================  =====================  ==========================
+BUY  (UP)                  change > 0             +10 * change
+SELL (DOWN)                change < 0             +10 * |change|
+BUY/SELL/UP/DOWN           otherwise (wrong)      -5 * |change|
+HOLD                       |change| <= 0.5 %      +0.01
+HOLD                       |change| >  0.5 %      -0.01
+=========================  =====================  ==========================
+
+and the base reward is multiplied by ``0.5 + confidence``, so a confident call counts up to
+three times as much as an unsure one (confidence 1 -> x1.5, confidence 0 -> x0.5).
+
+A flat candle (change == 0) is a *wrong* BUY or SELL: the trade earned nothing, so the
+reward is -5 * 0 = 0 and ``action_correct`` is False. HOLD is the only right call on a flat
+candle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+TRADE_ACTIONS = ("BUY", "SELL", "HOLD")
+DIRECTION_ACTIONS = ("UP", "DOWN")  # the order-book model's actions
+ACTIONS = TRADE_ACTIONS + DIRECTION_ACTIONS
+
+HOLD_BAND = 0.005  # 0.5 %: a HOLD is right while the close moves no more than this
+WIN_SCALE = 10.0
+LOSS_SCALE = 5.0
+HOLD_REWARD = 0.01
+# Slack on the HOLD band for binary rounding: 100 -> 100.5 gives 0.0050000000000000044, which
+# is "exactly 0.5 %" to a trader. 1e-12 of a price is far below any exchange's tick size.
+_BAND_SLACK = 1e-12
+
+
+def _finite(name: str, value: float) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _positive(name: str, value: float) -> float:
+    number = _finite(name, value)
+    if number <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
+def _confidence(value: float) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:  # also rejects NaN
+        raise ValueError(f"confidence must be within [0, 1], got {value!r}")
+    return number
+
+
+def price_change(entry: float, exit: float) -> float:
+    """Relative change from entry to exit: exit / entry - 1 (0.01 is +1 %)."""
+    return _finite("exit", exit) / _positive("entry", entry) - 1.0
+
+
+def action_correct(action: str, change: float, hold_band: float = HOLD_BAND) -> bool:
+    """Whether ``action`` was right about a close that moved by ``change``.
+
+    BUY/UP iff change > 0, SELL/DOWN iff change < 0, HOLD iff |change| <= hold_band; this is
+    exactly when the action's reward is positive (a flat BUY/SELL scores 0 and is wrong).
+    """
+    change = _finite("change", change)
+    if action in ("BUY", "UP"):
+        return change > 0
+    if action in ("SELL", "DOWN"):
+        return change < 0
+    if action == "HOLD":
+        return abs(change) <= hold_band + _BAND_SLACK
+    raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+
+
+def _base_reward(action: str, change: float, hold_band: float) -> float:
+    if action == "HOLD":
+        return HOLD_REWARD if action_correct(action, change, hold_band) else -HOLD_REWARD
+    if action_correct(action, change, hold_band):
+        return WIN_SCALE * abs(change)
+    return -LOSS_SCALE * abs(change)
+
+
+def trade_reward(
+    action: str, change: float, confidence: float, hold_band: float = HOLD_BAND
+) -> float:
+    """The seed's reward for BUY/SELL/HOLD (see the module's table), times 0.5 + confidence."""
+    if action not in TRADE_ACTIONS:
+        raise ValueError(f"trade action must be one of {', '.join(TRADE_ACTIONS)}, got {action!r}")
+    change = _finite("change", change)
+    return _base_reward(action, change, hold_band) * (0.5 + _confidence(confidence))
+
+
+def direction_reward(action: str, change: float, confidence: float) -> float:
+    """The order-book model's reward: UP scores like BUY, DOWN like SELL."""
+    if action not in DIRECTION_ACTIONS:
+        raise ValueError(
+            f"direction action must be one of {', '.join(DIRECTION_ACTIONS)}, got {action!r}"
+        )
+    change = _finite("change", change)
+    return _base_reward(action, change, HOLD_BAND) * (0.5 + _confidence(confidence))
+
+
+def reward(action: str, change: float, confidence: float, hold_band: float = HOLD_BAND) -> float:
+    """``trade_reward`` or ``direction_reward``, whichever kind ``action`` is."""
+    if action in DIRECTION_ACTIONS:
+        return direction_reward(action, change, confidence)
+    return trade_reward(action, change, confidence, hold_band)
+
+
+# --------------------------------------------------------------------------- OHLCV forms
+
+
+def _ohlcv(candle: Any) -> tuple[float, float, float, float, float]:
+    """(open, high, low, close, volume) of a Candle-like object or a 5-sequence."""
+    if hasattr(candle, "close"):
+        values = (candle.open, candle.high, candle.low, candle.close, candle.volume)
+    else:
+        values = tuple(candle)
+        if len(values) != 5:
+            raise ValueError(
+                f"an OHLCV needs 5 values (open, high, low, close, volume), got {len(values)}"
+            )
+    names = ("open", "high", "low", "close", "volume")
+    return tuple(_finite(name, v) for name, v in zip(names, values))  # type: ignore[return-value]
+
+
+def relative_ohlcv(reference_close: float, candle_ohlcv: Any) -> np.ndarray:
+    """A candle as the regression target: [o, h, l, c] / reference_close - 1, log1p(volume).
+
+    ``candle_ohlcv`` is a Candle or (open, high, low, close, volume). Returns float64 [5].
+    """
+    ref = _positive("reference_close", reference_close)
+    o, h, lo, c, v = _ohlcv(candle_ohlcv)
+    if v < 0:
+        raise ValueError(f"volume must be >= 0, got {v!r}")
+    return np.array([o / ref - 1.0, h / ref - 1.0, lo / ref - 1.0, c / ref - 1.0, math.log1p(v)])
+
+
+def absolute_ohlcv(reference_close: float, rel: Sequence[float] | np.ndarray) -> tuple[float, ...]:
+    """Inverse of :func:`relative_ohlcv`: (open, high, low, close, volume) in price units."""
+    ref = _positive("reference_close", reference_close)
+    values = [float(x) for x in np.asarray(rel, dtype=np.float64).reshape(-1)]
+    if len(values) != 5:
+        raise ValueError(f"a relative OHLCV needs 5 values, got {len(values)}")
+    for name, x in zip(("open", "high", "low", "close", "volume"), values):
+        _finite(f"relative {name}", x)
+    prices = tuple(ref * (1.0 + x) for x in values[:4])
+    return (*prices, math.expm1(values[4]))
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What the closed candle says about one prediction (the store's resolved columns)."""
+
+    actual_open: float
+    actual_high: float
+    actual_low: float
+    actual_close: float
+    actual_volume: float
+    change: float  # actual close / reference price - 1
+    price_error: float | None  # |predicted close - actual close| / actual close
+    volume_error: float | None  # |predicted volume - actual volume| / actual volume
+    action_correct: bool
+    reward: float
+
+
+def _get(pred: Any, name: str, default: Any = None) -> Any:
+    if isinstance(pred, Mapping):
+        return pred.get(name, default)
+    return getattr(pred, name, default)
+
+
+def resolve(pred: Any, actual: Any, hold_band: float = HOLD_BAND) -> Resolution:
+    """Resolve a prediction against the candle it predicted.
+
+    ``pred`` is a mapping or an object (e.g. ``core.predictions.PendingPrediction``) with
+    ``action``, ``confidence``, ``reference_price`` and ``pred_ohlcv`` (absolute
+    (o, h, l, c, v) or None). ``actual`` is a Candle or (o, h, l, c, v).
+
+    Errors are None without a predicted candle. ``volume_error`` is relative to the actual
+    volume, which can be 0 on quiet 1s candles: then it is 0 if the prediction was 0 too and
+    None (undefined) otherwise, never inf.
+    """
+    o, h, lo, c, v = _ohlcv(actual)
+    if c <= 0 or v < 0:
+        raise ValueError(
+            f"actual candle needs close > 0 and volume >= 0, got close {c!r}, volume {v!r}"
+        )
+    action = _get(pred, "action")
+    confidence = _get(pred, "confidence")
+    change = price_change(_get(pred, "reference_price"), c)
+    price_error = volume_error = None
+    predicted = _get(pred, "pred_ohlcv")
+    if predicted is not None:
+        _, _, _, pc, pv = _ohlcv(predicted)
+        price_error = abs(pc - c) / c
+        if v > 0:
+            volume_error = abs(pv - v) / v
+        elif pv == 0:
+            volume_error = 0.0
+    return Resolution(
+        actual_open=o,
+        actual_high=h,
+        actual_low=lo,
+        actual_close=c,
+        actual_volume=v,
+        change=change,
+        price_error=price_error,
+        volume_error=volume_error,
+        action_correct=action_correct(action, change, hold_band),
+        reward=reward(action, change, confidence, hold_band),
+    )

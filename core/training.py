@@ -1,0 +1,376 @@
+"""Live training: candles close -> predictions resolve -> experiences -> models learn.
+
+The service is driven by scheduler jobs (core/scheduler.py), each safe to run concurrently:
+
+- ``process_closes``: for every candle that closed, build the observation at its close,
+  resolve the predictions that targeted it (actual OHLCV, errors, reward), turn them into
+  experiences, and (while active) let every model predict the next candle of that timeframe.
+- ``train_due``: every model trains on a timeframe as soon as ``training.batch_size[tf]``
+  experiences wait. It runs in its own thread: prediction never waits on training beyond a
+  learner's lock around a forward pass or an optimiser step.
+- ``signal_job``: fuses each symbol's latest votes into one signal and acts on paper.
+- ``expire_job``: predictions whose candle never came expire.
+
+Resolution goes on while training is stopped (so nothing pending is lost); predicting and
+training only while active.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.config import Config
+from core.market.candles import Candle
+from core.market.service import MarketService
+from core.observations import ObservationBuilder
+from core.orchestrator import PaperBook, Signal, Vote, correlation, fuse, make_signal
+from core.predictions import NewPrediction, PredictionStore
+from core.rewards import absolute_ohlcv, relative_ohlcv, resolve
+from nn.base import DIRECTION_ACTIONS, Experience, Learner
+from nn.checkpoints import CheckpointManager
+from nn.cnn import hindsight_label
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60.0  # predictions/s and batches/min are measured over the last minute (wall)
+
+
+@dataclass
+class JobError:
+    type: str
+    message: str
+    count: int = 0
+    last_wall_ts: float = 0.0
+
+
+@dataclass
+class Rates:
+    """Event times (wall clock) in a sliding window, for per-second and per-minute rates."""
+
+    events: deque = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def add(self, n: int = 1, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.events.extend([now] * n)
+
+    def per_second(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self.events and self.events[0] < now - RATE_WINDOW_S:
+            self.events.popleft()
+        span = min(RATE_WINDOW_S, max(1.0, now - self.events[0])) if self.events else 1.0
+        return len(self.events) / span
+
+
+class LiveTrainingService:
+    def __init__(self, cfg: Config, market: MarketService, store: PredictionStore,
+                 learners: dict[str, Learner], checkpoints: CheckpointManager):
+        self.cfg = cfg
+        self.market = market
+        self.store = store
+        self.learners = learners
+        self.checkpoints = checkpoints
+        self.tf_ms = market.store.tf_ms
+        window = max([cfg.models.cnn.window, cfg.models.dqn.window, 32])
+        self.builder = ObservationBuilder(market.store, market.books, window,
+                                          reference="BTC/USDT")
+        self.active = False
+        self.started_at_ms: int | None = None
+        self._closes: deque[tuple[str, str, Candle]] = deque(maxlen=100_000)
+        self._waiting: dict[str, dict[str, list[Experience]]] = {
+            name: {tf: [] for tf in market.store.timeframes} for name in learners
+        }
+        self._waiting_lock = threading.Lock()
+        self._votes: dict[str, dict[tuple[str, str], Vote]] = {s: {} for s in market.store.symbols}
+        self.signals: dict[str, Signal] = {}
+        self.last_signal_ms: int | None = None
+        self.paper = PaperBook(cfg.signal)
+        self.errors: dict[str, JobError] = {}
+        self.prediction_rate = Rates()
+        self.batch_rate = Rates()
+        self.dropped_experiences = Counter()
+        self._last_checkpoint_step = {name: 0 for name in learners}
+        self._lock = threading.Lock()
+        self._status_cache: tuple[float, dict] | None = None
+        market.store.subscribe(self._on_close)
+
+    # -- control ------------------------------------------------------------------------
+
+    def start(self) -> dict:
+        with self._lock:
+            if not self.active:
+                self.active = True
+                self.started_at_ms = self.market.clock.now_ms()
+                log.info("live training started")
+        self._status_cache = None
+        return self.cached_status()
+
+    def stop(self) -> dict:
+        with self._lock:
+            was_active = self.active
+            self.active = False
+        if was_active:
+            self.save_checkpoints()
+            log.info("live training stopped")
+        self._status_cache = None
+        return self.cached_status()
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def guarded(self, name: str, job) -> None:
+        """Run a job; an error is recorded by type in the status and the next run goes on."""
+        try:
+            job()
+        except Exception as exc:  # the top of a job: report by type, never swallow silently
+            err = self.errors.setdefault(name, JobError(type(exc).__name__, str(exc)))
+            err.type, err.message = type(exc).__name__, str(exc)[:300]
+            err.count += 1
+            err.last_wall_ts = time.time()
+            if err.count <= 3 or err.count % 100 == 0:
+                log.exception("job %s failed (%s, %d times)", name, err.type, err.count)
+
+    def _on_close(self, symbol: str, tf: str, candle: Candle) -> None:
+        self._closes.append((symbol, tf, candle))
+
+    def process_closes(self) -> int:
+        """Resolve and predict for every queued candle close; returns how many were handled."""
+        batch = []
+        while self._closes:
+            batch.append(self._closes.popleft())
+        if not batch:
+            return 0
+        # Predict only from the newest close of each (symbol, tf): if the job fell behind, it
+        # catches up instead of predicting candles that already closed.
+        newest = {(s, tf): c.ts for s, tf, c in batch}
+        caches: dict[int, dict] = {}
+        for symbol, tf, candle in batch:
+            close_ts = candle.ts + self.tf_ms[tf]
+            cache = caches.setdefault(close_ts, {})
+            obs = self.builder.build(symbol, tf, close_ts, cache)
+            states, outputs = self._encode(obs)
+            self._resolve(symbol, tf, candle, states, close_ts)
+            if self.active and newest[(symbol, tf)] == candle.ts:
+                self._predict(obs, states, outputs, close_ts)
+        return len(batch)
+
+    def _encode(self, obs) -> tuple[dict[str, np.ndarray], dict]:
+        outputs = {}
+        cnn = self.learners.get("cnn")
+        if cnn is not None:
+            per_tf = cnn.predict_all(obs)
+            outputs["cnn"] = per_tf
+            obs.extras["cnn_hidden"] = np.stack([per_tf[tf].hidden for tf in per_tf])
+            obs.extras["cnn_probs"] = np.stack([per_tf[tf].probs for tf in per_tf])
+        return {name: learner.encode(obs) for name, learner in self.learners.items()}, outputs
+
+    def _resolve(self, symbol: str, tf: str, candle: Candle, states: dict, close_ts: int) -> None:
+        pending = self.store.pending(symbol, tf, candle.ts)
+        if not pending:
+            return
+        actual = (candle.open, candle.high, candle.low, candle.close, candle.volume)
+        resolved = []
+        for p in pending:
+            r = resolve(p.action, p.confidence, p.reference_price, p.predicted_ohlcv, actual)
+            resolved.append((p.id, r))
+            learner = self.learners.get(p.model)
+            if learner is None or p.state is None:
+                continue
+            exp = self._experience(learner, p, r, states.get(p.model), tf)
+            if exp is not None:
+                self._queue(p.model, tf, exp)
+        self.store.resolve_many(resolved, close_ts)
+
+    def _experience(self, learner: Learner, p, r, next_state, tf: str) -> Experience | None:
+        weight = self.cfg.training.trade_weight if p.executed else 1.0
+        if learner.actions == DIRECTION_ACTIONS:
+            if r.change == 0:
+                return None  # no direction to learn from
+            label, conf = (0 if r.change > 0 else 1), None
+        else:
+            label, conf = hindsight_label(r.change, tf, self.cfg.models.cnn.move_threshold)
+        return Experience(
+            state=p.state, action=learner.actions.index(p.action), reward=r.reward,
+            next_state=next_state, timeframe=tf, weight=weight, label=label,
+            target_confidence=conf,
+            target_ohlcv=relative_ohlcv(p.reference_price, r.actual_ohlcv),
+        )
+
+    def _queue(self, model: str, tf: str, exp: Experience) -> None:
+        with self._waiting_lock:
+            waiting = self._waiting[model][tf]
+            waiting.append(exp)
+            limit = 20 * self.cfg.training.batch_size[tf]
+            if len(waiting) > limit:  # training cannot keep up: keep the newest
+                self.dropped_experiences[model] += len(waiting) - limit
+                del waiting[:-limit]
+
+    def _predict(self, obs, states: dict, outputs: dict, close_ts: int) -> None:
+        symbol, tf = obs.symbol, obs.timeframe
+        reference = self.market.store.closed(symbol, tf, 1)
+        if not len(reference):
+            return
+        ref_price = float(reference[-1, 4])
+        target_ts = close_ts  # the next candle opens where this one closed
+        rows = []
+        for name, learner in self.learners.items():
+            if name == "cnn" and "cnn" in outputs:
+                out = outputs["cnn"][tf]
+            else:
+                out = learner.predict(states[name], tf)
+            action = learner.actions[out.action]
+            ohlcv = absolute_ohlcv(ref_price, out.ohlcv) if out.ohlcv is not None else None
+            rows.append(NewPrediction(
+                model=name, model_step=learner.train_steps, symbol=symbol, timeframe=tf,
+                created_ts=close_ts, target_ts=target_ts, reference_price=ref_price,
+                action=action, confidence=float(out.confidence), predicted_ohlcv=ohlcv,
+                state=states[name],
+            ))
+        ids = self.store.add_many(rows)
+        for pid, row in zip(ids, rows):
+            learner = self.learners[row.model]
+            learner.note_prediction({"id": pid, "symbol": symbol, "timeframe": tf,
+                                     "action": row.action, "confidence": row.confidence,
+                                     "created_ts": close_ts, "target_ts": target_ts})
+            if row.action in ("BUY", "SELL", "HOLD"):
+                self._votes[symbol][(row.model, tf)] = Vote(row.model, tf, row.action,
+                                                            row.confidence, pid)
+        self.prediction_rate.add(len(rows))
+
+    def train_due(self) -> int:
+        """One training step for every (model, timeframe) with a full batch waiting."""
+        if not self.active:
+            return 0
+        steps = 0
+        for name, learner in self.learners.items():
+            for tf in self.market.store.timeframes:
+                size = self.cfg.training.batch_size[tf]
+                with self._waiting_lock:
+                    waiting = self._waiting[name][tf]
+                    if len(waiting) < size:
+                        continue
+                    batch, waiting[:] = waiting[:size], waiting[size:]
+                result = learner.learn(batch)
+                if result is not None:
+                    steps += 1
+                    self.batch_rate.add()
+            if learner.train_steps - self._last_checkpoint_step[name] >= \
+                    self.cfg.training.checkpoint_every:
+                self.save_checkpoint(name)
+        return steps
+
+    def signal_job(self) -> None:
+        if not self.active:
+            return
+        now = self.market.clock.now_ms()
+        weights = dict(self.cfg.signal.timeframe_weights)
+        scores = {}
+        for symbol in self.market.store.symbols:
+            votes = list(self._votes[symbol].values())
+            scores[symbol] = fuse(votes, weights)[0] if votes else None
+        ref = self.builder.reference
+        ref_returns = self._returns(ref)
+        for symbol in self.market.store.symbols:
+            if scores[symbol] is None:
+                continue
+            corr = None if symbol == ref else correlation(self._returns(symbol), ref_returns)
+            signal = make_signal(symbol, now, scores[symbol],
+                                 None if symbol == ref else scores.get(ref), corr,
+                                 self.cfg.signal.confidence_threshold,
+                                 len(self._votes[symbol]))
+            self.signals[symbol] = signal
+            price = self.market.store.last_price(symbol)
+            trade = self.paper.act(signal, price) if price else None
+            if trade is not None:
+                ids = [v.prediction_id for v in self._votes[symbol].values()
+                       if v.prediction_id is not None and v.action == signal.action]
+                self.store.mark_executed(ids)
+        self.last_signal_ms = now
+
+    def _returns(self, symbol: str) -> np.ndarray:
+        closes = self.market.store.closed(symbol, "1m" if "1m" in self.tf_ms else
+                                          self.market.store.timeframes[0], 61)[:, 4]
+        return np.diff(np.log(closes)) if len(closes) > 2 else np.empty(0)
+
+    def expire_job(self) -> int:
+        now = self.market.clock.now_ms()
+        cutoff = now - int(self.cfg.scheduler.prediction_expiry_s * 1000)
+        return self.store.expire_older_than(cutoff, now)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def save_checkpoint(self, name: str) -> None:
+        learner = self.learners[name]
+        with learner.lock:
+            state = learner.state_dict()
+        self.checkpoints.save(name, state, learner.train_steps)
+        self._last_checkpoint_step[name] = learner.train_steps
+
+    def save_checkpoints(self) -> None:
+        for name in self.learners:
+            self.save_checkpoint(name)
+
+    def load_checkpoints(self) -> dict[str, str]:
+        loaded = {}
+        for name, learner in self.learners.items():
+            found = self.checkpoints.load_latest(name)
+            if found is not None:
+                path, state = found
+                learner.load_state_dict(state)
+                self._last_checkpoint_step[name] = learner.train_steps
+                loaded[name] = str(path)
+        return loaded
+
+    # -- status -------------------------------------------------------------------------
+
+    def cached_status(self, max_age_s: float = 0.5) -> dict:
+        """The published status, recomputed at most every max_age_s (REST and page read this)."""
+        now = time.monotonic()
+        cached = self._status_cache
+        if cached is None or now - cached[0] > max_age_s:
+            cached = (now, self.status())
+            self._status_cache = cached
+        return cached[1]
+
+    def status(self) -> dict:
+        accuracy = self.store.accuracy()
+        models = {}
+        for name, learner in self.learners.items():
+            s = learner.status()
+            acc = {tf: v for (m, tf), v in accuracy.items() if m == name}
+            models[name] = {
+                **s,
+                "active": self.active,
+                "state": "ACTIVE" if self.active else ("IDLE" if s["train_steps"] else "UNTRAINED"),
+                "checkpoint": self.checkpoints.latest_info(name),
+                "accuracy": acc,
+            }
+        prices = {s: p for s in self.market.store.symbols
+                  if (p := self.market.store.last_price(s)) is not None}
+        return {
+            "active": self.active,
+            "started_at": self.started_at_ms,
+            "market_time_ms": self.market.clock.now_ms(),
+            "clock_speed": self.market.clock.speed,
+            "source": {**self.market.source.describe(),
+                       "lag_ms": self.market.source.lag_ms(self.market.clock.now_ms()),
+                       "rejected": self.market.feed.rejected_by_reason()},
+            "predictions_per_second": round(self.prediction_rate.per_second(), 3),
+            "training_batches_per_minute": round(self.batch_rate.per_second() * 60, 2),
+            "signal_generation": {
+                "state": "ACTIVE" if self.active and self.last_signal_ms is not None
+                and self.market.clock.now_ms() - self.last_signal_ms
+                <= 3 * self.cfg.scheduler.signal_interval_s * 1000 else "INACTIVE",
+                "last_signal_ms": self.last_signal_ms,
+                "signals": {s: sig.__dict__ for s, sig in self.signals.items()},
+            },
+            "paper": self.paper.snapshot(prices),
+            "models": models,
+            "errors": {k: v.__dict__ for k, v in self.errors.items()},
+            "prediction_counts": self.store.counts(),
+            "dropped_experiences": dict(self.dropped_experiences),
+        }

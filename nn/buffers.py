@@ -1,0 +1,276 @@
+"""Replay buffers: a uniform ring buffer and prioritised replay on a sum tree.
+
+Both store :class:`nn.base.Experience` objects in a ring that overwrites the oldest and hand
+out :class:`Batch` named tuples of numpy arrays, ready for ``torch.as_tensor``. The prioritised
+buffer (Schaul et al. 2016, "Prioritized Experience Replay") overrides only the hooks that
+write a new item's priority and pick the indices of a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from nn.base import Experience
+
+
+class SumTree:
+    """Binary tree over ``capacity`` leaves whose internal nodes hold sums (and min, max).
+
+    Leaves are padded to the next power of two so that they sit left to right in data-index
+    order: ``find`` walks prefix sums in the order 0, 1, 2, ... Padding leaves hold 0 and are
+    never returned. Root at node 1, children of node i at 2i and 2i+1, leaf j at ``size + j``.
+    Each parent is recomputed from its two children on update (not patched by a delta), so the
+    sums carry no drift however many updates they see.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.size = 1 << max(0, math.ceil(math.log2(capacity)))  # leaves incl. padding
+        self._sum = np.zeros(2 * self.size, dtype=np.float64)
+        # Unfilled leaves hold +inf in the min tree and -inf in the max tree so that min and
+        # max are taken over filled leaves only.
+        self._min = np.full(2 * self.size, np.inf, dtype=np.float64)
+        self._max = np.full(2 * self.size, -np.inf, dtype=np.float64)
+        self.filled = 0  # number of leaves that have ever been written
+
+    def update(self, index: int, priority: float) -> None:
+        if not 0 <= index < self.capacity:
+            raise IndexError(f"SumTree index {index} outside [0, {self.capacity})")
+        if not (math.isfinite(priority) and priority >= 0):
+            raise ValueError(f"priority must be finite and >= 0, got {priority}")
+        node = self.size + index
+        if self._min[node] == np.inf:  # first write to this leaf
+            self.filled += 1
+        self._sum[node] = self._min[node] = self._max[node] = priority
+        node //= 2
+        while node >= 1:
+            left, right = 2 * node, 2 * node + 1
+            self._sum[node] = self._sum[left] + self._sum[right]
+            self._min[node] = min(self._min[left], self._min[right])
+            self._max[node] = max(self._max[left], self._max[right])
+            node //= 2
+
+    def __getitem__(self, index: int) -> float:
+        return float(self._sum[self.size + index])
+
+    @property
+    def total(self) -> float:
+        return float(self._sum[1])
+
+    @property
+    def max_priority(self) -> float:
+        """Largest priority over filled leaves; 0.0 while none is filled."""
+        return float(self._max[1]) if self.filled else 0.0
+
+    @property
+    def min_priority(self) -> float:
+        """Smallest priority over filled leaves; 0.0 while none is filled."""
+        return float(self._min[1]) if self.filled else 0.0
+
+    def find(self, prefix_sum: float) -> tuple[int, float]:
+        """The leaf j with sum(p[:j]) <= prefix_sum < sum(p[:j+1]), and its priority.
+
+        ``prefix_sum`` is clipped into [0, total]; a subtree holding 0 is never entered, so the
+        leaf returned always has a positive priority (while the total is positive).
+        """
+        if self.total <= 0:
+            raise ValueError("SumTree.find on a tree whose total priority is 0")
+        prefix = min(max(prefix_sum, 0.0), self.total)
+        node = 1
+        while node < self.size:
+            left = 2 * node
+            left_sum, right_sum = self._sum[left], self._sum[left + 1]
+            if prefix < left_sum or right_sum <= 0:
+                node = left
+            else:
+                prefix -= left_sum
+                node = left + 1
+        return node - self.size, float(self._sum[node])
+
+
+class Batch(NamedTuple):
+    states: np.ndarray  # [B, D] float32
+    actions: np.ndarray  # [B] int64
+    rewards: np.ndarray  # [B] float32
+    next_states: np.ndarray  # [B, D] float32, zeros where done
+    dones: np.ndarray  # [B] float32, 1.0 where the experience had no next_state
+    weights: np.ndarray  # [B] float32, importance-sampling weight x Experience.weight
+    indices: np.ndarray  # [B] int64, buffer slots (for update_priorities)
+    timeframes: list[str]
+
+
+class ReplayBuffer:
+    """Uniform replay over a ring of ``capacity`` experiences; sampling with replacement.
+
+    Subclasses change how priorities are kept by overriding two hooks: ``_on_write`` (a slot
+    was just (over)written) and ``_sample_indices`` (pick a batch's slots and their
+    importance-sampling weights).
+    """
+
+    def __init__(self, capacity: int, seed: int = 0):
+        if capacity < 1:
+            raise ValueError(f"replay buffer capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        self._storage: list[Experience | None] = [None] * capacity
+        self._next = 0  # slot the next add writes
+        self._size = 0
+        self._state_dim: int | None = None  # fixed by the first experience
+        self._nbytes = 0  # running total of the stored experiences' arrays
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, exp: Experience, priority: float | None = None) -> int:
+        """Store ``exp`` (its arrays as float32), overwriting the oldest when full; its slot.
+
+        ``priority`` is the raw priority p > 0 for prioritised buffers (None: the current
+        maximum); the uniform buffer ignores it.
+        """
+        exp = self._checked(exp)
+        index = self._next
+        old = self._storage[index]
+        if old is not None:
+            self._nbytes -= _experience_nbytes(old)
+        self._storage[index] = exp
+        self._nbytes += _experience_nbytes(exp)
+        self._on_write(index, priority)
+        self._next = (index + 1) % self.capacity
+        self._size = min(self._size + 1, self.capacity)
+        return index
+
+    def sample(self, batch_size: int, step: int = 0) -> Batch:
+        """``batch_size`` experiences; ``step`` (training steps so far) anneals PER's beta."""
+        if self._size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        indices, is_weights = self._sample_indices(batch_size, step)
+        return self._gather(indices, is_weights)
+
+    def nbytes(self) -> int:
+        """Bytes held by the stored experiences' arrays (object overhead not counted)."""
+        return self._nbytes
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def _on_write(self, index: int, priority: float | None) -> None:
+        """Slot ``index`` now holds a new experience. Uniform replay keeps no priorities."""
+
+    def _sample_indices(self, batch_size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slots [B] int64 and importance-sampling weights [B] float64 (all 1 here)."""
+        indices = self.rng.integers(0, self._size, size=batch_size, dtype=np.int64)
+        return indices, np.ones(batch_size)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _checked(self, exp: Experience) -> Experience:
+        state = np.array(exp.state, dtype=np.float32).reshape(-1)  # a copy: callers may reuse
+        if self._state_dim is None:
+            self._state_dim = state.size
+        if state.size != self._state_dim:
+            raise ValueError(
+                f"experience state has {state.size} values; this buffer holds {self._state_dim}"
+            )
+        next_state = exp.next_state
+        if next_state is not None:
+            next_state = np.array(next_state, dtype=np.float32).reshape(-1)
+            if next_state.size != self._state_dim:
+                raise ValueError(f"experience next_state has {next_state.size} values; "
+                                 f"this buffer holds {self._state_dim}")
+        if not math.isfinite(exp.reward) or not math.isfinite(exp.weight) or exp.weight < 0:
+            raise ValueError(f"experience reward {exp.reward} / weight {exp.weight} not usable")
+        return dataclasses.replace(exp, state=state, next_state=next_state)
+
+    def _gather(self, indices: np.ndarray, is_weights: np.ndarray) -> Batch:
+        exps = [self._storage[i] for i in indices]
+        assert all(e is not None for e in exps), "sampled an empty slot"
+        dim = self._state_dim or 0
+        zeros = np.zeros(dim, dtype=np.float32)
+        return Batch(
+            states=np.stack([e.state for e in exps]),  # [B, D]
+            actions=np.array([e.action for e in exps], dtype=np.int64),  # [B]
+            rewards=np.array([e.reward for e in exps], dtype=np.float32),  # [B]
+            next_states=np.stack([zeros if e.next_state is None else e.next_state
+                                  for e in exps]),  # [B, D]
+            dones=np.array([e.next_state is None for e in exps], dtype=np.float32),  # [B]
+            weights=(is_weights * np.array([e.weight for e in exps])).astype(np.float32),
+            indices=np.asarray(indices, dtype=np.int64),
+            timeframes=[e.timeframe for e in exps],
+        )
+
+
+def _experience_nbytes(exp: Experience) -> int:
+    arrays = (exp.state, exp.next_state, exp.target_ohlcv)
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritised replay: P(i) = p_i^alpha / sum_k p_k^alpha.
+
+    The tree stores p^alpha. New experiences get the current maximum priority (1.0 when the
+    buffer is empty) so that each is replayed at least once soon; ``update_priorities`` sets
+    p = |td| + eps after a training step. Importance-sampling weights
+    w_i = (N * P(i))^-beta / max_j w_j correct the bias of non-uniform sampling; beta anneals
+    linearly from ``beta_start`` to 1 over ``beta_steps`` training steps.
+    """
+
+    def __init__(self, capacity: int, alpha: float, beta_start: float, beta_steps: int,
+                 eps: float = 1e-6, seed: int = 0):
+        super().__init__(capacity, seed)
+        if not 0 <= alpha <= 1 or not 0 <= beta_start <= 1:
+            raise ValueError(f"alpha {alpha} and beta_start {beta_start} must lie in [0, 1]")
+        if beta_steps < 1 or eps <= 0:
+            raise ValueError(f"beta_steps {beta_steps} must be >= 1 and eps {eps} > 0")
+        self.alpha = alpha
+        self.beta_start = beta_start
+        self.beta_steps = beta_steps
+        self.eps = eps
+        self.tree = SumTree(capacity)
+
+    def beta(self, step: int) -> float:
+        fraction = min(max(step, 0) / self.beta_steps, 1.0)
+        return self.beta_start + fraction * (1.0 - self.beta_start)
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """p = |td| + eps for each sampled slot (a slot listed twice keeps the last)."""
+        td = np.abs(np.asarray(td_errors, dtype=np.float64).reshape(-1))
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if td.shape != indices.shape:
+            raise ValueError(f"{indices.size} indices but {td.size} TD errors")
+        if not np.isfinite(td).all():
+            raise ValueError(f"non-finite TD errors: {td}")
+        for index, p in zip(indices.tolist(), (td + self.eps).tolist()):
+            self.tree.update(index, p**self.alpha)
+
+    def nbytes(self) -> int:
+        tree = self.tree
+        return super().nbytes() + tree._sum.nbytes + tree._min.nbytes + tree._max.nbytes
+
+    def _on_write(self, index: int, priority: float | None) -> None:
+        if priority is None:
+            # max over stored p^alpha is (max p)^alpha since x -> x^alpha is monotone.
+            value = self.tree.max_priority if len(self) else 1.0
+        else:
+            if not (math.isfinite(priority) and priority > 0):
+                raise ValueError(f"priority must be finite and > 0, got {priority}")
+            value = priority**self.alpha
+        self.tree.update(index, value)
+
+    def _sample_indices(self, batch_size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        # Stratified: split [0, total) into B equal segments and draw once in each.
+        total = self.tree.total
+        bounds = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
+        found = [self.tree.find(u) for u in bounds.tolist()]
+        indices = np.array([i for i, _ in found], dtype=np.int64)  # [B]
+        probs = np.array([p for _, p in found]) / total  # [B] P(i)
+        n, beta = len(self), self.beta(step)
+        max_weight = (n * self.tree.min_priority / total) ** -beta  # the rarest item's weight
+        weights = (n * probs) ** -beta / max_weight  # [B] in (0, 1]
+        return indices, weights
