@@ -55,18 +55,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(cfg.torch.threads)
 
-    from core.market.service import build_market
+    from core.services import build_services
     from dashboard.app import create_app
 
-    market = build_market(cfg)
-    app = create_app(cfg, market)
-    market.start()  # in this, the serving process only: no reloader, so it starts once
+    services = build_services(cfg)
+    app = create_app(cfg, services.market, services.training)
+    services.start()  # here, in the serving process only: no reloader, so it starts once
     url = f"http://{cfg.server.host}:{cfg.server.port}/"
-    log.info("Tickwise on %s (source %s, speed x%g)", url, market.source.kind, cfg.replay.speed)
+    log.info("Tickwise on %s (source %s, speed x%g)", url, services.market.source.kind,
+             cfg.replay.speed)
     try:
         app.run(host=cfg.server.host, port=cfg.server.port, debug=False, use_reloader=False)
     finally:
-        market.stop()
+        services.stop()
     return 0
 
 

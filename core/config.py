@@ -158,6 +158,7 @@ class Config:
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     data_dir: str = "data"
+    runtime_dir: str = "data/runtime"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -169,8 +170,8 @@ class Config:
         return Path(self.data_dir) / "recordings"
 
     @property
-    def runtime_dir(self) -> Path:
-        return Path(self.data_dir) / "runtime"
+    def runtime_path(self) -> Path:
+        return Path(self.runtime_dir)
 
 
 # Range checks beyond the types: key -> (predicate, description of what is allowed).

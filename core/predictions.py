@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ _LISTED_COLUMNS = (
 )  # fmt: skip
 _PENDING_COLUMNS = (
     "id", "model", "model_step", "symbol", "timeframe", "created_ts", "target_ts",
-    "reference_price", "action", "confidence", *_PRED_COLUMNS, "executed",
+    "reference_price", "action", "confidence", *_PRED_COLUMNS, "executed", "state",
 )  # fmt: skip
 
 
@@ -145,7 +145,7 @@ class NewPrediction:
     action: str  # BUY/SELL/HOLD, or UP/DOWN for the order-book model
     confidence: float  # 0..1
     # Predicted candle in price units (core.rewards.absolute_ohlcv of the model's output).
-    pred_ohlcv: tuple[float, float, float, float, float] | None = None
+    predicted_ohlcv: tuple[float, float, float, float, float] | None = None
     state: np.ndarray | None = None  # what the model predicted from, to train on later
     executed: bool = False  # a paper trade was executed from it
 
@@ -167,15 +167,15 @@ class NewPrediction:
             raise ValueError(f"confidence must be within [0, 1], got {self.confidence!r}")
         object.__setattr__(self, "reference_price", price)
         object.__setattr__(self, "confidence", confidence)
-        if self.pred_ohlcv is not None:
+        if self.predicted_ohlcv is not None:
             values = tuple(
-                float(x) for x in np.asarray(self.pred_ohlcv, dtype=np.float64).reshape(-1)
+                float(x) for x in np.asarray(self.predicted_ohlcv, dtype=np.float64).reshape(-1)
             )
             if len(values) != 5 or not all(math.isfinite(x) for x in values):
                 raise ValueError(
-                    f"pred_ohlcv must be 5 finite numbers (o, h, l, c, v) or None, got {self.pred_ohlcv!r}"
+                    f"predicted_ohlcv must be 5 finite numbers (o, h, l, c, v) or None, got {self.predicted_ohlcv!r}"
                 )
-            object.__setattr__(self, "pred_ohlcv", values)
+            object.__setattr__(self, "predicted_ohlcv", values)
         if self.state is not None and not isinstance(self.state, np.ndarray):
             raise ValueError(
                 f"state must be a numpy array or None, got {type(self.state).__name__}"
@@ -184,7 +184,7 @@ class NewPrediction:
             raise ValueError(f"executed must be True or False, got {self.executed!r}")
 
     def row(self) -> tuple:
-        pred = self.pred_ohlcv or (None,) * 5
+        pred = self.predicted_ohlcv or (None,) * 5
         return (
             self.model, self.model_step, self.symbol, self.timeframe, self.created_ts,
             self.target_ts, self.reference_price, self.action, self.confidence, *pred,
@@ -206,7 +206,8 @@ _RESOLVE = (
 
 @dataclass(frozen=True)
 class PendingPrediction:
-    """A stored prediction still waiting for its candle (the state blob: ``load_state``)."""
+    """A stored prediction still waiting for its candle, with the state it was made from (to
+    train on once resolved; None if the model stored none). ``state`` is left out of ==."""
 
     id: int
     model: str
@@ -218,16 +219,18 @@ class PendingPrediction:
     reference_price: float
     action: str
     confidence: float
-    pred_ohlcv: tuple[float, float, float, float, float] | None
+    predicted_ohlcv: tuple[float, float, float, float, float] | None
     executed: bool
+    state: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_row(cls, row: Sequence) -> PendingPrediction:
         pred = tuple(row[10:15])
         return cls(
             *row[:10],
-            pred_ohlcv=None if pred[3] is None else pred,  # type: ignore[arg-type]
+            predicted_ohlcv=None if pred[3] is None else pred,  # type: ignore[arg-type]
             executed=bool(row[15]),
+            state=decode_state(row[16]),
         )
 
 
@@ -332,7 +335,8 @@ class PredictionStore:
     # -- reading -------------------------------------------------------------------------
 
     def pending(self, symbol: str, timeframe: str, target_ts: int) -> list[PendingPrediction]:
-        """Pending predictions of the candle of ``symbol``/``timeframe`` opening at target_ts."""
+        """Pending predictions (with their states) of the candle of ``symbol``/``timeframe``
+        that opens at target_ts: what the resolver needs when that candle closes."""
         rows = self._read(
             f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions "
             "WHERE status = 'pending' AND symbol = ? AND timeframe = ? AND target_ts = ? "
@@ -342,7 +346,7 @@ class PredictionStore:
         return [PendingPrediction.from_row(row) for row in rows]
 
     def pending_before(self, ts: int) -> list[PendingPrediction]:
-        """Pending predictions whose candle opened before ts, oldest candle first."""
+        """Pending predictions (with states) whose candle opened before ts, oldest first."""
         rows = self._read(
             f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions "
             "WHERE status = 'pending' AND target_ts < ? ORDER BY target_ts, id",

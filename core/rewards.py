@@ -179,19 +179,30 @@ class Resolution:
     action_correct: bool
     reward: float
 
+    @property
+    def actual_ohlcv(self) -> tuple[float, float, float, float, float]:
+        return (
+            self.actual_open,
+            self.actual_high,
+            self.actual_low,
+            self.actual_close,
+            self.actual_volume,
+        )
 
-def _get(pred: Any, name: str, default: Any = None) -> Any:
-    if isinstance(pred, Mapping):
-        return pred.get(name, default)
-    return getattr(pred, name, default)
 
-
-def resolve(pred: Any, actual: Any, hold_band: float = HOLD_BAND) -> Resolution:
+def resolve(
+    action: str,
+    confidence: float,
+    reference_price: float,
+    predicted_ohlcv: Any,
+    actual: Any,
+    hold_band: float = HOLD_BAND,
+) -> Resolution:
     """Resolve a prediction against the candle it predicted.
 
-    ``pred`` is a mapping or an object (e.g. ``core.predictions.PendingPrediction``) with
-    ``action``, ``confidence``, ``reference_price`` and ``pred_ohlcv`` (absolute
-    (o, h, l, c, v) or None). ``actual`` is a Candle or (o, h, l, c, v).
+    ``predicted_ohlcv`` is the predicted candle in price units (o, h, l, c, v) or None;
+    ``actual`` is a Candle or (o, h, l, c, v). ``change`` is measured from the reference
+    price (the last close when the prediction was made) to the actual close.
 
     Errors are None without a predicted candle. ``volume_error`` is relative to the actual
     volume, which can be 0 on quiet 1s candles: then it is 0 if the prediction was 0 too and
@@ -202,13 +213,10 @@ def resolve(pred: Any, actual: Any, hold_band: float = HOLD_BAND) -> Resolution:
         raise ValueError(
             f"actual candle needs close > 0 and volume >= 0, got close {c!r}, volume {v!r}"
         )
-    action = _get(pred, "action")
-    confidence = _get(pred, "confidence")
-    change = price_change(_get(pred, "reference_price"), c)
+    change = price_change(_positive("reference_price", reference_price), c)
     price_error = volume_error = None
-    predicted = _get(pred, "pred_ohlcv")
-    if predicted is not None:
-        _, _, _, pc, pv = _ohlcv(predicted)
+    if predicted_ohlcv is not None:
+        _, _, _, pc, pv = _ohlcv(predicted_ohlcv)
         price_error = abs(pc - c) / c
         if v > 0:
             volume_error = abs(pv - v) / v
@@ -225,4 +233,21 @@ def resolve(pred: Any, actual: Any, hold_band: float = HOLD_BAND) -> Resolution:
         volume_error=volume_error,
         action_correct=action_correct(action, change, hold_band),
         reward=reward(action, change, confidence, hold_band),
+    )
+
+
+def resolve_prediction(pred: Any, actual: Any, hold_band: float = HOLD_BAND) -> Resolution:
+    """:func:`resolve` for a mapping or an object (e.g. ``core.predictions.PendingPrediction``)
+    with ``action``, ``confidence``, ``reference_price`` and ``predicted_ohlcv`` (optional)."""
+
+    def get(name: str) -> Any:
+        return pred.get(name) if isinstance(pred, Mapping) else getattr(pred, name, None)
+
+    return resolve(
+        get("action"),
+        get("confidence"),
+        get("reference_price"),
+        get("predicted_ohlcv"),
+        actual,
+        hold_band,
     )

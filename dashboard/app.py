@@ -10,7 +10,7 @@ from core.config import Config
 from core.market.service import MarketService
 from dashboard.callbacks import register_callbacks
 from dashboard.layout import build_layout
-from dashboard.rest import api_blueprint
+from dashboard.rest import api_blueprint, install_json_errors
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -22,7 +22,7 @@ INDEX = """<!DOCTYPE html>
 </html>"""
 
 
-def create_app(cfg: Config, market: MarketService) -> dash.Dash:
+def create_app(cfg: Config, market: MarketService, training=None) -> dash.Dash:
     app = dash.Dash(
         __name__,
         title="Tickwise",
@@ -33,6 +33,7 @@ def create_app(cfg: Config, market: MarketService) -> dash.Dash:
     )
     app.index_string = INDEX
     app.layout = build_layout(cfg.market.symbols, cfg.market.timeframes, cfg.server.refresh_ms)
-    register_callbacks(app, market, cfg.server.chart_candles)
-    app.server.register_blueprint(api_blueprint(market))
+    register_callbacks(app, market, cfg.server.chart_candles, training)
+    app.server.register_blueprint(api_blueprint(market, training))
+    install_json_errors(app.server)
     return app

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dash import MATCH, Input, Output, State, ctx
+import dash_bootstrap_components as dbc
+from dash import MATCH, Input, Output, State, ctx, no_update
 
 from core.market.service import MarketService
-from dashboard.figures import ChartState, chart_update
+from dashboard.figures import OVERLAY_MODELS, ChartState, chart_update
 from dashboard.layout import symbol_id
+from dashboard.training_view import accuracy_table, model_card, panel_stats, predictions_table
 
 
 def format_market_time(ts_ms: int) -> str:
@@ -55,7 +57,7 @@ def price_view(price: dict) -> tuple[str, str, str]:
     return f"{price['last']:,.2f}", text, cls
 
 
-def register_callbacks(app, market: MarketService, visible: int) -> None:
+def register_callbacks(app, market: MarketService, visible: int, training=None) -> None:
     store = market.store
 
     @app.callback(
@@ -100,6 +102,46 @@ def register_callbacks(app, market: MarketService, visible: int) -> None:
                 ctx.triggered_id.get("type") == "chart-tf":
             state = None  # timeframe switched: a whole new figure
         recent = store.closed(symbol, tf, 2 * visible)
+        overlays = None
+        if training is not None:
+            overlays = {m: training.store.recent(limit=20, model=m, symbol=symbol, timeframe=tf)
+                        for m in OVERLAY_MODELS if m in training.learners}
         figure, new_state = chart_update(symbol, tf, store.tf_ms[tf], state, recent,
-                                         store.forming(symbol, tf), visible)
+                                         store.forming(symbol, tf), visible, overlays)
         return figure, new_state.to_dict()
+
+    if training is None:
+        return
+
+    @app.callback(
+        Output("lt-state", "children"),
+        Output("lt-state", "color"),
+        Input("lt-start", "n_clicks"),
+        Input("lt-stop", "n_clicks"),
+        Input("refresh", "n_intervals"),
+    )
+    def control(_start, _stop, _n):
+        if ctx.triggered_id == "lt-start":
+            status = training.start()
+        elif ctx.triggered_id == "lt-stop":
+            status = training.stop()
+        else:
+            status = training.cached_status()
+        return ("ACTIVE", "success") if status["active"] else ("INACTIVE", "secondary")
+
+    @app.callback(
+        Output("model-cards", "children"),
+        Output("lt-stats", "children"),
+        Output("lt-accuracy", "children"),
+        Output("lt-predictions", "children"),
+        Input("refresh", "n_intervals"),
+    )
+    def update_training(_n):
+        status = training.cached_status()
+        if not status["models"]:
+            return no_update, no_update, no_update, no_update
+        cards = [dbc.Col(model_card(name, m), lg=4, md=6)
+                 for name, m in status["models"].items()]
+        recent = training.store.recent(limit=12)
+        return (cards, panel_stats(status), accuracy_table(status["models"], store.timeframes),
+                predictions_table(recent))

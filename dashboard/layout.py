@@ -53,6 +53,16 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
             html.Span("", id="hdr-recording", className="hdr-recording ms-2"),
             html.Div(
                 [
+                    html.Span("live training", className="hdr-label me-2"),
+                    dbc.Badge("—", id="lt-state", color="secondary", className="me-2"),
+                    dbc.Button("Start", id="lt-start", color="success", size="sm",
+                               className="me-1", n_clicks=0),
+                    dbc.Button("Stop", id="lt-stop", color="danger", size="sm", n_clicks=0),
+                ],
+                className="ms-4 d-flex align-items-center",
+            ),
+            html.Div(
+                [
                     html.Span("market time ", className="hdr-label"),
                     html.Span("—", id="hdr-clock", className="hdr-clock"),
                     html.Span("", id="hdr-speed", className="badge bg-secondary ms-2"),
@@ -65,6 +75,25 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
     notice = html.Div("", id="hdr-notice", className="tw-notice px-3 py-1")
     cards = dbc.Row([dbc.Col(chart_card(s, timeframes, default_tf), xl=6, lg=12) for s in symbols],
                     className="g-3")
+    training = html.Div(
+        [
+            dbc.Row(id="model-cards", className="g-3 mb-3"),
+            dbc.Card(
+                [
+                    dbc.CardHeader("Live training"),
+                    dbc.CardBody([
+                        html.Div(id="lt-stats", className="lt-stats mb-2"),
+                        html.Div(id="lt-accuracy", className="mb-2"),
+                        html.Div("Recent predictions (predicted vs actual)",
+                                 className="hdr-label mb-1"),
+                        html.Div(id="lt-predictions", className="lt-predictions"),
+                    ], className="p-2"),
+                ],
+                className="chart-card mb-3",
+                id="lt-panel",
+            ),
+        ]
+    )
     footer = html.Footer(
         [html.Span("", id="ftr-feed"), html.Span("", id="ftr-provenance", className="ms-3")],
         className="tw-footer px-3 py-2",
@@ -73,7 +102,7 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
         [
             navbar,
             notice,
-            dbc.Container(cards, fluid=True, className="pt-3"),
+            dbc.Container([cards, training], fluid=True, className="pt-3"),
             footer,
             dcc.Interval(id="refresh", interval=refresh_ms, n_intervals=0),
         ]

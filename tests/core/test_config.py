@@ -47,7 +47,7 @@ def test_repo_config_has_the_documented_defaults():
     assert cfg.models.dqn.gamma == 0.99
     assert cfg.torch.threads == 1
     assert cfg.recordings_dir == Path("data") / "recordings"
-    assert cfg.runtime_dir == Path("data") / "runtime"
+    assert cfg.runtime_path == Path("data") / "runtime"
 
 
 def test_repo_config_and_dataclass_defaults_agree():
@@ -114,7 +114,7 @@ def test_unknown_key_lists_the_allowed_keys(tmp_path):
 def test_unknown_section_lists_the_sections(tmp_path):
     err = config_error(tmp_path, "markets:\n  symbols: [ETH/USDT]\n")
     assert err.key == "markets"
-    assert "market, replay, exchange, server, data_dir, scheduler, models, training, signal, torch" in str(err)
+    assert "market, replay, exchange, server, data_dir, runtime_dir, scheduler, models, training, signal, torch" in str(err)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,130 @@
+"""Pure builders for the live-training part of the page: model cards and the training panel.
+
+They take the training service's status dict (and recent predictions) and return Dash
+components; every number shown comes from that status, nothing is computed here but layout.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dash_bootstrap_components as dbc
+from dash import html
+
+SPARK = "▁▂▃▄▅▆▇█"
+STATE_COLOURS = {"ACTIVE": "success", "IDLE": "secondary", "UNTRAINED": "warning"}
+MODEL_TITLES = {"cnn": "CNN · multi-timeframe", "dqn": "DQN · dueling double",
+                "cob": "COB · order book"}
+
+
+def sparkline(values: list[float], width: int = 24) -> str:
+    """Unicode bars of the last ``width`` values, scaled between their min and max."""
+    values = [v for v in values[-width:] if v == v]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return SPARK[3] * len(values)
+    return "".join(SPARK[round((v - lo) / (hi - lo) * (len(SPARK) - 1))] for v in values)
+
+
+def fmt(value, spec: str, none: str = "—") -> str:
+    return none if value is None else format(value, spec)
+
+
+def trend(values: list[float]) -> str:
+    """Arrow comparing the mean of the last 5 losses with the 5 before."""
+    if len(values) < 10:
+        return ""
+    new, old = sum(values[-5:]) / 5, sum(values[-10:-5]) / 5
+    return "↘" if new < old else "↗" if new > old else "→"
+
+
+def _ts(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%m-%d %H:%M:%S")
+
+
+def model_card(name: str, m: dict) -> dbc.Card:
+    state = m["state"]
+    last = m.get("last_prediction")
+    last_text = "none yet" if not last else (
+        f"{last['action']} {last['confidence']:.0%} · {last['symbol']} {last['timeframe']} "
+        f"@ {_ts(last['created_ts'])}")
+    loss = m["loss_5ma"]
+    loss_text = "not trained yet" if loss is None else f"{loss:.4f} {trend(m['loss_history'])}"
+    ckpt = m.get("checkpoint")
+    rows = [
+        ("parameters", f"{m['parameters']:,}"),
+        ("loss (5-step MA)", loss_text),
+        ("", sparkline(m["loss_history"])),
+        ("epsilon", fmt(m["epsilon"], ".3f", "n/a")),
+        ("train steps", f"{m['train_steps']:,}"),
+        ("predictions", f"{m['prediction_count']:,}"),
+        ("last prediction", last_text),
+        ("device", m["device"]),
+        ("checkpoint", "none" if not ckpt else f"step {ckpt['step']}"),
+    ]
+    body = html.Table(
+        [html.Tr([html.Td(k, className="mc-key"), html.Td(v, className="mc-val",
+                                                          **({"data-field": k} if k else {}))])
+         for k, v in rows],
+        className="mc-table",
+    )
+    header = html.Div([
+        html.Span(MODEL_TITLES.get(name, name), className="mc-title"),
+        dbc.Badge(state, color=STATE_COLOURS.get(state, "secondary"), className="ms-auto",
+                  id={"type": "model-state", "model": name}),
+    ], className="d-flex align-items-center")
+    return dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")],
+                    className="model-card h-100", id=f"model-card-{name}")
+
+
+def accuracy_table(models: dict, timeframes: tuple[str, ...]) -> html.Table:
+    head = html.Tr([html.Th("accuracy")] + [html.Th(tf) for tf in timeframes])
+    rows = [head]
+    for name, m in models.items():
+        cells = []
+        for tf in timeframes:
+            a = m["accuracy"].get(tf)
+            cells.append(html.Td("—" if not a else f"{a['accuracy']:.0%} ({a['resolved']:,})"))
+        rows.append(html.Tr([html.Td(name.upper())] + cells))
+    return html.Table(rows, className="table table-sm table-dark lt-table mb-0")
+
+
+def predictions_table(predictions: list[dict]) -> html.Table:
+    head = html.Tr([html.Th(h) for h in ("time", "model", "symbol", "tf", "action", "conf",
+                                         "pred close", "actual close", "result", "reward")])
+    rows = [head]
+    for p in predictions:
+        result = {"pending": "pending", "expired": "expired"}.get(
+            p["status"], "hit" if p.get("action_correct") else "miss")
+        rows.append(html.Tr([
+            html.Td(_ts(p["created_ts"])), html.Td(p["model"].upper()), html.Td(p["symbol"]),
+            html.Td(p["timeframe"]), html.Td(p["action"]), html.Td(f"{p['confidence']:.0%}"),
+            html.Td(fmt(p.get("pred_close"), ",.2f")), html.Td(fmt(p.get("actual_close"), ",.2f")),
+            html.Td(result, className=f"res-{result}"), html.Td(fmt(p.get("reward"), "+.4f")),
+        ]))
+    return html.Table(rows, className="table table-sm table-dark lt-table mb-0")
+
+
+def panel_stats(status: dict) -> list:
+    sig = status["signal_generation"]
+    paper = status["paper"]
+    items = [
+        ("predictions / s", f"{status['predictions_per_second']:.1f}"),
+        ("training batches / min", f"{status['training_batches_per_minute']:.1f}"),
+        ("signal generation", sig["state"]),
+        ("last signal", _ts(sig["last_signal_ms"])),
+        ("paper P&L (realised)", f"{paper['realised_pnl']:+,.2f}"),
+        ("open positions", ", ".join(f"{s} {p['side']}" for s, p in paper["positions"].items())
+         or "none"),
+    ]
+    errors = status.get("errors") or {}
+    if errors:
+        items.append(("job errors", "; ".join(f"{k}: {v['type']} x{v['count']}"
+                                              for k, v in errors.items())))
+    return [html.Div([html.Div(k, className="stat-key"), html.Div(v, className="stat-val",
+                                                                  id=f"stat-{i}")],
+                     className="stat") for i, (k, v) in enumerate(items)]

@@ -1,0 +1,416 @@
+"""Multi-timeframe 1D CNN: one shared convolutional trunk, one small head per timeframe.
+
+The trunk reads a normalised window (core.features.normalised_window: 5 channels, open/high/
+low/close as ln(price / last close) and z-scored log volume) and pools it to a 256-d summary.
+Each timeframe's head turns that summary into a 64-d hidden vector and three outputs: logits
+over BUY/SELL/HOLD, a confidence in (0, 1) and the next candle's OHLCV as relative changes.
+The 64-d hidden vector and the action probabilities also feed the DQN (see ``predict_all``).
+
+Training is supervised on hindsight labels (``hindsight_label``): once a candle closes, the
+move it made decides which action would have been right and how confident to have been.
+
+Shapes: B batch, C = 5 channels, L window length (``CNNConfig.window``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import CNNConfig
+from core.features import N_CHANNELS
+from core.timeframes import parse_timeframe
+from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation
+
+BUY, SELL, HOLD = (TRADE_ACTIONS.index(a) for a in ("BUY", "SELL", "HOLD"))
+TRUNK_WIDTHS = (64, 128, 256)  # conv channels after each trunk block
+HIDDEN = 64  # width of each head's last hidden layer (what the DQN sees)
+N_OHLCV = 5
+GRAD_CLIP = 5.0
+HOLD_CONFIDENCE = 0.3  # target confidence when the move was too small to act on
+MAX_CONFIDENCE = 0.95  # never teach certainty: markets stay noisy
+
+
+# ---------------------------------------------------------------------------- network
+
+
+class CNNOutput(NamedTuple):
+    logits: torch.Tensor  # [B, 3] over TRADE_ACTIONS
+    confidence: torch.Tensor  # [B] in (0, 1)
+    ohlcv: torch.Tensor  # [B, 5] next candle as relative changes
+    hidden: torch.Tensor  # [B, 64] the head's last hidden layer
+
+
+class TimeframeHead(nn.Module):
+    def __init__(self, width: int = TRUNK_WIDTHS[-1]):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(width, 128), nn.ReLU(), nn.Linear(128, HIDDEN), nn.ReLU()
+        )
+        self.action = nn.Linear(HIDDEN, len(TRADE_ACTIONS))
+        self.confidence = nn.Linear(HIDDEN, 1)
+        self.ohlcv = nn.Linear(HIDDEN, N_OHLCV)
+
+    def forward(self, z: torch.Tensor) -> CNNOutput:
+        h = self.body(z)  # [B, 64]
+        logits = self.action(h)  # [B, 3]
+        confidence = torch.sigmoid(self.confidence(h)).squeeze(-1)  # [B]
+        ohlcv = self.ohlcv(h)  # [B, 5]
+        return CNNOutput(logits, confidence, ohlcv, h)
+
+
+class CNNNet(nn.Module):
+    """Shared trunk Conv1d 5->64->128->256 (kernel 3, BatchNorm, ReLU, Dropout), global average
+    pooling, then the head of the timeframe asked for. About 290k parameters with 4 heads."""
+
+    def __init__(
+        self,
+        n_channels: int = N_CHANNELS,
+        timeframes: tuple[str, ...] = ("1s", "1m", "1h", "1d"),
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        widths = (n_channels, *TRUNK_WIDTHS)
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [
+                nn.Conv1d(c_in, c_out, kernel_size=3, padding=1),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+            ]
+        self.trunk = nn.Sequential(*layers)
+        self.heads = nn.ModuleDict({tf: TimeframeHead() for tf in timeframes})
+
+    def forward(self, x: torch.Tensor, timeframe: str) -> CNNOutput:
+        z = self.trunk(x)  # [B, 256, L]
+        z = z.mean(dim=-1)  # [B, 256] global average pool (padding included)
+        return self.heads[timeframe](z)
+
+
+def cnn_loss(
+    out: CNNOutput,
+    action_target: torch.Tensor,
+    confidence_target: torch.Tensor,
+    ohlcv_target: torch.Tensor,
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted mean over the batch of ``CE + 0.5 * BCE + MSE``.
+
+    Per example: CE = cross-entropy of ``out.logits`` [B, 3] against ``action_target`` [B]
+    (long); BCE = binary cross-entropy of ``out.confidence`` [B] against
+    ``confidence_target`` [B] (soft targets in [0, 1]), halved because confidence is a
+    secondary signal; MSE = mean over the 5 OHLCV changes of ``(out.ohlcv - ohlcv_target)^2``.
+    The batch total is ``sum(w * l) / sum(w)`` with ``weights`` [B] > 0, so an executed trade
+    (weight 10) counts ten times as much. Returns the total (a tensor to backpropagate) and
+    the three parts, each weighted the same way, as floats.
+    """
+    w = weights / weights.sum()  # [B], sums to 1
+    ce = F.cross_entropy(out.logits, action_target, reduction="none")  # [B]
+    bce = F.binary_cross_entropy(out.confidence, confidence_target, reduction="none")  # [B]
+    mse = ((out.ohlcv - ohlcv_target) ** 2).mean(dim=-1)  # [B]
+    ce, bce, mse = (w * ce).sum(), (w * bce).sum(), (w * mse).sum()
+    total = ce + 0.5 * bce + mse
+    return total, {"ce": ce.item(), "confidence_bce": bce.item(), "ohlcv_mse": mse.item()}
+
+
+def move_threshold(timeframe: str, base_threshold: float) -> float:
+    """Smallest |move| worth acting on: ``base_threshold`` from 1h up; shorter timeframes scale
+    it by sqrt(tf / 1h) because price moves grow roughly with the square root of time
+    (0.02 -> 1m: 0.02 * sqrt(60 / 3600) = 0.00258, 1s: 0.02 / 60 = 0.000333)."""
+    seconds = parse_timeframe(timeframe) / 1000
+    if seconds >= 3600:
+        return base_threshold
+    return base_threshold * math.sqrt(seconds / 3600)
+
+
+def hindsight_label(move: float, timeframe: str, base_threshold: float) -> tuple[int, float]:
+    """The action that was right for a candle that moved by ``move`` (relative close change,
+    e.g. 0.01 = +1%) and the confidence to have had: beyond the threshold, the move's direction
+    with confidence ``min(0.95, 10 * |move|)``; otherwise HOLD with confidence 0.3. A move
+    exactly at the threshold is HOLD."""
+    if not math.isfinite(move):
+        raise ValueError(f"move must be a finite number, got {move!r}")
+    if abs(move) > move_threshold(timeframe, base_threshold):
+        return (BUY if move > 0 else SELL), min(MAX_CONFIDENCE, 10.0 * abs(move))
+    return HOLD, HOLD_CONFIDENCE
+
+
+# ------------------------------------------------------------------------ replay ring
+
+
+class ExampleRing:
+    """Fixed-capacity FIFO of supervised examples: one preallocated numpy array per field,
+    overwritten oldest first. ``np.zeros`` pages are only touched once written, so memory grows
+    with use up to ``capacity`` rows."""
+
+    def __init__(self, capacity: int, fields: dict[str, tuple[tuple[int, ...], type]]):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.data = {k: np.zeros((capacity, *shape), dtype) for k, (shape, dtype) in fields.items()}
+        self.pos = 0  # next row to write
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        n = len(next(iter(batch.values())))
+        keep = min(n, self.capacity)  # a batch bigger than the ring keeps only its newest rows
+        rows = (self.pos + np.arange(keep)) % self.capacity
+        for key, store in self.data.items():
+            store[rows] = batch[key][n - keep :]
+        self.pos = (self.pos + keep) % self.capacity
+        self.size = min(self.size + keep, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Up to ``n`` distinct rows, uniformly (fewer while the ring holds fewer)."""
+        rows = rng.choice(self.size, size=min(n, self.size), replace=False)
+        return {key: store[rows] for key, store in self.data.items()}
+
+    def nbytes(self) -> int:
+        """Bytes of the rows in use."""
+        return sum(store[: self.size].nbytes for store in self.data.values())
+
+
+# ---------------------------------------------------------------------------- learner
+
+
+@dataclass
+class CNNPrediction(ModelOutput):
+    """A ModelOutput that also carries the action probabilities (for the DQN's state)."""
+
+    probs: np.ndarray | None = None  # [3] softmax over TRADE_ACTIONS
+
+
+def left_pad(window: np.ndarray, length: int) -> np.ndarray:
+    """[C, L'] -> float32 [C, length]: the last ``length`` columns, zeros on the left if short."""
+    window = np.asarray(window, dtype=np.float32)
+    if window.ndim != 2:
+        raise ValueError(f"window must be [channels, length], got shape {window.shape}")
+    out = np.zeros((window.shape[0], length), dtype=np.float32)
+    tail = window[:, -length:]
+    out[:, length - tail.shape[1] :] = tail
+    return out
+
+
+class CNNLearner(Learner):
+    """Owns the CNN, its Adam optimiser, a replay ring and an inference copy of the weights.
+
+    Prediction runs on the inference copy, always in eval mode; training runs on the network
+    in train mode (dropout, batch statistics) and copies its weights over under ``self.lock``
+    after each optimiser step. So a prediction never sees train mode or half-updated weights,
+    and waits at most for that copy (1.2 MB).
+    """
+
+    name = "cnn"
+    actions = TRADE_ACTIONS
+
+    def __init__(
+        self,
+        cfg: CNNConfig,
+        timeframes: tuple[str, ...],
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        super().__init__(device)
+        self.cfg = cfg
+        self.timeframes = tuple(timeframes)
+        for tf in self.timeframes:
+            parse_timeframe(tf)  # raises ValueError on a bad name
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+            torch.manual_seed(seed)
+            self.net = CNNNet(N_CHANNELS, self.timeframes, cfg.dropout).to(self.device)
+        self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self.rng = np.random.default_rng(seed)  # replay sampling
+        self.buffer = ExampleRing(
+            cfg.buffer_size,
+            {
+                "state": ((N_CHANNELS, cfg.window), np.float32),
+                "tf": ((), np.int64),
+                "label": ((), np.int64),
+                "confidence": ((), np.float32),
+                "ohlcv": ((N_OHLCV,), np.float32),
+                "weight": ((), np.float32),
+            },
+        )
+
+    @property
+    def network(self) -> nn.Module:
+        return self.net
+
+    # -- prediction ----------------------------------------------------------------------
+
+    def encode(self, obs: Observation) -> np.ndarray:
+        """float32 [5, window]: the observed timeframe's window, last ``window`` candles,
+        left-padded with zeros when shorter."""
+        return left_pad(obs.windows[obs.timeframe], self.cfg.window)
+
+    def predict(self, state: np.ndarray, timeframe: str) -> CNNPrediction:
+        self._check_timeframe(timeframe)
+        x = torch.as_tensor(state, dtype=torch.float32, device=self.device)[None]  # [1, 5, L]
+        with self.lock, torch.no_grad():
+            out = self.inference_net(x, timeframe)
+        return _prediction(out)
+
+    def predict_all(self, obs: Observation) -> dict[str, CNNPrediction]:
+        """Every timeframe that has both a head and a window in ``obs``, each through its own
+        head (the DQN's input: hidden layers and action probabilities per timeframe)."""
+        tfs = [tf for tf in self.timeframes if tf in obs.windows]
+        xs = {tf: left_pad(obs.windows[tf], self.cfg.window) for tf in tfs}
+        outs = {}
+        with self.lock, torch.no_grad():
+            for tf in tfs:
+                x = torch.as_tensor(xs[tf], device=self.device)[None]  # [1, 5, L]
+                outs[tf] = self.inference_net(x, tf)
+        return {tf: _prediction(out) for tf, out in outs.items()}
+
+    # -- training ------------------------------------------------------------------------
+
+    def learn(self, experiences: list[Experience]) -> dict[str, float] | None:
+        """One Adam step on the new experiences plus as many older ones replayed from the ring.
+
+        Online learning on only the newest candles forgets quickly and follows whatever the
+        market did last; mixing in an equal number of uniformly drawn older examples keeps
+        the gradient closer to the whole recent history. The new experiences join the ring
+        after sampling, so replay never repeats them within the step. Each timeframe group
+        goes through its own head in one forward pass. ``accuracy`` is over the new
+        experiences only, which the network has not trained on yet.
+        """
+        if not experiences:
+            return None
+        new = self._examples(experiences)
+        n_new = len(experiences)
+        replay = self.buffer.sample(n_new, self.rng)
+        self.buffer.add(new)
+        batch = {k: np.concatenate([new[k], replay[k]]) for k in new}
+        is_new = np.arange(len(batch["tf"])) < n_new
+        order = np.argsort(batch["tf"], kind="stable")  # timeframe groups become contiguous
+        batch = {k: torch.as_tensor(v[order], device=self.device) for k, v in batch.items()}
+        is_new = torch.as_tensor(is_new[order], device=self.device)
+
+        self.net.train()
+        tf_ids, counts = torch.unique_consecutive(batch["tf"], return_counts=True)
+        groups = zip(tf_ids.tolist(), torch.split(batch["state"], counts.tolist()))
+        outs = [self.net(x, self.timeframes[i]) for i, x in groups]
+        out = CNNOutput(*(torch.cat(parts) for parts in zip(*outs)))
+        loss, parts = cnn_loss(
+            out, batch["label"], batch["confidence"], batch["ohlcv"], batch["weight"]
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"CNN loss is {loss.item()} (parts {parts})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
+        with self.lock:
+            self.optimizer.step()
+            self._sync_inference()
+        self.record_loss(loss.item())
+        hits = out.logits.argmax(dim=-1) == batch["label"]  # [B]
+        return {"loss": loss.item(), **parts, "accuracy": hits[is_new].sum().item() / n_new}
+
+    def _examples(self, experiences: list[Experience]) -> dict[str, np.ndarray]:
+        """Experiences -> arrays for the ring; raises ValueError on anything unusable."""
+        for i, e in enumerate(experiences):
+            if e.label is None or e.target_confidence is None or e.target_ohlcv is None:
+                raise ValueError(
+                    f"CNN experience {i} ({e.timeframe}) needs label, target_confidence "
+                    "and target_ohlcv"
+                )
+            self._check_timeframe(e.timeframe)
+        batch = {
+            "state": np.stack([np.asarray(e.state, np.float32) for e in experiences]),
+            "tf": np.array([self.timeframes.index(e.timeframe) for e in experiences]),
+            "label": np.array([e.label for e in experiences], np.int64),
+            "confidence": np.array([e.target_confidence for e in experiences], np.float32),
+            "ohlcv": np.stack([np.asarray(e.target_ohlcv, np.float32) for e in experiences]),
+            "weight": np.array([e.weight for e in experiences], np.float32),
+        }
+        _check_examples(batch, (N_CHANNELS, self.cfg.window))
+        return batch
+
+    def _check_timeframe(self, timeframe: str) -> None:
+        if timeframe not in self.timeframes:
+            raise ValueError(f"no CNN head for timeframe {timeframe!r}; heads: {self.timeframes}")
+
+    def _sync_inference(self) -> None:
+        self.inference_net.load_state_dict(self.net.state_dict())
+
+    # -- checkpoints and memory ----------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Weights, optimiser, counters, loss history and the replay RNG; the replay ring
+        itself is not saved (up to 30 MB; it refills within a few hundred candles). Plain
+        types and tensors only, so ``torch.load(weights_only=True)`` reads it."""
+        return {
+            "model": self.name,
+            "config": asdict(self.cfg),
+            "timeframes": list(self.timeframes),
+            "network": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "train_steps": self.train_steps,
+            "prediction_count": self.prediction_count,
+            "losses": list(self.losses),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`. The configured learning rate wins over the saved one."""
+        if list(state["timeframes"]) != list(self.timeframes):
+            raise ValueError(
+                f"checkpoint has heads for {state['timeframes']}, this CNN for {self.timeframes}"
+            )
+        self.net.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.learning_rate
+        self.train_steps = int(state["train_steps"])
+        self.prediction_count = int(state["prediction_count"])
+        self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
+        self.rng.bit_generator.state = state["rng"]
+        with self.lock:
+            self._sync_inference()
+
+    def buffer_bytes(self) -> int:
+        """The replay rows in use plus the inference copy of the weights."""
+        weights = self.inference_net.state_dict().values()
+        return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
+
+
+def _prediction(out: CNNOutput) -> CNNPrediction:
+    probs = torch.softmax(out.logits[0], dim=-1)  # [3]
+    return CNNPrediction(
+        action=int(out.logits[0].argmax()),
+        confidence=float(out.confidence[0]),
+        ohlcv=out.ohlcv[0].cpu().numpy(),  # [5]
+        hidden=out.hidden[0].cpu().numpy(),  # [64]
+        probs=probs.cpu().numpy(),
+    )
+
+
+def _check_examples(batch: dict[str, np.ndarray], state_shape: tuple[int, int]) -> None:
+    if batch["state"].shape[1:] != state_shape:
+        got = list(batch["state"].shape[1:])
+        raise ValueError(f"CNN states must be {list(state_shape)}, got {got}")
+    if batch["ohlcv"].shape[1:] != (N_OHLCV,):
+        raise ValueError(f"target_ohlcv must have {N_OHLCV} values, got {batch['ohlcv'].shape[1:]}")
+    if np.any((batch["label"] < 0) | (batch["label"] >= len(TRADE_ACTIONS))):
+        raise ValueError(f"labels must index {TRADE_ACTIONS}, got {batch['label'].tolist()}")
+    conf = batch["confidence"]
+    if not np.all((conf >= 0) & (conf <= 1)):
+        raise ValueError(f"target_confidence must be in [0, 1], got {conf.tolist()}")
+    if not np.all(batch["weight"] > 0) or not np.all(np.isfinite(batch["weight"])):
+        raise ValueError(f"weights must be finite and > 0, got {batch['weight'].tolist()}")
+    for key in ("state", "ohlcv"):
+        if not np.all(np.isfinite(batch[key])):
+            raise ValueError(f"CNN experience {key} holds NaN or inf")

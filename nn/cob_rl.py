@@ -1,0 +1,202 @@
+"""Order-book model: a small MLP that reads the book and the last few returns and says whether
+the next candle closes UP or DOWN.
+
+It is trained supervised, on the direction the candle really took (``Experience.label``),
+with the same replay-mixing as the CNN. Input layout (``COBLearner.encode``), F book features,
+R returns, T timeframes::
+
+    [0, F)              order-book features (zeros without a book)
+    F                   1.0 if a book was present, else 0.0
+    [F+1, F+1+R)        last R one-step log returns of the close, in percent, oldest first
+    [F+1+R, F+1+R+T)    one-hot of the predicted timeframe
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import COBConfig
+from core.timeframes import parse_timeframe
+from nn.base import DIRECTION_ACTIONS, Experience, Learner, ModelOutput, Observation
+from nn.cnn import ExampleRing
+
+CLOSE = 3  # close channel of a normalised window: ln(close / last close)
+# Returns enter in percent: a 1-step log return is ~1e-3 on 1m candles, far below the O(1)
+# book features (imbalance, spread in bps) it sits beside in the first layer.
+RETURN_SCALE = 100.0
+GRAD_CLIP = 5.0
+
+
+class COBNet(nn.Module):
+    """(Linear, LayerNorm, ReLU) x 2 -> 2 logits over DIRECTION_ACTIONS (UP, DOWN)."""
+
+    def __init__(self, n_features: int, hidden: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(n_features, hidden), nn.LayerNorm(hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.ReLU(),
+        )
+        self.out = nn.Linear(hidden, len(DIRECTION_ACTIONS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))  # [B, F] -> [B, 2]
+
+
+class COBLearner(Learner):
+    """Owns the COBNet, Adam and a replay ring. The network has no dropout or batch norm, so
+    train and eval mode agree; predictions and the optimiser step share ``self.lock``."""
+
+    name = "cob"
+    actions = DIRECTION_ACTIONS
+
+    def __init__(
+        self,
+        cfg: COBConfig,
+        timeframes: tuple[str, ...],
+        n_book_features: int,
+        n_returns: int = 10,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        super().__init__(device)
+        if n_book_features < 0 or n_returns < 1:
+            raise ValueError(
+                f"need n_book_features >= 0 and n_returns >= 1, got {n_book_features}, {n_returns}"
+            )
+        self.cfg = cfg
+        self.timeframes = tuple(timeframes)
+        for tf in self.timeframes:
+            parse_timeframe(tf)
+        self.n_book_features = n_book_features
+        self.n_returns = n_returns
+        self.n_features = n_book_features + 1 + n_returns + len(self.timeframes)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+            torch.manual_seed(seed)
+            self.net = COBNet(self.n_features, cfg.hidden).to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self.rng = np.random.default_rng(seed)
+        self.buffer = ExampleRing(
+            cfg.buffer_size,
+            {
+                "state": ((self.n_features,), np.float32),
+                "label": ((), np.int64),
+                "weight": ((), np.float32),
+            },
+        )
+
+    @property
+    def network(self) -> nn.Module:
+        return self.net
+
+    def encode(self, obs: Observation) -> np.ndarray:
+        """float32 [n_features] laid out as in the module docstring."""
+        if obs.timeframe not in self.timeframes:
+            raise ValueError(f"timeframe {obs.timeframe!r} is not one of {self.timeframes}")
+        book = np.zeros(self.n_book_features, np.float32)
+        if obs.book is not None:
+            book = np.asarray(obs.book, np.float32)
+            if book.shape != (self.n_book_features,) or not np.all(np.isfinite(book)):
+                raise ValueError(
+                    f"book must be {self.n_book_features} finite features, got {obs.book!r}"
+                )
+        close = np.asarray(obs.windows[obs.timeframe], np.float32)[CLOSE]  # [L]
+        recent = np.diff(close)[-self.n_returns :] * RETURN_SCALE  # [<= R]
+        returns = np.zeros(self.n_returns, np.float32)
+        returns[self.n_returns - len(recent) :] = recent
+        onehot = np.zeros(len(self.timeframes), np.float32)
+        onehot[self.timeframes.index(obs.timeframe)] = 1.0
+        flag = np.array([obs.book is not None], np.float32)
+        return np.concatenate([book, flag, returns, onehot])
+
+    def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput:
+        """argmax direction and its softmax probability (the timeframe is in the state)."""
+        x = torch.as_tensor(state, dtype=torch.float32, device=self.device)[None]  # [1, F]
+        with self.lock, torch.no_grad():
+            probs = torch.softmax(self.net(x)[0], dim=-1)  # [2]
+        action = int(probs.argmax())
+        return ModelOutput(action=action, confidence=float(probs[action]))
+
+    def learn(self, experiences: list[Experience]) -> dict[str, float] | None:
+        """One Adam step of weighted cross-entropy on the new experiences plus as many replayed
+        from the ring (see CNNLearner.learn for why). ``accuracy`` is over the new ones."""
+        if not experiences:
+            return None
+        new = self._examples(experiences)
+        replay = self.buffer.sample(len(experiences), self.rng)
+        self.buffer.add(new)
+        batch = {
+            k: torch.as_tensor(np.concatenate([new[k], replay[k]]), device=self.device)
+            for k in new
+        }
+        logits = self.net(batch["state"])  # [B, 2]
+        w = batch["weight"] / batch["weight"].sum()  # [B]
+        loss = (w * F.cross_entropy(logits, batch["label"], reduction="none")).sum()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"COB loss is {loss.item()}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
+        with self.lock:
+            self.optimizer.step()
+        self.record_loss(loss.item())
+        n_new = len(experiences)  # the new ones come first in the batch
+        hits = logits[:n_new].argmax(dim=-1) == batch["label"][:n_new]  # [n_new]
+        return {"loss": loss.item(), "accuracy": hits.sum().item() / n_new}
+
+    def _examples(self, experiences: list[Experience]) -> dict[str, np.ndarray]:
+        labels = [e.label for e in experiences]
+        if any(label not in range(len(DIRECTION_ACTIONS)) for label in labels):
+            raise ValueError(f"COB labels must index {DIRECTION_ACTIONS}, got {labels}")
+        batch = {
+            "state": np.stack([np.asarray(e.state, np.float32) for e in experiences]),
+            "label": np.array(labels, np.int64),
+            "weight": np.array([e.weight for e in experiences], np.float32),
+        }
+        if batch["state"].shape[1:] != (self.n_features,):
+            got = batch["state"].shape[1:]
+            raise ValueError(f"COB states must have {self.n_features} features, got {got}")
+        if not np.all(np.isfinite(batch["state"])):
+            raise ValueError("COB experience state holds NaN or inf")
+        if not np.all(batch["weight"] > 0) or not np.all(np.isfinite(batch["weight"])):
+            raise ValueError(f"weights must be finite and > 0, got {batch['weight'].tolist()}")
+        return batch
+
+    def state_dict(self) -> dict:
+        """Weights, optimiser, counters, loss history and the replay RNG (not the ring)."""
+        return {
+            "model": self.name,
+            "config": asdict(self.cfg),
+            "timeframes": list(self.timeframes),
+            "n_book_features": self.n_book_features,
+            "n_returns": self.n_returns,
+            "network": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "train_steps": self.train_steps,
+            "prediction_count": self.prediction_count,
+            "losses": list(self.losses),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`. The configured learning rate wins over the saved one."""
+        layout = (list(state["timeframes"]), state["n_book_features"], state["n_returns"])
+        if layout != (list(self.timeframes), self.n_book_features, self.n_returns):
+            raise ValueError(f"checkpoint input layout {layout} differs from this model's")
+        with self.lock:
+            self.net.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.learning_rate
+        self.train_steps = int(state["train_steps"])
+        self.prediction_count = int(state["prediction_count"])
+        self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
+        self.rng.bit_generator.state = state["rng"]
+
+    def buffer_bytes(self) -> int:
+        return self.buffer.nbytes()

@@ -1,0 +1,291 @@
+"""Dueling Double DQN with prioritised replay: the network, the maths, and the learner.
+
+Reads top to bottom like CleanRL's ``dqn.py``: the Q-network only computes Q-values; the
+learner owns the target network, optimiser, replay buffer and epsilon-greedy exploration.
+
+- Dueling heads (Wang et al. 2016): Q = V + A - mean(A), so V carries the state's value and
+  A only the relative merit of each action.
+- Double DQN targets (van Hasselt et al. 2016): the online net picks the next action, the
+  target net values it, which curbs the overestimation of a plain max over the target net.
+- Prioritised replay (nn/buffers.py) with importance-sampling weights in the loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import deque
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import DQNConfig
+from core.features import N_CHANNELS
+from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation
+from nn.buffers import PrioritizedReplayBuffer
+
+MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
+GRAD_CLIP = 10.0  # max global grad norm
+CNN_CLASSES = 3  # the CNN's action probabilities, one per TRADE_ACTIONS entry
+
+
+def dueling_combine(value: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
+    """value [B, 1], advantage [B, A] -> Q [B, A] = V + A - mean_a(A)."""
+    return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+def double_dqn_targets(rewards: torch.Tensor, dones: torch.Tensor, next_q_online: torch.Tensor,
+                       next_q_target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """y = r + gamma * (1 - done) * Q_target(s', argmax_a Q_online(s', a)); returns [B]."""
+    next_actions = next_q_online.argmax(dim=1, keepdim=True)  # [B, 1]
+    next_q = next_q_target.gather(1, next_actions).squeeze(1)  # [B]
+    return rewards + gamma * (1.0 - dones) * next_q  # [B]
+
+
+class DuelingQNetwork(nn.Module):
+    def __init__(self, state_dim: int, n_actions: int = 3, hidden: int = 256):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Linear(state_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+        )
+        self.value = nn.Linear(hidden, 1)
+        self.advantage = nn.Linear(hidden, n_actions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(x)  # [B, hidden]
+        return dueling_combine(self.value(h), self.advantage(h))  # [B, A]
+
+
+class DQNLearner(Learner):
+    """Trading agent over TRADE_ACTIONS; state layout documented in :meth:`encode`."""
+
+    name = "dqn"
+    actions = TRADE_ACTIONS
+
+    def __init__(self, cfg: DQNConfig, timeframes: tuple[str, ...], n_scalars: int,
+                 cnn_hidden_dim: int = 64, device: torch.device | str = "cpu", seed: int = 0):
+        super().__init__(device)
+        if not timeframes:
+            raise ValueError("DQNLearner needs at least one timeframe")
+        self.cfg = cfg
+        self.timeframes = tuple(timeframes)
+        self.n_scalars = n_scalars
+        self.cnn_hidden_dim = cnn_hidden_dim
+        n_tf = len(self.timeframes)
+        self.state_dim = (
+            n_scalars
+            + 2 * n_tf * N_CHANNELS * cfg.window  # own windows, then the reference's
+            + n_tf * cnn_hidden_dim  # CNN hidden layer per timeframe
+            + n_tf * CNN_CLASSES  # CNN action probabilities per timeframe
+            + n_tf  # one-hot of the predicted timeframe
+        )
+        n_actions = len(self.actions)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG
+            torch.manual_seed(seed)
+            self.q_network = DuelingQNetwork(self.state_dim, n_actions, cfg.hidden).to(self.device)
+        self.target_network = copy.deepcopy(self.q_network)
+        self.target_network.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate)
+        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(seeds[0])  # exploration
+        self.buffer = PrioritizedReplayBuffer(
+            cfg.buffer_size, cfg.per_alpha, cfg.per_beta_start, cfg.per_beta_steps,
+            seed=int(seeds[1].generate_state(1)[0]),
+        )
+        self._epsilon = cfg.epsilon_start
+
+    # -- Learner interface -------------------------------------------------------------
+
+    @property
+    def network(self) -> nn.Module:
+        return self.q_network
+
+    @property
+    def epsilon(self) -> float:
+        return self._epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {value}")
+        self._epsilon = float(value)
+
+    def encode(self, obs: Observation) -> np.ndarray:
+        """The state [state_dim] float32, in this order:
+
+        1. ``obs.scalars`` [n_scalars];
+        2. per timeframe, ``obs.windows[tf][:, -window:]`` [5, window] flattened row by row,
+           left-padded with zeros when shorter, all zeros when missing;
+        3. the same for ``obs.ref_windows`` (the reference symbol, BTC);
+        4. ``obs.extras["cnn_hidden"]`` [n_tf, cnn_hidden_dim] flattened (zeros if absent);
+        5. ``obs.extras["cnn_probs"]`` [n_tf, 3] flattened (zeros if absent);
+        6. one-hot [n_tf] of ``obs.timeframe``.
+        """
+        scalars = np.asarray(obs.scalars, dtype=np.float32).reshape(-1)
+        if scalars.size != self.n_scalars:
+            raise ValueError(f"dqn: obs.scalars has {scalars.size} values, expected "
+                             f"{self.n_scalars} (n_scalars the learner was built with)")
+        if obs.timeframe not in self.timeframes:
+            raise ValueError(f"dqn: timeframe {obs.timeframe!r} not in {self.timeframes}")
+        n_tf = len(self.timeframes)
+        parts = [
+            scalars,
+            *(self._window(obs.windows, tf, "windows") for tf in self.timeframes),
+            *(self._window(obs.ref_windows, tf, "ref_windows") for tf in self.timeframes),
+            self._extra(obs, "cnn_hidden", n_tf * self.cnn_hidden_dim),
+            self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
+            np.eye(n_tf, dtype=np.float32)[self.timeframes.index(obs.timeframe)],
+        ]
+        state = np.concatenate(parts)  # [state_dim]
+        if not np.isfinite(state).all():
+            raise ValueError(f"dqn: non-finite values in the observation of {obs.symbol} "
+                             f"{obs.timeframe} at {obs.ts}")
+        return state
+
+    def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput:
+        """Epsilon-greedy action; confidence = softmax(Q)[action].
+
+        Q-values are expected returns, not logits, so the softmax is only a monotone, scale-
+        dependent measure of how far the chosen action's Q stands above the others: 1/3 when
+        all three are equal, near 1 when one dominates by a few reward units. It is reported
+        for the chosen action, so an explored (random) action usually has low confidence.
+        """
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (self.state_dim,):
+            raise ValueError(f"dqn: state of shape {state.shape}, expected ({self.state_dim},)")
+        if timeframe not in self.timeframes:
+            raise ValueError(f"dqn: timeframe {timeframe!r} not in {self.timeframes}")
+        x = torch.as_tensor(state, device=self.device).unsqueeze(0)  # [1, D]
+        with self.lock:
+            self.q_network.eval()
+            with torch.no_grad():
+                q = self.q_network(x)[0]  # [A]
+            explored = bool(self.rng.random() < self._epsilon)
+            action = int(self.rng.integers(len(self.actions))) if explored else int(q.argmax())
+        confidence = float(torch.softmax(q, dim=0)[action])
+        return ModelOutput(action=action, confidence=confidence, explored=explored)
+
+    def learn(self, experiences: list[Experience]) -> dict[str, float] | None:
+        """Store ``experiences``, then one Double-DQN step on a prioritised batch."""
+        bad = [e.action for e in experiences if not 0 <= e.action < len(self.actions)]
+        if bad:
+            raise ValueError(f"dqn: actions {bad} outside [0, {len(self.actions)})")
+        for exp in experiences:
+            self.buffer.add(exp)  # priority None: the current max
+        batch_size = max(len(experiences), MIN_BATCH)
+        if len(self.buffer) < batch_size:
+            return None
+        beta = self.buffer.beta(self.train_steps)
+        batch = self.buffer.sample(batch_size, step=self.train_steps)
+        t = self._tensor
+        states, next_states = t(batch.states), t(batch.next_states)  # [B, D]
+        actions, rewards, dones, weights = (t(batch.actions), t(batch.rewards), t(batch.dones),
+                                            t(batch.weights))  # [B] each
+
+        self.q_network.train()
+        with torch.no_grad():
+            td_target = double_dqn_targets(rewards, dones, self.q_network(next_states),
+                                           self.target_network(next_states),
+                                           self.cfg.gamma)  # [B]
+        q = self.q_network(states).gather(1, actions.unsqueeze(1)).squeeze(1)  # [B]
+        loss = (weights * F.smooth_l1_loss(q, td_target, reduction="none")).mean()
+        if not torch.isfinite(loss):
+            # Refuse to step: NaN weights would poison every later prediction.
+            raise FloatingPointError(f"dqn: non-finite loss {loss.item()} at step "
+                                     f"{self.train_steps}; weights left unchanged")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.q_network.parameters(), GRAD_CLIP)
+        with self.lock:
+            self.optimizer.step()
+
+        td_abs = (td_target - q.detach()).abs()  # [B]
+        self.buffer.update_priorities(batch.indices, td_abs.cpu().numpy())
+        self.record_loss(loss.item())  # also counts the step
+        self._epsilon = max(self.cfg.epsilon_min, self._epsilon * self.cfg.epsilon_decay)
+        if self.train_steps % self.cfg.target_sync_steps == 0:
+            self.sync_target()
+        return {"loss": loss.item(), "td_abs_mean": td_abs.mean().item(),
+                "epsilon": self._epsilon, "beta": beta}
+
+    def sync_target(self) -> None:
+        with self.lock:
+            self.target_network.load_state_dict(self.q_network.state_dict())
+
+    # -- checkpoints and memory --------------------------------------------------------
+
+    def _layout(self) -> dict:
+        return {"timeframes": list(self.timeframes), "n_scalars": self.n_scalars,
+                "cnn_hidden_dim": self.cnn_hidden_dim, "state_dim": self.state_dim,
+                "hidden": self.cfg.hidden}
+
+    def state_dict(self) -> dict:
+        """Everything to resume exactly except the replay buffer (a copy, taken under lock)."""
+        with self.lock:
+            return copy.deepcopy({
+                "q_network": self.q_network.state_dict(),
+                "target_network": self.target_network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epsilon": self._epsilon,
+                "train_steps": self.train_steps,
+                "prediction_count": self.prediction_count,
+                "losses": list(self.losses),
+                "config": dataclasses.asdict(self.cfg),
+                "layout": self._layout(),
+                "rng": self.rng.bit_generator.state,
+            })
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`; the current config's learning rate applies after."""
+        if state["layout"] != self._layout():
+            raise ValueError(f"dqn checkpoint was built for {state['layout']}, "
+                             f"this learner is {self._layout()}")
+        with self.lock:
+            self.q_network.load_state_dict(state["q_network"])
+            self.target_network.load_state_dict(state["target_network"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.learning_rate
+            self.epsilon = state["epsilon"]
+            self.train_steps = int(state["train_steps"])
+            self.prediction_count = int(state["prediction_count"])
+            self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
+            self.rng.bit_generator.state = state["rng"]
+
+    def tensors(self):
+        yield from super().tensors()
+        yield from self.target_network.parameters()
+
+    def buffer_bytes(self) -> int:
+        return self.buffer.nbytes()
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+    # -- encode helpers ----------------------------------------------------------------
+
+    def _window(self, windows: dict[str, np.ndarray], tf: str, what: str) -> np.ndarray:
+        """[5, L] -> the last ``window`` columns, zero-padded on the left, flattened."""
+        out = np.zeros((N_CHANNELS, self.cfg.window), dtype=np.float32)
+        w = windows.get(tf)
+        if w is not None:
+            w = np.asarray(w, dtype=np.float32)
+            if w.ndim != 2 or w.shape[0] != N_CHANNELS:
+                raise ValueError(f"dqn: obs.{what}[{tf!r}] has shape {w.shape}, "
+                                 f"expected ({N_CHANNELS}, L)")
+            tail = w[:, -self.cfg.window:]
+            if tail.shape[1]:
+                out[:, -tail.shape[1]:] = tail
+        return out.reshape(-1)
+
+    def _extra(self, obs: Observation, key: str, size: int) -> np.ndarray:
+        value = obs.extras.get(key)
+        if value is None:
+            return np.zeros(size, dtype=np.float32)
+        flat = np.asarray(value, dtype=np.float32).reshape(-1)
+        if flat.size != size:
+            raise ValueError(f"dqn: obs.extras[{key!r}] has {flat.size} values, expected {size}")
+        return flat

@@ -1,0 +1,443 @@
+"""Tests for core.predictions: the life of a prediction in the SQLite store, filters, expiry,
+accuracy, WAL mode, writes from several threads, and nothing lost across a restart."""
+
+import math
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from core.predictions import (
+    MAX_LIMIT,
+    SCHEMA_VERSION,
+    NewPrediction,
+    PendingPrediction,
+    PredictionStore,
+)
+from core.rewards import Resolution, resolve_prediction
+
+T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC, ms
+MIN = 60_000
+
+
+def new(**overrides) -> NewPrediction:
+    """A CNN BUY on ETH/USDT's 1m candle opening at T0 + 1 min, predicted 10 s before."""
+    fields = {
+        "model": "cnn",
+        "model_step": 7,
+        "symbol": "ETH/USDT",
+        "timeframe": "1m",
+        "created_ts": T0 + 50_000,
+        "target_ts": T0 + MIN,
+        "reference_price": 100.0,
+        "action": "BUY",
+        "confidence": 0.5,
+    }
+    fields.update(overrides)
+    return NewPrediction(**fields)
+
+
+def resolution(correct: bool = True, reward: float = 0.2) -> Resolution:
+    return Resolution(100.0, 103.0, 99.5, 102.0, 40.0, 0.02, 0.01, 0.25, correct, reward)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = PredictionStore(tmp_path / "predictions.db")
+    yield s
+    s.close()
+
+
+# ----------------------------------------------------------------------- the file
+
+
+def test_wal_mode_normal_sync_and_schema_version(store, tmp_path):
+    # journal_mode=WAL is a property of the file: another connection sees it too.
+    other = sqlite3.connect(tmp_path / "predictions.db")
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert other.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    finally:
+        other.close()
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_creates_the_parent_folder(tmp_path):
+    with PredictionStore(tmp_path / "data" / "deep" / "p.db") as s:
+        assert s.add(new()) == 1
+    assert (tmp_path / "data" / "deep" / "p.db").exists()
+
+
+def test_a_file_of_another_schema_version_is_refused(tmp_path):
+    path = tmp_path / "p.db"
+    PredictionStore(path).close()
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("UPDATE schema_version SET version = 99")
+    raw.close()
+    with pytest.raises(RuntimeError, match="schema version"):
+        PredictionStore(path)
+
+
+def test_queries_use_the_indexes(store):
+    def plan(sql, params=()):
+        return " ".join(row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+    pending = plan(
+        "SELECT id FROM predictions WHERE status = 'pending' AND symbol = ? AND timeframe = ? "
+        "AND target_ts = ?",
+        ("a", "1m", 1),
+    )
+    assert "ix_predictions_pending" in pending
+    listing = plan(
+        "SELECT id FROM predictions WHERE +model = ? ORDER BY created_ts DESC, id DESC LIMIT 5",
+        ("cnn",),
+    )
+    assert "ix_predictions_created" in listing and "TEMP B-TREE" not in listing
+    accuracy = plan(
+        "SELECT model, timeframe, COUNT(*), SUM(action_correct) FROM predictions "
+        "WHERE status = 'resolved' GROUP BY model, timeframe"
+    )
+    assert "COVERING INDEX ix_predictions_accuracy" in accuracy and "TEMP B-TREE" not in accuracy
+
+
+# ----------------------------------------------------------------------- a prediction's life
+
+
+def test_add_pending_resolve_recent(store):
+    state = np.arange(12, dtype=np.float32).reshape(3, 4)
+    pred_id = store.add(new(predicted_ohlcv=(100.0, 102.0, 99.0, 101.0, 50.0), state=state))
+    store.add(new(model="dqn", action="HOLD", confidence=0.25, executed=True))
+
+    waiting = store.pending("ETH/USDT", "1m", T0 + MIN)
+    assert [p.model for p in waiting] == ["cnn", "dqn"]
+    cnn = waiting[0]
+    assert cnn == PendingPrediction(
+        id=pred_id,
+        model="cnn",
+        model_step=7,
+        symbol="ETH/USDT",
+        timeframe="1m",
+        created_ts=T0 + 50_000,
+        target_ts=T0 + MIN,
+        reference_price=100.0,
+        action="BUY",
+        confidence=0.5,
+        predicted_ohlcv=(100.0, 102.0, 99.0, 101.0, 50.0),
+        executed=False,
+    )
+    assert waiting[1].predicted_ohlcv is None and waiting[1].executed is True
+    for loaded in (cnn.state, store.load_state(pred_id)):
+        assert loaded.dtype == np.float32 and loaded.shape == (3, 4)
+        np.testing.assert_array_equal(loaded, state)
+    assert waiting[1].state is None and store.load_state(waiting[1].id) is None
+
+    outcome = resolve_prediction(cnn, (100.0, 103.0, 99.5, 102.0, 40.0))
+    assert store.resolve(pred_id, outcome, resolved_ts=T0 + 2 * MIN) is True
+
+    assert [p.model for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == ["dqn"]
+    row = store.recent(status="resolved")[0]
+    assert "state" not in row
+    assert row["id"] == pred_id and row["status"] == "resolved"
+    assert row["resolved_ts"] == T0 + 2 * MIN
+    assert (row["actual_open"], row["actual_high"], row["actual_low"]) == (100.0, 103.0, 99.5)
+    assert (row["actual_close"], row["actual_volume"]) == (102.0, 40.0)
+    assert (row["pred_close"], row["pred_volume"]) == (101.0, 50.0)
+    assert row["price_error"] == pytest.approx(1 / 102)
+    assert row["volume_error"] == pytest.approx(0.25)
+    assert row["action_correct"] is True
+    assert row["reward"] == pytest.approx(0.2)  # 10 * 0.02 * (0.5 + 0.5)
+    assert row["model_step"] == 7 and row["executed"] is False
+
+
+def test_pending_matches_only_its_candle(store):
+    store.add_many(
+        [
+            new(),
+            new(symbol="BTC/USDT"),
+            new(timeframe="1h", target_ts=T0 + 60 * MIN),
+            new(target_ts=T0 + 2 * MIN),
+        ]
+    )
+    assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == [1]
+    assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + 2 * MIN)] == [4]
+    assert store.pending("ETH/USDT", "1m", T0) == []
+
+
+def test_a_second_resolve_is_a_no_op(store):
+    first, second = store.add_many([new(), new(model="dqn")])
+    assert store.resolve(first, resolution(reward=0.2), T0 + 2 * MIN) is True
+    # The second resolve (a late duplicate with other numbers) changes nothing.
+    assert store.resolve(first, resolution(correct=False, reward=-9.0), T0 + 3 * MIN) is False
+    assert store.get(first)["reward"] == pytest.approx(0.2)
+    assert store.get(first)["resolved_ts"] == T0 + 2 * MIN
+    # resolve_many counts only the ones that were still pending.
+    assert store.resolve_many([(first, resolution()), (second, resolution())], T0 + 3 * MIN) == 1
+    assert store.resolve_many([(first, resolution()), (second, resolution())], T0 + 4 * MIN) == 0
+    assert store.resolve(12345, resolution(), T0) is False  # unknown id
+
+
+def test_resolve_many_is_one_transaction(store):
+    ok = store.add(new())
+    with pytest.raises(ValueError, match="Resolution"):
+        store.resolve_many([(ok, resolution()), (ok, "not a resolution")], T0)
+    assert store.get(ok)["status"] == "pending"
+    # A failure half-way through the transaction rolls back the rows written before it: here
+    # SQLite's CHECK refuses the second row's action_correct of 2 (it must be 0 or 1).
+    bad = Resolution(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, None, None, 2, 0.0)  # type: ignore[arg-type]
+    other = store.add(new(model="dqn"))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.resolve_many([(ok, resolution()), (other, bad)], T0)
+    assert store.get(ok)["status"] == "pending"
+    assert store.resolve(ok, resolution(), T0) is True  # and the store is still usable
+
+
+def test_add_many_returns_ids_in_order(store):
+    ids = store.add_many([new(model=f"m{i}") for i in range(5)])
+    assert ids == [1, 2, 3, 4, 5]
+    assert store.add_many([]) == []
+    assert [store.get(i)["model"] for i in ids] == ["m0", "m1", "m2", "m3", "m4"]
+
+
+# ----------------------------------------------------------------------- expiry
+
+
+def test_expire_older_than(store):
+    old = store.add(new(target_ts=T0))
+    older_resolved = store.add(new(target_ts=T0))
+    at_cutoff = store.add(new(target_ts=T0 + MIN))
+    fresh = store.add(new(target_ts=T0 + 2 * MIN))
+    store.resolve(older_resolved, resolution(), T0 + MIN)
+
+    assert [p.id for p in store.pending_before(T0 + MIN)] == [old]
+    assert store.pending_before(T0 + MIN)[0].target_ts == T0
+    assert [p.id for p in store.pending_before(T0 + 3 * MIN)] == [old, at_cutoff, fresh]
+    # Strictly before the cutoff: only `old`; the resolved one keeps its outcome.
+    assert store.expire_older_than(T0 + MIN, now_ts=T0 + 10 * MIN) == 1
+    assert store.get(old)["status"] == "expired"
+    assert store.get(old)["resolved_ts"] == T0 + 10 * MIN
+    assert store.get(older_resolved)["status"] == "resolved"
+    assert store.get(at_cutoff)["status"] == "pending"
+    assert store.expire_older_than(T0 + MIN, now_ts=T0 + 11 * MIN) == 0
+    # An expired prediction can no longer be resolved.
+    assert store.resolve(old, resolution(), T0 + 12 * MIN) is False
+    assert [p.id for p in store.pending_before(T0 + 3 * MIN)] == [at_cutoff, fresh]
+
+
+# ----------------------------------------------------------------------- listing
+
+
+def test_recent_newest_first_with_filters_and_limit(store):
+    a = store.add(new(created_ts=T0 + 1000))
+    b = store.add(new(created_ts=T0 + 3000, model="dqn", action="SELL"))
+    c = store.add(new(created_ts=T0 + 2000, symbol="BTC/USDT"))
+    d = store.add(new(created_ts=T0 + 3000, timeframe="1h", target_ts=T0 + 60 * MIN))
+    e = store.add(new(created_ts=T0 + 500, model="cob", action="UP"))
+    store.resolve(c, resolution(), T0 + MIN)
+
+    ids = [row["id"] for row in store.recent()]
+    assert ids == [d, b, c, a, e]  # created_ts desc; the tie at +3000 by id desc
+    assert [row["id"] for row in store.recent(limit=2)] == [d, b]
+    assert [row["id"] for row in store.recent(model="cnn")] == [d, c, a]
+    assert [row["id"] for row in store.recent(model="cnn", symbol="ETH/USDT")] == [d, a]
+    assert [row["id"] for row in store.recent(timeframe="1h")] == [d]
+    assert [row["id"] for row in store.recent(status="resolved")] == [c]
+    assert [row["id"] for row in store.recent(status="pending", model="cnn")] == [d, a]
+    assert store.recent(model="nobody") == []
+    assert store.recent(limit=MAX_LIMIT) == store.recent()
+
+
+@pytest.mark.parametrize("limit", [0, -1, MAX_LIMIT + 1, 2.5, "10", True, None])
+def test_recent_rejects_a_limit_out_of_range(store, limit):
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to 1000"):
+        store.recent(limit=limit)
+
+
+def test_recent_rejects_unknown_status_and_bad_filters(store):
+    with pytest.raises(ValueError, match="status must be one of pending, resolved, expired"):
+        store.recent(status="done")
+    with pytest.raises(ValueError, match="timeframe"):
+        store.recent(timeframe="5x")
+    with pytest.raises(ValueError, match="model must be a non-empty string"):
+        store.recent(model="")
+
+
+# ----------------------------------------------------------------------- counts and accuracy
+
+
+def test_counts_and_accuracy_by_hand(store):
+    # cnn 1m: 3 resolved, 2 correct -> 2/3; cnn 1h: 1 resolved, 0 correct -> 0;
+    # dqn 1m: one expired, one pending -> no accuracy (never judged).
+    ids = store.add_many([new() for _ in range(4)])
+    hour = store.add(new(timeframe="1h", target_ts=T0 + 60 * MIN))
+    dqn_old = store.add(new(model="dqn", target_ts=T0))
+    store.add(new(model="dqn"))
+    store.resolve_many(
+        [
+            (ids[0], resolution(correct=True)),
+            (ids[1], resolution(correct=True)),
+            (ids[2], resolution(correct=False)),
+            (hour, resolution(correct=False)),
+        ],
+        T0 + 2 * MIN,
+    )
+    assert store.expire_older_than(T0 + MIN, T0 + 5 * MIN) == 1
+
+    assert store.counts() == {
+        "cnn": {"pending": 1, "resolved": 4, "expired": 0},
+        "dqn": {"pending": 1, "resolved": 0, "expired": 1},
+    }
+    acc = store.accuracy()
+    assert set(acc) == {("cnn", "1m"), ("cnn", "1h")}
+    assert acc[("cnn", "1m")] == {"resolved": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)}
+    assert acc[("cnn", "1h")] == {"resolved": 1, "correct": 0, "accuracy": 0.0}
+    assert store.get(dqn_old)["status"] == "expired"
+
+
+def test_empty_store(store):
+    assert store.counts() == {}
+    assert store.accuracy() == {}
+    assert store.recent() == []
+    assert store.pending_before(T0) == []
+    assert store.load_state(1) is None
+    assert store.get(1) is None
+
+
+# ----------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("confidence", math.nan, r"confidence must be within \[0, 1\]"),
+        ("confidence", 1.5, r"confidence must be within \[0, 1\]"),
+        ("action", "buy", "action must be one of BUY, SELL, HOLD, UP, DOWN"),
+        ("timeframe", "1x", "not a timeframe"),
+        ("reference_price", 0.0, "reference_price must be a finite number > 0"),
+        ("reference_price", math.inf, "reference_price"),
+        ("model", "", "model must be a non-empty string"),
+        ("model_step", -1, "model_step must be >= 0"),
+        ("model_step", True, "model_step must be an integer"),
+        ("created_ts", 1.5, "created_ts must be an integer"),
+        (
+            "predicted_ohlcv",
+            (1.0, 2.0, math.nan, 1.0, 1.0),
+            "predicted_ohlcv must be 5 finite numbers",
+        ),
+        ("predicted_ohlcv", (1.0, 2.0), "predicted_ohlcv must be 5 finite numbers"),
+        ("state", [1.0, 2.0], "state must be a numpy array"),
+        ("executed", 1, "executed must be True or False"),
+    ],
+)
+def test_bad_prediction_values_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        new(**{field: value})
+
+
+def test_numpy_scalars_are_stored_as_python_numbers(store):
+    pred_id = store.add(
+        new(
+            model_step=np.int64(3),
+            created_ts=np.int64(T0),
+            confidence=np.float32(0.75),
+            reference_price=np.float64(99.5),
+            predicted_ohlcv=np.array([1.0, 2.0, 0.5, 1.5, 10.0], dtype=np.float32),
+            executed=np.bool_(True),
+        )
+    )
+    row = store.get(pred_id)
+    assert (row["model_step"], row["created_ts"]) == (3, T0)
+    assert (row["confidence"], row["reference_price"]) == (0.75, 99.5)
+    assert (row["pred_low"], row["pred_volume"], row["executed"]) == (0.5, 10.0, True)
+
+
+# ----------------------------------------------------------------------- threads
+
+
+def test_concurrent_writes_from_two_threads_all_land(store):
+    errors = []
+
+    def writer(model: str) -> None:
+        try:
+            for i in range(200):
+                store.add(new(model=model, created_ts=T0 + i))
+                if i % 50 == 0:
+                    store.recent(limit=10)  # reads interleaved with the other thread's writes
+        except Exception as exc:  # surfaced below; a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(m,)) for m in ("cnn", "dqn")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.counts() == {
+        "cnn": {"pending": 200, "resolved": 0, "expired": 0},
+        "dqn": {"pending": 200, "resolved": 0, "expired": 0},
+    }
+    ids = [row["id"] for row in store.recent(limit=1000)]
+    assert sorted(ids) == list(range(1, 401))
+
+
+def test_two_stores_on_one_file_write_concurrently(tmp_path):
+    # Two connections (as two processes would have): BEGIN IMMEDIATE + busy timeout serialise.
+    path = tmp_path / "p.db"
+    stores = [PredictionStore(path), PredictionStore(path)]
+    errors = []
+
+    def writer(s: PredictionStore, model: str) -> None:
+        try:
+            for i in range(200):
+                s.add(new(model=model, created_ts=T0 + i))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s, m)) for s, m in zip(stores, ("a", "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert errors == []
+    with PredictionStore(path) as s:
+        assert {m: c["pending"] for m, c in s.counts().items()} == {"a": 200, "b": 200}
+
+
+# ----------------------------------------------------------------------- restart safety
+
+
+def test_pending_survive_a_restart_and_resolve_in_the_new_instance(tmp_path):
+    path = tmp_path / "p.db"
+    first = PredictionStore(path)
+    state = np.linspace(0.0, 1.0, 5)
+    kept = first.add(new(state=state))
+    done = first.add(new(model="dqn"))
+    first.resolve(done, resolution(reward=0.1), T0 + MIN)
+    first.close()
+    first.close()  # idempotent
+
+    second = PredictionStore(path)
+    waiting = second.pending("ETH/USDT", "1m", T0 + MIN)
+    assert [p.id for p in waiting] == [kept]
+    np.testing.assert_array_equal(second.load_state(kept), state)
+    np.testing.assert_array_equal(waiting[0].state, state)
+    assert second.get(done)["reward"] == pytest.approx(0.1)
+    assert second.resolve(
+        kept, resolve_prediction(waiting[0], (100.0, 101.0, 99.0, 101.0, 5.0)), T0 + MIN
+    )
+    second.close()
+
+    with PredictionStore(path) as third:
+        rows = {row["id"]: row for row in third.recent()}
+        assert rows[kept]["status"] == "resolved"
+        assert rows[kept]["actual_close"] == 101.0
+        assert rows[kept]["reward"] == pytest.approx(0.1)  # BUY +1 %, conf 0.5: 10*0.01*1.0
+        assert rows[done]["status"] == "resolved" and rows[done]["reward"] == pytest.approx(0.1)
+        assert third.pending_before(T0 + 10 * MIN) == []
+        assert third.counts() == {
+            "cnn": {"pending": 0, "resolved": 1, "expired": 0},
+            "dqn": {"pending": 0, "resolved": 1, "expired": 0},
+        }

@@ -1,0 +1,327 @@
+"""Tests for nn.buffers: sum tree, uniform ring buffer, prioritised replay.
+
+Expected numbers are worked out by hand in the comments.
+"""
+
+import numpy as np
+import pytest
+
+from nn.base import Experience
+from nn.buffers import Batch, PrioritizedReplayBuffer, ReplayBuffer, SumTree
+
+EPS = 1e-6
+
+
+def exp(reward: float = 0.0, dim: int = 4, done: bool = False, weight: float = 1.0,
+        action: int = 0, timeframe: str = "1m") -> Experience:
+    state = np.full(dim, reward, dtype=np.float64)
+    return Experience(state=state, action=action, reward=reward,
+                      next_state=None if done else state + 1, timeframe=timeframe,
+                      weight=weight)
+
+
+def tree_of(priorities, capacity=None) -> SumTree:
+    tree = SumTree(capacity or len(priorities))
+    for i, p in enumerate(priorities):
+        tree.update(i, p)
+    return tree
+
+
+def per(alpha=1.0, beta_start=1.0, beta_steps=100, capacity=8, seed=0) -> PrioritizedReplayBuffer:
+    return PrioritizedReplayBuffer(capacity, alpha, beta_start, beta_steps, eps=EPS, seed=seed)
+
+
+# ------------------------------------------------------------------------------- SumTree
+
+
+def test_sum_tree_total_and_find():
+    tree = tree_of([1.0, 2.0, 3.0, 4.0])
+    # total 1+2+3+4 = 10; cumulative bounds: [0,1) -> 0, [1,3) -> 1, [3,6) -> 2, [6,10) -> 3
+    assert tree.total == 10.0
+    assert tree.find(0.5) == (0, 1.0)
+    assert tree.find(1.5) == (1, 2.0)
+    assert tree.find(5.9) == (2, 3.0)
+    assert tree.find(6.1) == (3, 4.0)
+    # half-open intervals: a bound belongs to the leaf on its right
+    assert tree.find(1.0) == (1, 2.0)
+    assert tree.find(6.0) == (3, 4.0)
+    # out of range is clipped into [0, total]
+    assert tree.find(-1.0) == (0, 1.0)
+    assert tree.find(10.0) == (3, 4.0)
+    assert tree.find(99.0) == (3, 4.0)
+    assert (tree.max_priority, tree.min_priority) == (4.0, 1.0)
+
+
+def test_sum_tree_update_moves_the_bounds():
+    tree = tree_of([1.0, 2.0, 3.0, 4.0])
+    tree.update(1, 0.5)
+    # total 10 - 2 + 0.5 = 8.5; bounds now [0,1) -> 0, [1,1.5) -> 1, [1.5,4.5) -> 2, [4.5,8.5) -> 3
+    assert tree.total == 8.5
+    assert tree.find(1.4) == (1, 0.5)
+    assert tree.find(1.5) == (2, 3.0)
+    assert tree.find(4.4) == (2, 3.0)
+    assert tree.find(4.5) == (3, 4.0)
+    assert tree.min_priority == 0.5
+    tree.update(3, 10.0)  # 8.5 - 4 + 10 = 14.5
+    assert tree.total == 14.5
+    assert tree.max_priority == 10.0
+    assert tree[3] == 10.0
+
+
+def test_sum_tree_non_power_of_two_capacity():
+    tree = tree_of([1.0, 1.0, 1.0, 1.0, 6.0])  # 5 leaves, padded to 8
+    # total 10; bounds [0,1) [1,2) [2,3) [3,4) -> 0..3, [4,10) -> 4; padding never returned
+    assert tree.total == 10.0
+    assert tree.find(3.5) == (3, 1.0)
+    assert tree.find(4.0) == (4, 6.0)
+    assert tree.find(9.99) == (4, 6.0)
+    assert tree.find(10.0) == (4, 6.0)
+    tree3 = tree_of([2.0, 5.0, 1.0])  # capacity 3
+    # bounds [0,2) -> 0, [2,7) -> 1, [7,8) -> 2
+    assert [tree3.find(u)[0] for u in (1.9, 2.0, 6.9, 7.0, 7.99)] == [0, 1, 1, 2, 2]
+
+
+def test_sum_tree_min_max_only_over_filled_leaves():
+    tree = SumTree(5)
+    assert (tree.total, tree.max_priority, tree.min_priority) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="total"):
+        tree.find(0.0)
+    tree.update(1, 2.0)  # leaves 0, 2, 3, 4 unfilled: min is 2, not 0
+    assert (tree.total, tree.max_priority, tree.min_priority, tree.filled) == (2.0, 2.0, 2.0, 1)
+    assert tree.find(0.0) == (1, 2.0)  # empty leaf 0 (priority 0) is skipped
+    assert tree.find(5.0) == (1, 2.0)
+
+
+def test_sum_tree_skips_zero_priority_leaves():
+    tree = tree_of([1.0, 0.0, 1.0])
+    # prefix 1.0 lands exactly on the (empty) interval of leaf 1: [1,1) holds nothing -> leaf 2
+    assert tree.find(1.0) == (2, 1.0)
+    assert tree.find(0.999) == (0, 1.0)
+
+
+def test_sum_tree_capacity_one_and_bad_input():
+    tree = tree_of([3.0])
+    assert (tree.total, tree.find(2.0)) == (3.0, (0, 3.0))
+    with pytest.raises(IndexError):
+        tree.update(1, 1.0)
+    with pytest.raises(ValueError, match="priority"):
+        tree.update(0, float("nan"))
+    with pytest.raises(ValueError, match="priority"):
+        tree.update(0, -1.0)
+    with pytest.raises(ValueError, match="capacity"):
+        SumTree(0)
+
+
+def test_sum_tree_sums_do_not_drift():
+    rng = np.random.default_rng(0)
+    tree = SumTree(37)
+    values = np.zeros(37)
+    for _ in range(5000):
+        i, p = int(rng.integers(37)), float(rng.random() * 10)
+        tree.update(i, p)
+        values[i] = p
+    assert tree.total == pytest.approx(values.sum(), rel=1e-12)
+    assert tree.max_priority == values.max()
+
+
+# ------------------------------------------------------------------------- uniform buffer
+
+
+def test_ring_buffer_overwrites_oldest():
+    buf = ReplayBuffer(3, seed=0)
+    slots = [buf.add(exp(reward=r)) for r in (0.0, 1.0, 2.0, 3.0)]
+    assert slots == [0, 1, 2, 0]  # the 4th write goes to slot 0, replacing reward 0
+    assert len(buf) == 3
+    batch = buf.sample(200)
+    assert set(batch.rewards.tolist()) == {1.0, 2.0, 3.0}
+    # slot 0 now holds reward 3
+    np.testing.assert_array_equal(batch.rewards[batch.indices == 0], 3.0)
+
+
+def test_batch_layout_dtypes_and_terminal_rows():
+    buf = ReplayBuffer(4, seed=1)
+    buf.add(exp(reward=1.0, done=False, action=2, timeframe="1h", weight=10.0))
+    buf.add(exp(reward=-1.0, done=True, action=1))
+    batch = buf.sample(64)
+    assert isinstance(batch, Batch)
+    assert batch.states.shape == batch.next_states.shape == (64, 4)
+    assert batch.states.dtype == batch.next_states.dtype == np.float32
+    assert batch.actions.dtype == batch.indices.dtype == np.int64
+    assert batch.rewards.dtype == batch.dones.dtype == batch.weights.dtype == np.float32
+    first, second = batch.indices == 0, batch.indices == 1
+    assert first.any() and second.any()
+    # slot 0: state [1,1,1,1], next [2,2,2,2], not done, weight 1 (uniform IS) x 10
+    np.testing.assert_array_equal(batch.next_states[first], 2.0)
+    np.testing.assert_array_equal(batch.dones[first], 0.0)
+    np.testing.assert_array_equal(batch.weights[first], 10.0)
+    np.testing.assert_array_equal(batch.actions[first], 2)
+    # slot 1: done -> next_state row of zeros, done 1
+    np.testing.assert_array_equal(batch.next_states[second], 0.0)
+    np.testing.assert_array_equal(batch.dones[second], 1.0)
+    np.testing.assert_array_equal(batch.weights[second], 1.0)
+    assert {batch.timeframes[i] for i in np.flatnonzero(first)} == {"1h"}
+
+
+def test_buffer_rejects_bad_experiences_and_empty_sampling():
+    buf = ReplayBuffer(4)
+    with pytest.raises(ValueError, match="empty"):
+        buf.sample(2)
+    buf.add(exp(dim=4))
+    with pytest.raises(ValueError, match="4"):
+        buf.add(exp(dim=5))
+    with pytest.raises(ValueError, match="reward"):
+        buf.add(exp(reward=float("nan")))
+
+
+def test_buffer_copies_states_and_leaves_caller_experience_alone():
+    buf = ReplayBuffer(2)
+    e = exp(reward=1.0)
+    buf.add(e)
+    assert e.state.dtype == np.float64  # the caller's object is not modified
+    e.state[:] = 99.0  # nor aliased
+    assert buf.sample(1).states[0, 0] == 1.0
+
+
+def test_nbytes_counts_stored_arrays():
+    buf = ReplayBuffer(2)
+    buf.add(exp(dim=4))  # state + next_state: 2 x 4 float32 = 32 bytes
+    buf.add(exp(dim=4, done=True))  # state only: 16 bytes
+    assert buf.nbytes() == 48
+    buf.add(exp(dim=4, done=True))  # overwrites the first: 48 - 32 + 16 = 32
+    assert buf.nbytes() == 32
+    tree_bytes = 3 * 2 * 2 * 8  # capacity 2 -> 2 leaves -> 4-node arrays x (sum, min, max)
+    pbuf = per(capacity=2)
+    pbuf.add(exp(dim=4, done=True))
+    assert pbuf.nbytes() == 16 + tree_bytes
+
+
+# ------------------------------------------------------------------------ prioritised replay
+
+
+def test_per_probabilities_and_is_weights_beta_one():
+    buf = per(alpha=1.0, beta_start=1.0)
+    buf.add(exp(0.0), priority=1.0)
+    buf.add(exp(1.0), priority=3.0)
+    # alpha 1: P = [1/4, 3/4]; beta 1: w = (N P)^-1 = (2/4)^-1, (6/4)^-1 = [2, 2/3]
+    # max weight from the min priority: 2 -> normalised [1, 1/3]
+    assert buf.tree.total == 4.0
+    batch = buf.sample(100)
+    assert set(batch.indices.tolist()) == {0, 1}
+    np.testing.assert_allclose(batch.weights[batch.indices == 0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(batch.weights[batch.indices == 1], 1 / 3, rtol=1e-6)
+
+
+def test_per_is_weights_half_beta_and_alpha():
+    buf = per(alpha=0.5, beta_start=0.5)
+    buf.add(exp(0.0), priority=1.0)
+    buf.add(exp(1.0), priority=4.0)
+    # tree holds p^0.5 = [1, 2], P = [1/3, 2/3]
+    assert (buf.tree[0], buf.tree[1]) == (1.0, 2.0)
+    # w = (2 P)^-0.5 = (2/3)^-0.5, (4/3)^-0.5; / max (2/3)^-0.5 -> [1, (1/2)^0.5]
+    batch = buf.sample(100)
+    np.testing.assert_allclose(batch.weights[batch.indices == 0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(batch.weights[batch.indices == 1], 0.5**0.5, rtol=1e-6)
+
+
+def test_experience_weight_multiplies_is_weight():
+    buf = per(alpha=1.0, beta_start=1.0)
+    buf.add(exp(0.0), priority=1.0)
+    buf.add(exp(1.0, weight=10.0), priority=3.0)
+    batch = buf.sample(100)
+    # IS weights [1, 1/3] (above) x experience weights [1, 10] -> [1, 10/3]
+    np.testing.assert_allclose(batch.weights[batch.indices == 0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(batch.weights[batch.indices == 1], 10 / 3, rtol=1e-6)
+
+
+def test_beta_anneals_linearly_then_stays_at_one():
+    buf = per(beta_start=0.4, beta_steps=100)
+    # 0.4 + (step / 100) * (1 - 0.4)
+    assert buf.beta(0) == pytest.approx(0.4)
+    assert buf.beta(50) == pytest.approx(0.7)  # 0.4 + 0.5 * 0.6
+    assert buf.beta(100) == pytest.approx(1.0)
+    assert buf.beta(250) == 1.0
+    assert buf.beta(-5) == pytest.approx(0.4)
+
+
+def test_sample_uses_beta_of_the_step():
+    buf = per(alpha=1.0, beta_start=0.0, beta_steps=10)
+    buf.add(exp(0.0), priority=1.0)
+    buf.add(exp(1.0), priority=3.0)
+    # beta 0 at step 0: every weight (N P)^0 = 1
+    np.testing.assert_allclose(buf.sample(20, step=0).weights, 1.0)
+    # beta 1 at step 10: [1, 1/3] as above
+    batch = buf.sample(50, step=10)
+    np.testing.assert_allclose(batch.weights[batch.indices == 1], 1 / 3, rtol=1e-6)
+
+
+def test_update_priorities_sets_abs_td_plus_eps():
+    buf = per(alpha=1.0)
+    buf.add(exp(0.0))
+    buf.add(exp(1.0))
+    buf.update_priorities(np.array([0, 1]), np.array([-0.5, 2.0]))
+    # p = |td| + eps = [0.5 + 1e-6, 2 + 1e-6]; alpha 1 stores them as they are
+    assert buf.tree[0] == pytest.approx(0.5 + EPS, abs=1e-12)
+    assert buf.tree[1] == pytest.approx(2.0 + EPS, abs=1e-12)
+    assert buf.tree.total == pytest.approx(2.5 + 2 * EPS, abs=1e-12)
+    buf2 = per(alpha=0.5)
+    buf2.add(exp(0.0))
+    buf2.update_priorities([0], [-4.0])
+    assert buf2.tree[0] == pytest.approx((4.0 + EPS) ** 0.5, abs=1e-12)  # stored as p^alpha
+    with pytest.raises(ValueError, match="non-finite"):
+        buf.update_priorities([0], [float("nan")])
+    with pytest.raises(ValueError, match="indices"):
+        buf.update_priorities([0, 1], [1.0])
+
+
+def test_new_experiences_get_the_current_max_priority():
+    buf = per(alpha=0.5)
+    buf.add(exp(0.0))
+    assert buf.tree[0] == 1.0  # empty buffer: p = 1, 1^0.5 = 1
+    buf.add(exp(1.0))
+    buf.update_priorities([0, 1], [0.25, 9.0])  # stored sqrt(0.25+eps) ~ 0.5, sqrt(9+eps) ~ 3
+    buf.add(exp(2.0))
+    assert buf.tree[2] == buf.tree[1] == pytest.approx(3.0, abs=1e-6)
+    with pytest.raises(ValueError, match="priority"):
+        buf.add(exp(3.0), priority=0.0)
+
+
+def test_per_ring_overwrite_replaces_priority():
+    buf = per(alpha=1.0, capacity=3)
+    for r, p in ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0)):
+        buf.add(exp(r), priority=p)
+    assert buf.tree.total == 6.0
+    assert buf.add(exp(3.0), priority=5.0) == 0  # slot 0 overwritten: 6 - 1 + 5 = 10
+    assert buf.tree.total == 10.0
+    assert len(buf) == 3
+    assert buf.tree.min_priority == 2.0
+
+
+def test_stratified_sampling_one_draw_per_segment():
+    buf = per(alpha=1.0)
+    for r in range(4):
+        buf.add(exp(float(r)), priority=1.0)
+    # total 4, 4 segments [0,1) [1,2) [2,3) [3,4): one draw in each -> exactly slots 0, 1, 2, 3
+    for _ in range(20):
+        np.testing.assert_array_equal(buf.sample(4).indices, [0, 1, 2, 3])
+    buf2 = per(alpha=1.0)
+    buf2.add(exp(0.0), priority=1.0)
+    buf2.add(exp(1.0), priority=3.0)
+    # B = 2: segments [0,2) and [2,4); the second lies wholly inside slot 1's [1,4)
+    assert all(buf2.sample(2).indices[1] == 1 for _ in range(20))
+
+
+def test_empirical_frequencies_match_p():
+    buf = per(alpha=1.0, seed=3)
+    for r, p in enumerate((1.0, 2.0, 3.0, 4.0)):
+        buf.add(exp(float(r)), priority=p)
+    # P = p / 10 = [0.1, 0.2, 0.3, 0.4]; 400 batches of 50 = 20000 draws, std < 0.004 each
+    draws = np.concatenate([buf.sample(50).indices for _ in range(400)])
+    freq = np.bincount(draws, minlength=4) / draws.size
+    np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.015)
+
+
+def test_per_rejects_bad_settings():
+    with pytest.raises(ValueError, match="alpha"):
+        PrioritizedReplayBuffer(8, alpha=1.5, beta_start=0.4, beta_steps=10)
+    with pytest.raises(ValueError, match="beta_steps"):
+        PrioritizedReplayBuffer(8, alpha=0.6, beta_start=0.4, beta_steps=0)

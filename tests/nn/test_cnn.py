@@ -1,0 +1,380 @@
+"""Tests for nn.cnn. Expected numbers are worked out by hand in comments."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import CNNConfig
+from core.features import normalised_window
+from nn.base import Experience, Observation
+from nn.cnn import (
+    BUY,
+    HOLD,
+    SELL,
+    CNNLearner,
+    CNNNet,
+    CNNOutput,
+    CNNPrediction,
+    ExampleRing,
+    cnn_loss,
+    hindsight_label,
+    move_threshold,
+)
+
+TFS = ("1s", "1m", "1h", "1d")
+W = 32  # small window keeps the tests fast
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_learner(seed=0, **kw):
+    cfg = CNNConfig(window=W, buffer_size=kw.pop("buffer_size", 256), **kw)
+    return CNNLearner(cfg, TFS, seed=seed)
+
+
+def trend_window(rng, drift, length=W):
+    """A real normalised window from candles whose log close drifts by ``drift`` per bar."""
+    log_close = np.cumsum(drift + 0.001 * rng.standard_normal(length + 1)) + math.log(2000.0)
+    close = np.exp(log_close)
+    open_, close = close[:-1], close[1:]
+    high = np.maximum(open_, close) * 1.0005
+    low = np.minimum(open_, close) * 0.9995
+    volume = rng.uniform(1.0, 10.0, length)
+    candles = np.column_stack([np.arange(length) * 60_000, open_, high, low, close, volume])
+    return normalised_window(candles, length)
+
+
+def experience(state, tf, label, confidence=0.9, weight=1.0):
+    return Experience(
+        state=state, action=label, reward=0.0, timeframe=tf, weight=weight, label=label,
+        target_confidence=confidence, target_ohlcv=np.zeros(5, np.float32),
+    )
+
+
+# ----------------------------------------------------------------------- network
+
+
+def test_output_shapes_for_every_timeframe():
+    net = CNNNet(timeframes=TFS).eval()
+    x = torch.randn(3, 5, W)
+    for tf in TFS:
+        out = net(x, tf)
+        assert out.logits.shape == (3, 3)
+        assert out.confidence.shape == (3,)
+        assert out.ohlcv.shape == (3, 5)
+        assert out.hidden.shape == (3, 64)
+        assert torch.all((out.confidence > 0) & (out.confidence < 1))
+        assert torch.all(out.hidden >= 0)  # after a ReLU
+
+
+def test_heads_differ_between_timeframes():
+    net = CNNNet(timeframes=TFS).eval()
+    x = torch.randn(2, 5, W)
+    assert not torch.equal(net(x, "1m").logits, net(x, "1h").logits)
+
+
+def test_parameter_count_by_hand():
+    # Conv1d(c_in, c_out, 3): 3 * c_in * c_out + c_out; BatchNorm1d(c): 2c (weight, bias)
+    trunk = (3 * 5 * 64 + 64 + 2 * 64  # 960 + 64 + 128 = 1152
+             + 3 * 64 * 128 + 128 + 2 * 128  # 24576 + 128 + 256 = 24960
+             + 3 * 128 * 256 + 256 + 2 * 256)  # 98304 + 256 + 512 = 99072
+    assert trunk == 125_184
+    # Linear(i, o): i * o + o
+    head = (256 * 128 + 128  # 32896
+            + 128 * 64 + 64  # 8256
+            + 64 * 3 + 3  # 195 action logits
+            + 64 * 1 + 1  # 65 confidence
+            + 64 * 5 + 5)  # 325 next OHLCV
+    assert head == 41_737
+    net = CNNNet(timeframes=TFS)
+    assert sum(p.numel() for p in net.parameters()) == trunk + 4 * head == 292_132
+    assert make_learner().parameters_count() == 292_132
+
+
+# -------------------------------------------------------------------------- loss
+
+
+def test_cnn_loss_by_hand():
+    out = CNNOutput(
+        logits=torch.tensor([[0.0, 0.0, 0.0], [math.log(2.0), 0.0, 0.0]]),
+        confidence=torch.tensor([0.5, 0.8]),
+        ohlcv=torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4, 0.5]]),
+        hidden=torch.zeros(2, 64),
+    )
+    action = torch.tensor([2, 0])
+    conf_target = torch.tensor([1.0, 0.8])
+    ohlcv_target = torch.tensor([[0.1, 0.0, 0.0, 0.0, -0.2], [0.1, 0.2, 0.3, 0.4, 0.5]])
+    weights = torch.tensor([1.0, 3.0])  # normalised: 1/4, 3/4
+    total, parts = cnn_loss(out, action, conf_target, ohlcv_target, weights)
+    # CE: zeros -> p = 1/3 -> ln 3; [ln 2, 0, 0] -> p(0) = 2 / (2 + 1 + 1) = 1/2 -> ln 2
+    ce = (math.log(3) + 3 * math.log(2)) / 4  # (1.098612 + 2.079442) / 4 = 0.794513
+    # BCE: 0.5 vs 1 -> ln 2; 0.8 vs 0.8 -> -(0.8 ln 0.8 + 0.2 ln 0.2) = 0.178515 + 0.321888
+    bce = (math.log(2) + 3 * 0.500402) / 4  # (0.693147 + 1.501206) / 4 = 0.548588
+    # MSE: (0.1^2 + 0.2^2) / 5 = 0.01; second example exact -> 0
+    mse = 0.01 / 4  # 0.0025
+    assert parts["ce"] == pytest.approx(ce, abs=1e-6)
+    assert parts["confidence_bce"] == pytest.approx(bce, abs=1e-5)
+    assert parts["ohlcv_mse"] == pytest.approx(mse, abs=1e-7)
+    # 0.794513 + 0.5 * 0.548588 + 0.0025 = 1.071307
+    assert total.item() == pytest.approx(1.071307, abs=1e-5)
+
+
+def test_cnn_loss_uniform_weights_equal_plain_mean():
+    out = CNNOutput(torch.zeros(2, 3), torch.full((2,), 0.5), torch.zeros(2, 5), torch.zeros(2, 64))
+    args = (torch.tensor([0, 1]), torch.tensor([1.0, 0.0]), torch.zeros(2, 5))
+    one, _ = cnn_loss(out, *args, torch.ones(2))
+    ten, _ = cnn_loss(out, *args, torch.full((2,), 10.0))
+    # every example: ln 3 + 0.5 ln 2 + 0 = 1.098612 + 0.346574 = 1.445186
+    assert one.item() == pytest.approx(1.445186, abs=1e-5)
+    assert ten.item() == pytest.approx(one.item(), abs=1e-7)
+
+
+# -------------------------------------------------------------- hindsight labels
+
+
+def test_move_threshold_by_hand():
+    assert move_threshold("1h", 0.02) == 0.02
+    assert move_threshold("1d", 0.02) == 0.02
+    assert move_threshold("4h", 0.02) == 0.02
+    assert move_threshold("15m", 0.02) == pytest.approx(0.01)  # 0.02 * sqrt(900 / 3600)
+    assert move_threshold("1m", 0.02) == pytest.approx(0.0025820, abs=1e-7)  # 0.02 * 0.1290994
+    assert move_threshold("1s", 0.02) == pytest.approx(0.00033333, abs=1e-8)  # 0.02 / 60
+
+
+@pytest.mark.parametrize(
+    "move, tf, expected",
+    [
+        (0.03, "1h", (BUY, 0.3)),  # 0.03 > 0.02; 10 * 0.03
+        (-0.05, "1h", (SELL, 0.5)),
+        (0.2, "1d", (BUY, 0.95)),  # 10 * 0.2 = 2 -> capped at 0.95
+        (-0.0951, "1d", (SELL, 0.95)),  # 0.951 -> capped
+        (0.02, "1h", (HOLD, 0.3)),  # exactly the threshold is not beyond it
+        (-0.02, "1d", (HOLD, 0.3)),
+        (0.0, "1h", (HOLD, 0.3)),
+        (0.0026, "1m", (BUY, 0.026)),  # beyond 0.002582
+        (-0.0026, "1m", (SELL, 0.026)),
+        (0.0025, "1m", (HOLD, 0.3)),  # within 0.002582, although beyond the 1s threshold
+        (0.00034, "1s", (BUY, 0.0034)),  # beyond 0.000333
+        (-0.00033, "1s", (HOLD, 0.3)),
+        (0.015, "15m", (BUY, 0.15)),  # beyond 0.01
+    ],
+)
+def test_hindsight_label_table(move, tf, expected):
+    action, confidence = hindsight_label(move, tf, 0.02)
+    assert action == expected[0]
+    assert confidence == pytest.approx(expected[1], abs=1e-12)
+
+
+@pytest.mark.parametrize("tf", TFS)
+def test_hindsight_label_boundary_is_exclusive(tf):
+    threshold = move_threshold(tf, 0.02)
+    assert hindsight_label(threshold, tf, 0.02)[0] == HOLD
+    assert hindsight_label(-threshold, tf, 0.02)[0] == HOLD
+    assert hindsight_label(math.nextafter(threshold, 1.0), tf, 0.02)[0] == BUY
+    assert hindsight_label(-math.nextafter(threshold, 1.0), tf, 0.02)[0] == SELL
+
+
+def test_hindsight_label_rejects_nan_and_bad_timeframe():
+    with pytest.raises(ValueError, match="finite"):
+        hindsight_label(float("nan"), "1m", 0.02)
+    with pytest.raises(ValueError, match="timeframe"):
+        hindsight_label(0.01, "1x", 0.02)
+
+
+# ------------------------------------------------------------------ replay ring
+
+
+def test_example_ring_overwrites_oldest_and_samples_distinct_rows():
+    ring = ExampleRing(3, {"x": ((), np.int64)})
+    ring.add({"x": np.array([1, 2])})
+    ring.add({"x": np.array([3, 4])})  # 4 overwrites 1 at row 0
+    assert len(ring) == 3
+    assert ring.data["x"].tolist() == [4, 2, 3]
+    assert ring.nbytes() == 3 * 8
+    ring.add({"x": np.array([5, 6, 7, 8])})  # bigger than the ring: only 6, 7, 8 are kept
+    assert sorted(ring.data["x"].tolist()) == [6, 7, 8]
+    sample = ring.sample(5, np.random.default_rng(0))["x"]
+    assert sorted(sample.tolist()) == [6, 7, 8]  # at most size rows, no repeats
+
+
+# ---------------------------------------------------------------- learner: predict
+
+
+def test_encode_left_pads_short_windows_and_keeps_the_last_columns():
+    learner = make_learner()
+    short = np.arange(5 * 20, dtype=np.float64).reshape(5, 20) + 1.0
+    obs = Observation("ETH/USDT", "1m", 0, {"1m": short}, {}, np.zeros(0))
+    state = learner.encode(obs)
+    assert state.dtype == np.float32 and state.shape == (5, W)
+    assert np.all(state[:, :12] == 0)  # 32 - 20 = 12 padded columns
+    np.testing.assert_array_equal(state[:, 12:], short)
+    long = np.arange(5 * 40, dtype=np.float32).reshape(5, 40)
+    obs = Observation("ETH/USDT", "1h", 0, {"1h": long}, {}, np.zeros(0))
+    np.testing.assert_array_equal(learner.encode(obs), long[:, 8:])  # columns 8..39
+
+
+def test_predict_is_deterministic_and_well_formed():
+    learner = make_learner()
+    state = trend_window(np.random.default_rng(1), 0.002)
+    first = learner.predict(state, "1m")
+    for _ in range(3):
+        again = learner.predict(state, "1m")
+        assert again.action == first.action and again.confidence == first.confidence
+        np.testing.assert_array_equal(again.hidden, first.hidden)
+        np.testing.assert_array_equal(again.ohlcv, first.ohlcv)
+    assert isinstance(first, CNNPrediction)
+    assert first.action == int(np.argmax(first.probs))
+    assert first.probs.sum() == pytest.approx(1.0, abs=1e-6)
+    assert 0 < first.confidence < 1
+    assert first.hidden.shape == (64,) and first.ohlcv.shape == (5,)
+    with pytest.raises(ValueError, match="head"):
+        learner.predict(state, "5m")
+
+
+def test_predict_all_matches_predict_per_timeframe():
+    learner = make_learner()
+    rng = np.random.default_rng(2)
+    windows = {"1s": trend_window(rng, 0.0), "1m": trend_window(rng, 0.002),
+               "1h": trend_window(rng, -0.002)}  # no 1d window: no 1d prediction
+    obs = Observation("ETH/USDT", "1m", 0, windows, {}, np.zeros(0))
+    every = learner.predict_all(obs)
+    assert set(every) == {"1s", "1m", "1h"}
+    for tf, out in every.items():
+        single = learner.predict(windows[tf], tf)
+        np.testing.assert_allclose(out.probs, single.probs, rtol=1e-6)
+        np.testing.assert_allclose(out.hidden, single.hidden, rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(every["1m"].hidden, every["1h"].hidden)
+
+
+# ------------------------------------------------------------------ learner: learn
+
+
+def test_learn_returns_none_on_empty_list():
+    learner = make_learner()
+    assert learner.learn([]) is None
+    assert learner.train_steps == 0
+
+
+def test_learn_step_reports_finite_loss_and_refreshes_predictions():
+    torch.manual_seed(0)
+    learner = make_learner()
+    rng = np.random.default_rng(3)
+    batch = [experience(trend_window(rng, 0.002), tf, BUY) for tf in ("1m", "1h", "1m")]
+    state = batch[0].state
+    before = learner.predict(state, "1m")
+    stats = learner.learn(batch)
+    assert set(stats) == {"loss", "ce", "confidence_bce", "ohlcv_mse", "accuracy"}
+    assert all(math.isfinite(v) for v in stats.values())
+    # the total is the documented combination of its parts
+    assert stats["loss"] == pytest.approx(
+        stats["ce"] + 0.5 * stats["confidence_bce"] + stats["ohlcv_mse"], rel=1e-5
+    )
+    assert stats["accuracy"] in (0.0, 1 / 3, 2 / 3, 1.0)  # over the 3 new experiences
+    assert learner.train_steps == 1 and list(learner.losses) == [stats["loss"]]
+    assert len(learner.buffer) == 3
+    after = learner.predict(state, "1m")
+    assert not np.array_equal(after.hidden, before.hidden)  # the inference copy was refreshed
+    with torch.no_grad():
+        expected = learner.net.eval()(torch.from_numpy(state)[None], "1m")
+    probs = torch.softmax(expected.logits[0], -1).numpy()
+    np.testing.assert_allclose(after.probs, probs, rtol=1e-6)
+    # 4 new ones replay 3 older ones: the ring holds 3 + 4
+    learner.learn([experience(trend_window(rng, -0.002), "1s", SELL) for _ in range(4)])
+    assert len(learner.buffer) == 7
+    assert learner.buffer_bytes() > 7 * 5 * W * 4  # rows (states alone: 4480 B) + weight copy
+
+
+def test_learn_rejects_unusable_experiences():
+    learner = make_learner()
+    state = np.zeros((5, W), np.float32)
+    with pytest.raises(ValueError, match="label"):
+        learner.learn([Experience(state=state, action=0, reward=0.0, timeframe="1m")])
+    with pytest.raises(ValueError, match="head"):
+        learner.learn([experience(state, "5m", BUY)])
+    with pytest.raises(ValueError, match=r"\[5, 32\]"):
+        learner.learn([experience(np.zeros((5, 31), np.float32), "1m", BUY)])
+    with pytest.raises(ValueError, match="NaN"):
+        learner.learn([experience(np.full((5, W), np.nan, np.float32), "1m", BUY)])
+    with pytest.raises(ValueError, match="weights"):
+        learner.learn([experience(state, "1m", BUY, weight=0.0)])
+    assert learner.train_steps == 0 and len(learner.buffer) == 0
+
+
+def test_learns_trend_direction_on_held_out_windows():
+    """Rising closes -> BUY, falling closes -> SELL, on two timeframes' heads."""
+    torch.manual_seed(0)
+    learner = make_learner(learning_rate=1e-3)
+    rng = np.random.default_rng(4)
+    tfs = ("1m", "1h")
+    for _ in range(100):
+        batch = []
+        for _ in range(8):
+            up = rng.random() < 0.5
+            state = trend_window(rng, 0.002 if up else -0.002)
+            batch.append(experience(state, tfs[rng.integers(2)], BUY if up else SELL))
+        stats = learner.learn(batch)
+        assert math.isfinite(stats["loss"])
+    hits = 0
+    for i in range(100):
+        up = i % 2 == 0
+        state = trend_window(rng, 0.002 if up else -0.002)
+        hits += learner.predict(state, tfs[i % 4 // 2]).action == (BUY if up else SELL)
+    assert hits / 100 > 0.9
+    assert learner.loss_5ma() < learner.losses[0]
+
+
+# -------------------------------------------------------------------- checkpoints
+
+
+def test_state_dict_round_trip_is_exact(tmp_path):
+    torch.manual_seed(0)
+    trained = make_learner(seed=0)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        trained.learn([experience(trend_window(rng, 0.002), "1m", BUY) for _ in range(4)])
+    trained.prediction_count = 7
+    path = tmp_path / "cnn.pt"
+    torch.save(trained.state_dict(), path)
+
+    fresh = make_learner(seed=1)
+    state = trend_window(rng, -0.002)
+    assert not np.array_equal(fresh.predict(state, "1m").probs, trained.predict(state, "1m").probs)
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    for tf in TFS:
+        a, b = trained.predict(state, tf), fresh.predict(state, tf)
+        np.testing.assert_array_equal(a.probs, b.probs)
+        np.testing.assert_array_equal(a.hidden, b.hidden)
+        assert a.confidence == b.confidence
+    assert fresh.train_steps == 3 and fresh.prediction_count == 7
+    assert list(fresh.losses) == list(trained.losses)
+    assert fresh.rng.bit_generator.state == trained.rng.bit_generator.state
+    for key, value in trained.net.state_dict().items():  # BatchNorm running stats included
+        assert torch.equal(value, fresh.net.state_dict()[key]), key
+    saved, loaded = trained.optimizer.state_dict(), fresh.optimizer.state_dict()
+    assert saved["param_groups"] == loaded["param_groups"]
+    for i, slot in saved["state"].items():
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(slot[name], loaded["state"][i][name])
+
+
+def test_load_state_dict_rejects_other_heads():
+    other = CNNLearner(CNNConfig(window=W, buffer_size=64), ("1m", "1h"))
+    with pytest.raises(ValueError, match="heads"):
+        make_learner().load_state_dict(other.state_dict())
+
+
+def test_status_reports_real_numbers():
+    learner = make_learner()
+    status = learner.status()
+    assert status["name"] == "cnn" and status["parameters"] == 292_132
+    assert status["loss_5ma"] is None and status["epsilon"] is None
+    # weights (292132 float32) + BatchNorm buffers + the inference copy, at least
+    assert status["memory_bytes"] > 2 * 292_132 * 4
