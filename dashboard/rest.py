@@ -11,7 +11,6 @@ A bad request gets 400 with {"error": "..."} saying what is allowed; a wrong met
 from __future__ import annotations
 
 from flask import Blueprint, Flask, jsonify, request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from core.market.service import MarketService
 
@@ -93,18 +92,27 @@ def api_blueprint(market: MarketService, training=None) -> Blueprint:
 
 
 def install_json_errors(server: Flask) -> None:
-    """404 and 405 under /api/ answer JSON that says what exists, like every other error."""
+    """404 and 405 under /api/ answer JSON saying what exists.
 
-    @server.errorhandler(MethodNotAllowed)
-    def method_not_allowed(exc):
-        if request.path.startswith("/api/"):
-            allowed = ", ".join(sorted(exc.valid_methods or []))
-            return jsonify({"error": f"{request.method} is not allowed on {request.path}; "
-                                     f"use {allowed}"}), 405
-        return exc
+    Dash serves its page for every GET path it does not know (a catch-all route), so a GET on
+    a POST-only endpoint would get the HTML page with 200. This hook answers first, from the
+    API's own routes.
+    """
+    methods: dict[str, set[str]] = {}
+    for rule in server.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            methods.setdefault(rule.rule, set()).update(rule.methods or ())
 
-    @server.errorhandler(NotFound)
-    def not_found(exc):
-        if request.path.startswith("/api/"):
-            return jsonify({"error": f"no endpoint {request.path}"}), 404
-        return exc
+    @server.before_request
+    def api_routing():
+        path = request.path
+        if not path.startswith("/api/"):
+            return None
+        allowed = methods.get(path)
+        if allowed is None:
+            return jsonify({"error": f"no endpoint {path}; endpoints: "
+                                     f"{', '.join(sorted(methods))}"}), 404
+        if request.method not in allowed:
+            shown = ", ".join(sorted(allowed - {"HEAD", "OPTIONS"}))
+            return jsonify({"error": f"{request.method} is not allowed on {path}; use {shown}"}), 405
+        return None

@@ -11,7 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from core.config import load_config
-from core.market.service import build_market
+from core.services import build_services
 from dashboard.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,19 +24,27 @@ CHROME_FLAGS = [
 
 
 @pytest.fixture(scope="session")
-def server_url():
+def services(tmp_path_factory):
     # Speed 30: a new 1m candle every 2 wall seconds, so growth is visible within the test.
-    cfg = load_config(ROOT / "config.yaml", {"replay.speed": 30, "market.source": "replay"},
-                      environ={})
-    market = build_market(cfg)
-    app = create_app(cfg, market)
-    market.start()
+    cfg = load_config(ROOT / "config.yaml", {
+        "replay.speed": 30, "market.source": "replay",
+        "runtime_dir": str(tmp_path_factory.mktemp("runtime")),
+        "models.dqn.buffer_size": 5000,
+    }, environ={})
+    services = build_services(cfg)
+    yield services
+    services.stop()
+
+
+@pytest.fixture(scope="session")
+def server_url(services):
+    app = create_app(services.config, services.market, services.training)
+    services.start()  # market pump + APScheduler, as app.py does
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
-    market.stop()
 
 
 @pytest.fixture(scope="session")

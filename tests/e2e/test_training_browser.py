@@ -1,0 +1,56 @@
+"""A trader starts live training from the page, watches the models learn, and stops it."""
+
+from __future__ import annotations
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.e2e.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+
+def text(driver, css: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def field(driver, model: str, name: str) -> str:
+    return text(driver, f"#model-card-{model} td[data-field='{name}']")
+
+
+def test_start_shows_active_and_learning_then_stop_stops(server_url, browser, services):
+    browser.get(server_url)
+    wait = WebDriverWait(browser, 60, poll_frequency=0.25)
+    wait.until(lambda d: d.find_elements(By.ID, "model-card-dqn"), "model cards never appeared")
+    assert text(browser, "#lt-state") == "INACTIVE"
+    for model in ("cnn", "dqn", "cob"):
+        assert text(browser, f"#model-card-{model} .badge") in ("UNTRAINED", "IDLE")
+
+    browser.find_element(By.ID, "lt-start").click()
+    wait.until(lambda d: text(d, "#lt-state") == "ACTIVE", "Start did not make training ACTIVE")
+    for model in ("cnn", "dqn", "cob"):
+        wait.until(lambda d, m=model: text(d, f"#model-card-{m} .badge") == "ACTIVE")
+    # Losses appear and move: the 5-step moving average changes between two readings.
+    wait.until(lambda d: field(d, "dqn", "loss (5-step MA)") != "not trained yet",
+               "the DQN never reported a loss")
+    first = field(browser, "dqn", "loss (5-step MA)")
+    wait.until(lambda d: field(d, "dqn", "loss (5-step MA)") != first, "the loss never moved")
+    epsilon = float(field(browser, "dqn", "epsilon"))
+    assert 0.05 <= epsilon < 0.3
+    assert int(field(browser, "cnn", "parameters").replace(",", "")) == \
+        services.training.learners["cnn"].parameters_count()
+    browser.save_screenshot(str(ARTIFACTS / "training.png"))
+
+    browser.find_element(By.ID, "lt-stop").click()
+    wait.until(lambda d: text(d, "#lt-state") == "INACTIVE", "Stop did not stop training")
+    wait.until(lambda d: text(d, "#model-card-dqn .badge") == "IDLE")
+    steps = services.training.learners["dqn"].train_steps
+    predictions = services.training.learners["dqn"].prediction_count
+    import time
+    time.sleep(2.0)  # stopped: no training and no new predictions while we wait
+    assert services.training.learners["dqn"].train_steps == steps
+    assert services.training.learners["dqn"].prediction_count == predictions
+    assert "step" in field(browser, "dqn", "checkpoint")  # stop wrote a checkpoint
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors

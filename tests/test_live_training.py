@@ -1,0 +1,182 @@
+"""End to end: the bundled replay with live training on, driven through the service's jobs.
+
+The replay is advanced one market second at a time and the scheduler's jobs are called in
+order (process closes, train, signal every 10 s), so the run is deterministic and fast; the
+browser test exercises the same jobs under the real APScheduler.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.clock import ManualClock
+from core.config import load_config
+from core.services import build_services
+from dashboard.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+SEC = 1000
+
+
+def make_services(runtime: Path, **overrides):
+    cfg = load_config(ROOT / "config.yaml", {"market.source": "replay", "runtime_dir": str(runtime),
+                                             "models.dqn.buffer_size": 2000, **overrides},
+                      environ={})
+    services = build_services(cfg)
+    services.market.source.backfill()
+    # Market time moves only when run() moves it (no wall clock in these tests).
+    services.market.clock = ManualClock(services.market.source.start_ms)
+    return services
+
+
+def run(services, seconds: int, start_ms: int | None = None) -> int:
+    """Advance the replay `seconds` market seconds, running the jobs like the scheduler."""
+    src, training = services.market.source, services.training
+    now = src.next_ts if start_ms is None else start_ms
+    for i in range(seconds):
+        now += SEC
+        src.emit_until(now)
+        services.market.clock.set(now)
+        training.process_closes()
+        training.train_due()
+        if i % 10 == 9:
+            training.signal_job()
+        if i % 60 == 59:
+            training.expire_job()
+    return now
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    runtime = tmp_path_factory.mktemp("runtime")
+    services = make_services(runtime)
+    services.training.start()
+    run(services, 150)
+    yield services
+    services.stop()
+
+
+def test_every_model_predicts_resolves_and_trains(trained):
+    status = trained.training.status()
+    assert status["active"] is True
+    counts = status["prediction_counts"]
+    for name in ("cnn", "dqn", "cob"):
+        m = status["models"][name]
+        assert counts[name]["resolved"] > 100, counts
+        assert m["train_steps"] >= 3, (name, m["train_steps"])
+        assert m["loss_5ma"] is not None and math.isfinite(m["loss_5ma"])
+        assert m["parameters"] == sum(p.numel() for p in trained.training.learners[name]
+                                      .network.parameters())
+        assert m["state"] == "ACTIVE"
+        assert m["accuracy"]["1s"]["resolved"] == counts[name]["resolved"] - \
+            sum(v["resolved"] for tf, v in m["accuracy"].items() if tf != "1s")
+    dqn = status["models"]["dqn"]
+    # epsilon decays x0.995 per training step from 0.3.
+    assert dqn["epsilon"] == pytest.approx(0.3 * 0.995 ** dqn["train_steps"])
+    assert dqn["epsilon"] < 0.3
+    assert status["signal_generation"]["last_signal_ms"] is not None
+
+
+def test_resolved_predictions_carry_actuals_and_rewards(trained):
+    rows = trained.training.store.recent(limit=50, status="resolved")
+    assert len(rows) == 50
+    for row in rows:
+        assert row["actual_close"] > 0 and math.isfinite(row["reward"])
+        assert row["resolved_ts"] >= row["target_ts"]
+        candle = [c for c in trained.market.store.closed(row["symbol"], row["timeframe"])
+                  if int(c[0]) == row["target_ts"]]
+        if candle:  # the store keeps the last hour of 1s: the actual is the real candle
+            assert row["actual_close"] == pytest.approx(candle[0][4])
+
+
+def test_rest_status_agrees_with_the_store(trained):
+    client = create_app(trained.config, trained.market, trained.training).server.test_client()
+    status = client.get("/api/live-training/status").get_json()
+    counts = trained.training.store.counts()
+    for name, m in status["models"].items():
+        assert m["prediction_count"] >= counts[name]["resolved"]
+        assert sum(counts[name].values()) == m["prediction_count"]
+    listed = client.get("/api/live-training/predictions?limit=5&model=dqn&status=resolved")
+    body = listed.get_json()
+    assert listed.status_code == 200 and len(body["predictions"]) == 5
+    assert all(p["model"] == "dqn" and p["status"] == "resolved" for p in body["predictions"])
+    ids = [p["id"] for p in body["predictions"]]
+    assert ids == sorted(ids, reverse=True)  # newest first
+
+
+@pytest.mark.parametrize(("query", "fragment"), [
+    ("limit=0", "use 1 to 1000"),
+    ("limit=abc", "not an integer"),
+    ("model=lstm", "use one of: cnn, dqn, cob"),
+    ("symbol=DOGE/USDT", "ETH/USDT"),
+    ("timeframe=5m", "1s, 1m, 1h, 1d"),
+    ("status=done", "pending, resolved, expired"),
+    ("colour=red", "unknown parameter"),
+])
+def test_bad_prediction_queries_get_400_saying_what_is_allowed(trained, query, fragment):
+    client = create_app(trained.config, trained.market, trained.training).server.test_client()
+    response = client.get(f"/api/live-training/predictions?{query}")
+    assert response.status_code == 400
+    assert fragment in response.get_json()["error"]
+
+
+def test_wrong_method_gets_405_and_start_stop_are_idempotent(tmp_path):
+    services = make_services(tmp_path)
+    client = create_app(services.config, services.market, services.training).server.test_client()
+    response = client.get("/api/live-training/start")
+    assert response.status_code == 405 and "POST" in response.get_json()["error"]
+    assert client.post("/api/live-training/status").status_code == 405
+    assert client.post("/api/live-training/start").get_json()["active"] is True
+    assert client.post("/api/live-training/start").get_json()["active"] is True
+    stopped = client.post("/api/live-training/stop").get_json()
+    assert stopped["active"] is False
+    assert client.post("/api/live-training/stop").get_json()["active"] is False
+    # Stop wrote a checkpoint per model.
+    assert all(stopped["models"][m]["checkpoint"] for m in ("cnn", "dqn", "cob"))
+    services.stop()
+
+
+def test_untrained_models_say_so(tmp_path):
+    services = make_services(tmp_path)
+    status = services.training.status()
+    for m in status["models"].values():
+        assert m["state"] == "UNTRAINED" and m["loss_5ma"] is None and m["train_steps"] == 0
+    assert status["signal_generation"]["state"] == "INACTIVE"
+    services.stop()
+
+
+def test_restart_resumes_from_checkpoint_and_resolves_old_pending(tmp_path):
+    first = make_services(tmp_path)
+    first.training.start()
+    end = run(first, 90)
+    learners = first.training.learners
+    steps = {n: lrn.train_steps for n, lrn in learners.items()}
+    epsilon = learners["dqn"].epsilon
+    probe = np.random.default_rng(0).normal(size=learners["dqn"].state_dim).astype(np.float32)
+    with learners["dqn"].lock:
+        import torch
+        q_before = learners["dqn"].q_network(torch.from_numpy(probe)[None]).detach().numpy()
+    first.training.stop()  # writes checkpoints
+    pending = first.training.store.counts()
+    first.training.store.close()
+    first.market.stop()
+    assert sum(v["pending"] for v in pending.values()) > 0
+
+    second = make_services(tmp_path)
+    loaded = second.training.load_checkpoints()
+    assert set(loaded) == {"cnn", "dqn", "cob"}
+    again = second.training.learners
+    assert {n: lrn.train_steps for n, lrn in again.items()} == steps
+    assert again["dqn"].epsilon == epsilon
+    import torch
+    q_after = again["dqn"].q_network(torch.from_numpy(probe)[None]).detach().numpy()
+    np.testing.assert_array_equal(q_before, q_after)
+    # The replay starts over; once it passes the old pending targets, they resolve.
+    run(second, (end - second.market.source.next_ts) // SEC + 2)
+    after = second.training.store.counts()
+    assert sum(v["pending"] for v in after.values()) <= 6  # only the newest round may wait
+    second.stop()
