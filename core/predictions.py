@@ -321,6 +321,15 @@ class PredictionStore:
         with self._write() as conn:
             return sum(conn.execute(_RESOLVE, row).rowcount for row in rows)
 
+    def mark_executed(self, ids: Iterable[int]) -> int:
+        """Flag predictions that executed a paper trade (their experiences weigh more)."""
+        ids = [_integer("id", i) for i in ids]
+        if not ids:
+            return 0
+        with self._write() as conn:
+            return sum(conn.execute("UPDATE predictions SET executed = 1 WHERE id = ?",
+                                    (i,)).rowcount for i in ids)
+
     def expire_older_than(self, cutoff_ts: int, now_ts: int) -> int:
         """Mark pending predictions whose candle opened before cutoff_ts expired; how many."""
         cutoff_ts = _integer("cutoff_ts", cutoff_ts)

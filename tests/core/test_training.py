@@ -1,0 +1,84 @@
+"""The live-training service's own rules: executed trades weigh more, signals trade on paper,
+failing jobs are reported by type and do not stop the next run."""
+
+from __future__ import annotations
+
+from tests.test_live_training import SEC, make_services, run
+
+from core.orchestrator import Vote
+
+
+def test_executed_predictions_become_heavier_experiences(tmp_path):
+    services = make_services(tmp_path)
+    training = services.training
+    training.start()
+    run(services, 2)  # one round of 1s predictions is pending
+    pending = training.store.recent(limit=50, status="pending", model="dqn", timeframe="1s")
+    assert pending
+    executed = [p["id"] for p in pending[:1]]
+    assert training.store.mark_executed(executed) == 1
+    training.train_due = lambda: 0  # keep the experiences waiting so we can look at them
+    run(services, 1)
+    waiting = training._waiting["dqn"]["1s"]
+    weights = sorted(e.weight for e in waiting)
+    # One of the resolved predictions executed a paper trade: training.trade_weight = 10.
+    assert weights[-1] == 10.0 and weights[0] == 1.0
+    assert sum(w == 10.0 for w in weights) == 1
+    services.stop()
+
+
+def test_a_confident_fused_signal_opens_a_paper_position_and_marks_its_votes(tmp_path):
+    services = make_services(tmp_path)
+    training = services.training
+    training.start()
+    run(services, 2)
+    pending = training.store.recent(limit=10, status="pending", model="cnn", symbol="ETH/USDT")
+    pid = pending[0]["id"]
+    # Every timeframe votes BUY at 0.9 for ETH: fused score 0.9 >= threshold 0.6.
+    training._votes["ETH/USDT"] = {("cnn", tf): Vote("cnn", tf, "BUY", 0.9, pid)
+                                   for tf in ("1s", "1m", "1h", "1d")}
+    training._votes["BTC/USDT"] = {}
+    training.signal_job()
+    signal = training.signals["ETH/USDT"]
+    assert signal.action == "BUY" and signal.confidence >= 0.6
+    assert training.paper.positions["ETH/USDT"].side == "long"
+    assert training.store.get(pid)["executed"] is True
+    status = training.status()
+    assert status["signal_generation"]["state"] == "ACTIVE"
+    assert "ETH/USDT" in status["paper"]["positions"]
+    services.stop()
+
+
+def test_a_failing_job_is_reported_by_type_and_the_next_run_goes_on(tmp_path):
+    services = make_services(tmp_path)
+    training = services.training
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise KeyError("missing candle")
+
+    for _ in range(4):
+        training.guarded("process_closes", flaky)
+    err = training.status()["errors"]["process_closes"]
+    assert err["type"] == "KeyError" and err["count"] == 2
+    assert len(calls) == 4
+    services.stop()
+
+
+def test_stopped_training_still_resolves_but_does_not_predict(tmp_path):
+    services = make_services(tmp_path)
+    training = services.training
+    training.start()
+    run(services, 3)
+    training.stop()
+    before = training.store.counts()
+    run(services, 3)
+    after = training.store.counts()
+    for model in ("cnn", "dqn", "cob"):
+        total_before = sum(before[model].values())
+        assert sum(after[model].values()) == total_before  # no new predictions
+        assert after[model]["pending"] == 0  # the last round resolved anyway
+    assert SEC == 1000
+    services.stop()
