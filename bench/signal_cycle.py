@@ -14,10 +14,11 @@ In the same run the networks' ``forward`` methods are wrapped (inside this proce
 add up the time spent in the bare forward passes during the cycle: the CNN inference copy
 (one pass per timeframe per close), the DQN's Q-network and the order-book net. Overhead ratio
 = cycle / forward sum. The inputs of those passes are kept and replayed afterwards in a tight
-``torch.no_grad()`` loop as a check. Pieces of the cycle are timed the same way (inclusive:
-nested rows are part of the row above). ``signal_job()`` is timed every 10 market seconds, as
-the scheduler runs it. ``train_due()`` runs untimed between cycles (``--no-train``: never), as
-the training thread would, so the models and their replay buffers change as in the app.
+``torch.no_grad()`` loop as a check (per cycle the fastest of 3 passes). Pieces of the cycle
+are timed the same way (inclusive: nested rows are part of the row above). ``signal_job()`` is
+timed every 10 market seconds, as the scheduler runs it. ``train_due()`` runs untimed between
+cycles (``--no-train``: never), as the training thread would, so the models and their replay
+buffers change as in the app.
 """
 
 from __future__ import annotations
@@ -77,6 +78,121 @@ class Timings:
         self.calls.clear()
 
 
+def instrument(service) -> tuple[Timings, dict]:
+    """Wrap the networks' forwards and the cycle's pieces; returns the timings and networks."""
+    t = Timings()
+    learners = service.learners
+    # The bare forward passes: the networks' own forward methods (not nn.Module.__call__).
+    forwards = {"cnn": learners["cnn"].inference_net, "dqn": learners["dqn"].q_network,
+                "cob": learners["cob"].net}
+    for name, net in forwards.items():
+        t.wrap(net, "forward", f"fwd.{name}", keep_inputs=True)
+    t.wrap(service.builder, "build", "obs")
+    t.wrap(learners["cnn"], "predict_all", "cnn.predict_all")
+    for learner in learners.values():
+        t.wrap(learner, "encode", "encode")
+    t.wrap(service, "_resolve", "resolve")
+    t.wrap(service, "_predict", "predict")
+    t.wrap(service.store, "pending", "store.pending")
+    t.wrap(service.store, "resolve_many", "store.resolve_many")
+    t.wrap(service.store, "add_many", "store.add_many")
+    return t, forwards
+
+
+def run(cfg, services, clock, t: Timings, seconds: int, warmup: int, train: bool) -> dict:
+    """One market second per step: emit, time process_closes; signal_job every 10 s."""
+    src, service = services.market.source, services.training
+    out = {"cycles": [], "closes": [], "signal": [], "inputs": [], "train_s": 0.0}
+    signal_every = int(cfg.scheduler.signal_interval_s)
+    wall0 = time.perf_counter()
+    for i in range(1, warmup + seconds + 1):
+        now = src.start_ms + i * 1000
+        clock.set(now)
+        src.emit_until(now)
+        keep = i > warmup
+        t.on, t.inputs = True, []
+        t0 = time.perf_counter()
+        n = service.process_closes()
+        dt = time.perf_counter() - t0
+        t.on = False
+        t.step(keep)
+        if keep:
+            out["cycles"].append(dt * 1000)
+            out["closes"].append(n)
+            out["inputs"].append(t.inputs)
+        if i % signal_every == 0:
+            t0 = time.perf_counter()
+            service.signal_job()
+            if keep:
+                out["signal"].append((time.perf_counter() - t0) * 1000)
+        if train:
+            t0 = time.perf_counter()
+            service.train_due()
+            out["train_s"] += time.perf_counter() - t0
+    out["wall"] = time.perf_counter() - wall0
+    return out
+
+
+def replay(inputs_per_step: list[list[tuple]], forwards: dict) -> list[float]:
+    """The same inputs again through the bare forwards, eval mode, no autograd, tight loop;
+    per cycle the fastest of 3 passes (a lower bound, less noise from other processes)."""
+    for net in forwards.values():
+        net.eval()
+    replayed = [float("inf")] * len(inputs_per_step)
+    with torch.no_grad():
+        for _ in range(3):
+            for k, step_inputs in enumerate(inputs_per_step):
+                t0 = time.perf_counter()
+                for _, fwd, fargs in step_inputs:
+                    fwd(*fargs)
+                replayed[k] = min(replayed[k], (time.perf_counter() - t0) * 1000)
+    return replayed
+
+
+def report(t: Timings, r: dict, replayed: list[float], forwards: dict) -> None:
+    cycles = r["cycles"]
+    steps = [{k: v * 1000 for k, v in s.items()} for s in t.steps]
+    for s, c in zip(steps, t.step_calls):
+        s["fwd"] = sum(v for k, v in s.items() if k.startswith("fwd."))
+        c["fwd"] = sum(v for k, v in c.items() if k.startswith("fwd."))
+    fwd_total = [s["fwd"] for s in steps]
+    print(f"{'':<36}{'mean ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'calls':>7}"
+          f"{'% cycle':>9}")
+
+    def row(label: str, values: list[float], key: str | None = None) -> None:
+        calls = f"{statistics.mean(c.get(key, 0) for c in t.step_calls):.1f}" if key else ""
+        share = 100 * statistics.mean(values) / statistics.mean(cycles)
+        print(f"{label:<36}{statistics.mean(values):>9.3f}{statistics.median(values):>9.3f}"
+              f"{pct(values, 99):>9.3f}{max(values):>9.3f}{calls:>7}{share:>8.1f}%")
+
+    def part(key: str) -> list[float]:
+        return [s.get(key, 0.0) for s in steps]
+
+    row("cycle (process_closes)", cycles)
+    for label, key in (("  observation build", "obs"),
+                       ("  cnn.predict_all (1 fwd per tf)", "cnn.predict_all"),
+                       ("  encode (3 models)", "encode"),
+                       ("  resolve", "resolve"),
+                       ("    store.pending (SQLite read)", "store.pending"),
+                       ("    store.resolve_many (write)", "store.resolve_many"),
+                       ("  predict (dqn/cob fwd, store)", "predict"),
+                       ("    store.add_many (write)", "store.add_many"),
+                       ("bare forwards, in the cycle", "fwd"),
+                       *((f"  {name}", f"fwd.{name}") for name in forwards)):
+        row(label, part(key), key)
+    row("bare forwards, replayed (min of 3)", replayed)
+    ratio_each = [c / f for c, f in zip(cycles, fwd_total) if f > 0]
+    mean = statistics.mean
+    print(f"overhead ratio cycle / forwards: mean {mean(cycles) / mean(fwd_total):.2f}, "
+          f"p50 of per-cycle ratios {statistics.median(ratio_each):.2f}, p50 / p50 "
+          f"{statistics.median(cycles) / statistics.median(fwd_total):.2f}; "
+          f"against the replayed forwards {mean(cycles) / mean(replayed):.2f}")
+    signal = r["signal"]
+    if signal:
+        print(f"signal_job: {len(signal)} calls, p50 {statistics.median(signal):.3f} ms, "
+              f"p99 {pct(signal, 99):.3f} ms, max {max(signal):.3f} ms")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--minutes", type=float, default=5.0, help="market minutes timed")
@@ -89,132 +205,30 @@ def main() -> None:
                                           "models.load_checkpoints": False}, environ={})
         torch.set_num_threads(cfg.torch.threads)
         services = build_services(cfg)
-        market, service = services.market, services.training
-        src = market.source
+        src, service = services.market.source, services.training
         clock = ManualClock(src.start_ms, cfg.replay.speed)
-        market.clock = clock  # market time moves only when this bench says so
+        services.market.clock = clock  # market time moves only when this bench says so
         src.backfill()
         service.start()
-
-        t = Timings()
-        learners = service.learners
-        # The bare forward passes: the networks' own forward methods (not nn.Module.__call__).
-        forwards = {"cnn": learners["cnn"].inference_net, "dqn": learners["dqn"].q_network,
-                    "cob": learners["cob"].net}
-        for name, net in forwards.items():
-            t.wrap(net, "forward", f"fwd.{name}", keep_inputs=True)
-        t.wrap(service.builder, "build", "obs")
-        t.wrap(learners["cnn"], "predict_all", "cnn.predict_all")
-        for name, learner in learners.items():
-            t.wrap(learner, "encode", "encode")
-        t.wrap(service, "_resolve", "resolve")
-        t.wrap(service, "_predict", "predict")
-        t.wrap(service.store, "pending", "store.pending")
-        t.wrap(service.store, "resolve_many", "store.resolve_many")
-        t.wrap(service.store, "add_many", "store.add_many")
-
-        cycles, closes, signal_ms, train_s = [], [], [], 0.0
-        signal_every = int(cfg.scheduler.signal_interval_s)
-        inputs_per_step: list[list[tuple]] = []
-        total = args.warmup + int(args.minutes * 60)
-        wall0 = time.perf_counter()
-        for i in range(1, total + 1):
-            now = src.start_ms + i * 1000
-            clock.set(now)
-            src.emit_until(now)
-            keep = i > args.warmup
-            t.on = True
-            t.inputs = []
-            t0 = time.perf_counter()
-            n = service.process_closes()
-            dt = time.perf_counter() - t0
-            t.on = False
-            t.step(keep)
-            if keep:
-                cycles.append(dt * 1000)
-                closes.append(n)
-                inputs_per_step.append(t.inputs)
-            if i % signal_every == 0:
-                t0 = time.perf_counter()
-                service.signal_job()
-                if keep:
-                    signal_ms.append((time.perf_counter() - t0) * 1000)
-            if not args.no_train:
-                t0 = time.perf_counter()
-                service.train_due()
-                train_s += time.perf_counter() - t0
-        wall = time.perf_counter() - wall0
-
-        # The same inputs again through the bare forwards, eval mode, no autograd, tight loop;
-        # per cycle the fastest of 3 passes (a lower bound, less noise from other processes).
-        for net in forwards.values():
-            net.eval()
-        replayed = [float("inf")] * len(inputs_per_step)
-        with torch.no_grad():
-            for _ in range(3):
-                for k, step_inputs in enumerate(inputs_per_step):
-                    t0 = time.perf_counter()
-                    for _, fwd, fargs in step_inputs:
-                        fwd(*fargs)
-                    replayed[k] = min(replayed[k], (time.perf_counter() - t0) * 1000)
-
-        steps = [{k: v * 1000 for k, v in s.items()} for s in t.steps]
-        for s in steps:
-            s["fwd"] = sum(v for k, v in s.items() if k.startswith("fwd."))
-        fwd_total = [s["fwd"] for s in steps]
-        ratio_each = [c / f for c, f in zip(cycles, fwd_total) if f > 0]
-        errors = dict(service.errors)
+        t, forwards = instrument(service)
+        r = run(cfg, services, clock, t, int(args.minutes * 60), args.warmup, not args.no_train)
+        replayed = replay(r["inputs"], forwards)
         counts = service.store.counts()
         status = service.status()
         services.stop()
 
-    n = len(cycles)
     print(f"signal cycle (process_closes), {len(cfg.market.symbols)} symbols, timeframes "
           f"{'/'.join(cfg.market.timeframes)}, torch threads {torch.get_num_threads()}, "
-          f"{n} market seconds timed after {args.warmup} warm-up, training "
+          f"{len(r['cycles'])} market seconds timed after {args.warmup} warm-up, training "
           f"{'off' if args.no_train else 'between cycles (untimed)'}")
-    print(f"closes per cycle: mean {statistics.mean(closes):.2f} (max {max(closes)}); "
-          f"wall {wall:.1f} s, of which train_due {train_s:.1f} s")
-    print(f"{'':<36}{'mean ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'calls':>8}{'% cycle':>9}")
-
-    def row(label: str, values: list[float], key: str | None = None) -> None:
-        calls = (statistics.mean(c.get(key, 0) for c in t.step_calls) if key
-                 and not key == "fwd" else None)
-        if key == "fwd":
-            calls = statistics.mean(sum(v for k, v in c.items() if k.startswith("fwd."))
-                                    for c in t.step_calls)
-        share = 100 * statistics.mean(values) / statistics.mean(cycles)
-        print(f"{label:<36}{statistics.mean(values):>9.3f}{statistics.median(values):>9.3f}"
-              f"{pct(values, 99):>9.3f}{'' if calls is None else f'{calls:.1f}':>8}"
-              f"{share:>8.1f}%")
-
-    def part(key: str) -> list[float]:
-        return [s.get(key, 0.0) for s in steps]
-
-    row("cycle (process_closes)", cycles)
-    row("  observation build", part("obs"), "obs")
-    row("  cnn.predict_all (1 fwd per tf)", part("cnn.predict_all"), "cnn.predict_all")
-    row("  encode (3 models)", part("encode"), "encode")
-    row("  resolve", part("resolve"), "resolve")
-    row("    store.pending (SQLite read)", part("store.pending"), "store.pending")
-    row("    store.resolve_many (write)", part("store.resolve_many"), "store.resolve_many")
-    row("  predict (dqn/cob fwd, store)", part("predict"), "predict")
-    row("    store.add_many (write)", part("store.add_many"), "store.add_many")
-    row("bare forwards, in the cycle", fwd_total, "fwd")
-    for name in forwards:
-        row(f"  {name}", part(f"fwd.{name}"), f"fwd.{name}")
-    row("bare forwards, replayed (min of 3)", replayed)
-    print(f"overhead ratio cycle / forwards: mean {statistics.mean(cycles) / statistics.mean(fwd_total):.2f}"
-          f", p50 of per-cycle ratios {statistics.median(ratio_each):.2f}"
-          f", p50 / p50 {statistics.median(cycles) / statistics.median(fwd_total):.2f}"
-          f"; against the replayed forwards {statistics.mean(cycles) / statistics.mean(replayed):.2f}")
-    if signal_ms:
-        print(f"signal_job: {len(signal_ms)} calls, p50 {statistics.median(signal_ms):.3f} ms, "
-              f"p99 {pct(signal_ms, 99):.3f} ms, max {max(signal_ms):.3f} ms")
+    print(f"closes per cycle: mean {statistics.mean(r['closes']):.2f} (max {max(r['closes'])}); "
+          f"wall {r['wall']:.1f} s, of which train_due {r['train_s']:.1f} s")
+    report(t, r, replayed, forwards)
     print("predictions stored:", {m: sum(c.values()) for m, c in counts.items()},
           "train steps:", {m: s["train_steps"] for m, s in status["models"].items()},
           "dropped experiences:", status["dropped_experiences"] or 0,
-          "job errors:", {k: (v.type, v.message) for k, v in errors.items()} or "none")
+          "job errors:", {k: (v["type"], v["message"]) for k, v in status["errors"].items()}
+          or "none")
 
 
 if __name__ == "__main__":

@@ -62,12 +62,17 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     x, y = a[-n:], b[-n:]
     if x.std() == 0 or y.std() == 0:
         return None
-    return float(np.corrcoef(x, y)[0, 1])
+    r = float(np.corrcoef(x, y)[0, 1])
+    return r if math.isfinite(r) else None  # a NaN or inf return leaves it undefined
 
 
 def make_signal(symbol: str, ts: int, score: float, ref_score: float | None,
                 corr: float | None, threshold: float, votes: int) -> Signal:
     """Blend in the reference's score by |corr| x corr-sign / 2, then threshold."""
+    if not all(math.isfinite(v) for v in (score, ref_score, corr) if v is not None):
+        # A NaN would otherwise pass the threshold (min(1, nan) is 1) and act as a SELL.
+        raise ValueError(f"signal for {symbol}: score {score}, reference score {ref_score} and "
+                         f"correlation {corr} must be finite")
     blended = score
     if ref_score is not None and corr is not None:
         blended = (score + 0.5 * corr * ref_score) / (1.0 + 0.5 * abs(corr))

@@ -35,7 +35,9 @@ class CheckpointManager:
         if not folder.is_dir():
             return []
         found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-        return sorted(found)
+        # Oldest written first: after --no-load-models a fresh run's low step numbers are newer
+        # than an earlier run's high ones, and "latest" means the last one written.
+        return sorted(found, key=lambda item: (item[1].stat().st_mtime_ns, item[0]))
 
     def save(self, model: str, state: dict, step: int) -> Path:
         folder = self.directory / model
@@ -52,10 +54,13 @@ class CheckpointManager:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            for _, old in self._files(model)[: -self.keep]:
+            info = {"path": str(target), "step": step, "bytes": target.stat().st_size}
+            # Never prune the file just written: a run started from fresh weights saves steps
+            # below those an earlier run left here.
+            others = [p for _, p in self._files(model) if p != target]
+            for old in others[: max(0, len(others) - (self.keep - 1))]:
                 old.unlink(missing_ok=True)
-            self._last[model] = {"path": str(target), "step": step,
-                                 "bytes": target.stat().st_size}
+            self._last[model] = info
         return target
 
     def load_latest(self, model: str) -> tuple[Path, dict] | None:

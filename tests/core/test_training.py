@@ -3,9 +3,8 @@ failing jobs are reported by type and do not stop the next run."""
 
 from __future__ import annotations
 
-from tests.test_live_training import SEC, make_services, run
-
 from core.orchestrator import Vote
+from tests.test_live_training import SEC, make_services, run
 
 
 def test_executed_predictions_become_heavier_experiences(tmp_path):

@@ -1,0 +1,189 @@
+"""Training throughput of each learner against a bare torch loop on the same model and batch.
+
+    .venv/bin/python -m bench.training_throughput [--collect 180] [--steps 100] [--seconds 12]
+
+Real experiences first: the services (build_services, bundled replay, a temporary runtime_dir,
+fresh weights) are driven by hand, no clock and no scheduler, for ``--collect`` market seconds
+with live training active but no training, so the resolved 1s predictions pile up as the
+experiences ``train_due()`` would hand each learner (the service keeps at most 20 batches).
+
+Then per model, ``learner.learn(batch)`` is timed on consecutive batches of
+``training.batch_size['1s']`` of them (after 3 untimed steps that fill the replay ring), against
+a bare loop on a copy of the same network, with its own Adam at the same learning rate, over
+the same rows as tensors built once: forward, loss, ``zero_grad``, backward, ``step`` and
+nothing else (no gradient clipping, no replay bookkeeping, no checks, no ``.item()``).
+
+- cnn: ``learn`` trains on the new batch plus as many replayed rows (2 x batch); the bare loop
+  runs the 1s head on those rows with CE + 0.5 BCE + MSE, weighted, as ``cnn_loss``.
+- dqn: ``learn`` adds the batch to the prioritised buffer and trains on a sampled batch
+  (Double-DQN target through the online and target networks, weighted smooth L1); the bare
+  loop does the same maths on one sampled batch.
+- cob: like the CNN, 2 x batch rows, weighted cross-entropy.
+
+Samples/s counts the rows that go through the forward and backward pass per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.clock import ManualClock
+from core.config import load_config
+from core.services import build_services
+from nn.dqn import double_dqn_targets
+
+
+def timed_loop(step, steps: int, seconds: float) -> tuple[int, float, list[float]]:
+    """Run ``step()`` up to ``steps`` times or ``seconds``; (steps run, wall s, per-step ms)."""
+    times = []
+    t_start = time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1000)
+        if time.perf_counter() - t_start > seconds:
+            break
+    return len(times), time.perf_counter() - t_start, times
+
+
+def collect(cfg, seconds: int) -> tuple[dict, dict]:
+    """Experiences per model, timeframe 1s, from a replay with training active (no learning)."""
+    services = build_services(cfg)
+    market, service = services.market, services.training
+    src = market.source
+    clock = ManualClock(src.start_ms, cfg.replay.speed)
+    market.clock = clock
+    src.backfill()
+    service.start()
+    for i in range(1, seconds + 1):
+        clock.set(src.start_ms + i * 1000)
+        src.emit_until(clock.now_ms())
+        service.process_closes()
+    pools = {name: list(service._waiting[name]["1s"]) for name in service.learners}
+    return services, pools
+
+
+def bare_cnn(learner, exps: list, rows: int):
+    net = copy.deepcopy(learner.net).train()
+    opt = torch.optim.Adam(net.parameters(), lr=learner.cfg.learning_rate)
+    ex = learner._examples(exps[:rows])
+    x, label, conf, ohlcv, weight = (torch.as_tensor(ex[k]) for k in
+                                     ("state", "label", "confidence", "ohlcv", "weight"))
+
+    def step():
+        out = net(x, "1s")
+        w = weight / weight.sum()
+        ce = F.cross_entropy(out.logits, label, reduction="none")
+        bce = F.binary_cross_entropy(out.confidence, conf, reduction="none")
+        mse = ((out.ohlcv - ohlcv) ** 2).mean(dim=-1)
+        loss = (w * (ce + 0.5 * bce + mse)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bare_dqn(learner, batch_size: int):
+    net = copy.deepcopy(learner.q_network).train()
+    target = copy.deepcopy(learner.target_network)
+    opt = torch.optim.Adam(net.parameters(), lr=learner.cfg.learning_rate)
+    b = learner.buffer.sample(batch_size, step=learner.train_steps)
+    s, ns, a, r, d, w = (torch.as_tensor(v) for v in
+                         (b.states, b.next_states, b.actions, b.rewards, b.dones, b.weights))
+    gamma = learner.cfg.gamma
+
+    def step():
+        with torch.no_grad():
+            y = double_dqn_targets(r, d, net(ns), target(ns), gamma)
+        q = net(s).gather(1, a.unsqueeze(1)).squeeze(1)
+        loss = (w * F.smooth_l1_loss(q, y, reduction="none")).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bare_cob(learner, exps: list, rows: int):
+    net = copy.deepcopy(learner.net).train()
+    opt = torch.optim.Adam(net.parameters(), lr=learner.cfg.learning_rate)
+    ex = learner._examples(exps[:rows])
+    x, label, weight = (torch.as_tensor(ex[k]) for k in ("state", "label", "weight"))
+
+    def step():
+        logits = net(x)
+        w = weight / weight.sum()
+        loss = (w * F.cross_entropy(logits, label, reduction="none")).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--collect", type=int, default=180, help="market seconds replayed for data")
+    p.add_argument("--steps", type=int, default=100, help="training steps timed per case")
+    p.add_argument("--seconds", type=float, default=12.0, help="wall limit per case")
+    p.add_argument("--batch", type=int, help="experiences per learn() (default: the 1s batch)")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="tickwise-bench-") as tmp:
+        cfg = load_config("config.yaml", {"runtime_dir": tmp, "market.source": "replay",
+                                          "models.load_checkpoints": False}, environ={})
+        torch.set_num_threads(cfg.torch.threads)
+        batch = args.batch or cfg.training.batch_size["1s"]
+        t0 = time.perf_counter()
+        services, pools = collect(cfg, args.collect)
+        print(f"training throughput, torch threads {torch.get_num_threads()}, batch {batch} "
+              f"experiences (1s), collected from {args.collect} market s in "
+              f"{time.perf_counter() - t0:.1f} s: "
+              + ", ".join(f"{m} {len(v)}" for m, v in pools.items()))
+        print(f"{'model':<6}{'case':<8}{'rows/step':>10}{'steps':>7}{'p50 ms':>9}"
+              f"{'p99 ms':>9}{'samples/s':>11}{'learn/bare':>12}")
+        for name, learner in services.training.learners.items():
+            pool = pools[name]
+            if len(pool) < 2 * batch:
+                print(f"{name:<6}only {len(pool)} experiences collected; need {2 * batch}")
+                continue
+            n_batches = len(pool) // batch
+            cursor = iter(range(10**9))
+
+            def learn_step(learner=learner, pool=pool, n_batches=n_batches, cursor=cursor):
+                k = next(cursor) % n_batches
+                learner.learn(pool[k * batch:(k + 1) * batch])
+
+            for _ in range(3):  # fill the replay ring / buffer so every step is full size
+                learn_step()
+            steps_l, wall_l, times_l = timed_loop(learn_step, args.steps, args.seconds)
+            if name == "dqn":
+                rows = max(batch, 8)
+                bare = bare_dqn(learner, rows)
+            else:
+                rows = batch + min(batch, len(learner.buffer))
+                bare = (bare_cnn if name == "cnn" else bare_cob)(learner, pool, rows)
+            for _ in range(3):
+                bare()
+            steps_b, wall_b, times_b = timed_loop(bare, args.steps, args.seconds)
+            rate_l, rate_b = rows * steps_l / wall_l, rows * steps_b / wall_b
+            for case, steps, times, rate in (("learn", steps_l, times_l, rate_l),
+                                             ("bare", steps_b, times_b, rate_b)):
+                ratio = f"{rate_b / rate_l:.2f}x" if case == "learn" else ""
+                print(f"{name:<6}{case:<8}{rows:>10}{steps:>7}{statistics.median(times):>9.2f}"
+                      f"{np.percentile(times, 99):>9.2f}{rate:>11,.0f}{ratio:>12}")
+        print("learn/bare: how many times slower learn() is than the bare loop (time per row)")
+        services.stop()
+
+
+if __name__ == "__main__":
+    main()

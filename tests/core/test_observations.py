@@ -1,0 +1,265 @@
+"""Tests for core.observations: hand-made scalars, the book vector and the observation builder.
+
+Expected numbers are worked out by hand in the comments.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from core import features
+from core.market.books import OrderBook, OrderBooks
+from core.market.candles import Candle, CandleStore
+from core.observations import (
+    BOOK_NAMES,
+    BOOK_TOP_LEVELS,
+    N_BOOK,
+    N_SCALARS,
+    SCALAR_NAMES,
+    ObservationBuilder,
+    book_vector,
+    scalar_features,
+)
+
+ETH, BTC = "ETH/USDT", "BTC/USDT"
+IDX = {name: i for i, name in enumerate(SCALAR_NAMES)}
+REGIMES = ["regime_trending", "regime_ranging", "regime_volatile"]
+
+
+def candles(close, volume=None, spread=1.0) -> np.ndarray:
+    """[N, 6] candles, open = close, high/low = close +/- spread, volume 10 unless given."""
+    close = np.asarray(close, dtype=np.float64)
+    n = len(close)
+    vol = np.full(n, 10.0) if volume is None else np.asarray(volume, dtype=np.float64)
+    return np.column_stack([np.arange(n) * 60_000.0, close, close + spread, close - spread,
+                            close, vol])
+
+
+def scalars(arr: np.ndarray) -> dict[str, float]:
+    out = scalar_features(arr)
+    assert out.shape == (N_SCALARS,) and out.dtype == np.float32
+    return {name: float(out[i]) for name, i in IDX.items()}
+
+
+def test_names_match_the_count():
+    assert N_SCALARS == len(SCALAR_NAMES) == 17
+    assert N_BOOK == len(BOOK_NAMES) == 9 + 2 * BOOK_TOP_LEVELS
+
+
+# -- scalar_features -------------------------------------------------------------------
+
+
+def test_scalars_of_a_steady_rise():
+    # closes 100, 101, ..., 120 (21 candles); volume 10 twenty times, then 30
+    s = scalars(candles(np.arange(100.0, 121.0), volume=[10.0] * 20 + [30.0]))
+    assert s["ret_1"] == pytest.approx(120 / 119 - 1, abs=1e-6)  # 0.0084034
+    assert s["ret_5"] == pytest.approx(120 / 115 - 1, abs=1e-6)  # 0.0434783
+    assert s["ret_10"] == pytest.approx(120 / 110 - 1, abs=1e-6)  # 0.0909091
+    # sma5 = mean(116..120) = 118; sma10 = mean(111..120) = 115.5
+    assert s["close_vs_sma5"] == pytest.approx(120 / 118 - 1, abs=1e-6)  # 0.0169492
+    assert s["close_vs_sma10"] == pytest.approx(120 / 115.5 - 1, abs=1e-6)  # 0.0389610
+    assert s["sma5_vs_sma10"] == pytest.approx(118 / 115.5 - 1, abs=1e-6)  # 0.0216450
+    # last volume 30 over the mean 10 of the 20 before: ratio 3 -> log1p(3) = ln 4
+    assert s["volume_ratio_20"] == pytest.approx(math.log(4), abs=1e-6)  # 1.3862944
+    # only gains: RSI 100 -> (100 - 50) / 50 = 1
+    assert s["rsi_14"] == pytest.approx(1.0)
+    # highs and lows only rise: no swing points
+    assert [s[f"pivot_{k}"] for k in ("high_1", "low_1", "high_2", "low_2")] == [0.0] * 4
+    # path 20 = net move 20: efficiency 1, trending; one-hot sums to 1
+    assert [s[r] for r in REGIMES] == [1.0, 0.0, 0.0]
+    assert s["regime_efficiency"] == pytest.approx(1.0)
+
+
+def test_scalars_of_a_choppy_range():
+    # closes 100, 110, 100, ..., 100 (21 candles): log returns +-ln 1.1, ten of each
+    s = scalars(candles([100.0 if i % 2 == 0 else 110.0 for i in range(21)]))
+    assert s["ret_1"] == pytest.approx(100 / 110 - 1, abs=1e-6)  # -0.0909091
+    assert s["ret_5"] == pytest.approx(100 / 110 - 1, abs=1e-6)  # close[-6] is 110
+    assert s["ret_10"] == pytest.approx(0.0, abs=1e-7)  # close[-11] is 100
+    # mean 0, every |return| ln 1.1: population std = ln 1.1
+    assert s["volatility_20"] == pytest.approx(math.log(1.1), abs=1e-6)  # 0.0953102
+    # sma5 = (3 * 100 + 2 * 110) / 5 = 104; sma10 = (5 * 100 + 5 * 110) / 10 = 105
+    assert s["close_vs_sma5"] == pytest.approx(100 / 104 - 1, abs=1e-6)  # -0.0384615
+    assert s["close_vs_sma10"] == pytest.approx(100 / 105 - 1, abs=1e-6)  # -0.0476190
+    assert s["sma5_vs_sma10"] == pytest.approx(104 / 105 - 1, abs=1e-6)  # -0.0095238
+    assert s["volume_ratio_20"] == pytest.approx(math.log(2), abs=1e-6)  # flat volume: ratio 1
+    # net move 0 over a path of 200: efficiency 0, ranging (volatility 0.098 < 3 x 0.0953)
+    assert [s[r] for r in REGIMES] == [0.0, 1.0, 0.0]
+    assert s["regime_efficiency"] == 0.0
+
+
+def test_scalars_of_a_jumpy_series_are_volatile():
+    # 18 steps of +0.01 %, one +20 % jump and one -1/6 drop: the std of the returns (~0.058)
+    # dwarfs 3 x their median |return| (3 x 1e-4), so the series is volatile to itself
+    close = [100.0]
+    for i in range(20):
+        close.append(close[-1] * {5: 1.2, 12: 1 / 1.2}.get(i, 1.0001))
+    s = scalars(candles(close))
+    assert [s[r] for r in REGIMES] == [0.0, 0.0, 1.0]
+
+
+def test_rsi_of_a_steady_fall_is_minus_one():
+    s = scalars(candles(np.arange(130.0, 110.0, -1.0)))  # 20 candles, only losses: RSI 0
+    assert s["rsi_14"] == pytest.approx(-1.0)  # (0 - 50) / 50
+    assert [s[r] for r in REGIMES] == [0.0, 0.0, 0.0]  # fewer than 21 candles: no regime
+
+
+def test_pivot_levels_by_hand():
+    # 7 candles around one outside bar: high 110 and low 96 at index 3, close 100 throughout
+    arr = np.column_stack([np.arange(7) * 1000.0, np.full(7, 100.0),
+                           [101, 102, 103, 110, 103, 102, 101], [99, 98, 97, 96, 97, 98, 99],
+                           np.full(7, 100.0), np.ones(7)])
+    s = scalars(arr)
+    assert s["pivot_high_1"] == pytest.approx(110 / 100 - 1)  # 0.1
+    assert s["pivot_low_1"] == pytest.approx(96 / 100 - 1)  # -0.04
+    assert s["pivot_high_2"] == 0.0 and s["pivot_low_2"] == 0.0  # one pivot: no level 2
+    assert s["ret_10"] == 0.0  # 7 candles: no 10-candle return
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_scalars_are_zeros_below_two_candles(n):
+    out = scalar_features(candles(np.full(n, 100.0)))
+    assert out.shape == (N_SCALARS,)
+    assert not out.any()
+
+
+# -- book_vector -----------------------------------------------------------------------
+
+
+def three_level_book(ts: int = 0, symbol: str = ETH) -> OrderBook:
+    bids = np.array([[99.95, 2.0], [99.7, 1.0], [99.2, 4.0]])
+    asks = np.array([[100.05, 1.0], [100.3, 3.0], [100.8, 2.0]])
+    return OrderBook(symbol, ts, bids, asks)
+
+
+def test_book_vector_by_hand():
+    v = book_vector(three_level_book())
+    assert v.shape == (N_BOOK,) and v.dtype == np.float32
+    got = dict(zip(BOOK_NAMES, v.tolist()))
+    # mid = (99.95 + 100.05) / 2 = 100; spread 0.1 -> 0.1 / 100 * 1e4 = 10 bps
+    assert got["spread_bps"] == pytest.approx(10.0, abs=1e-4)
+    # top sizes: bids 2 + 1 + 4 = 7, asks 1 + 3 + 2 = 6 -> (7 - 6) / 13
+    assert got["imbalance"] == pytest.approx(1 / 13, abs=1e-6)  # 0.0769231
+    # micro = (99.95 * 1 + 100.05 * 2) / 3 = 300.05 / 3 = 100.016667 -> +1.6667 bps over mid
+    assert got["micro_vs_mid_bps"] == pytest.approx(5 / 3, abs=1e-4)
+    # depth within 10 bps (99.9..100.1): bid 2, ask 1; 50 bps (99.5..100.5): bid 2 + 1 = 3,
+    # ask 1 + 3 = 4; 100 bps (99..101): everything, bid 7, ask 6; each log1p-squashed
+    expected_depth = {"bid_depth_10bps": 2, "ask_depth_10bps": 1, "bid_depth_50bps": 3,
+                      "ask_depth_50bps": 4, "bid_depth_100bps": 7, "ask_depth_100bps": 6}
+    for name, size in expected_depth.items():
+        assert got[name] == pytest.approx(math.log1p(size), abs=1e-6), name
+    # sizes per level, log1p, padded with zeros to 10 levels per side
+    bid_sizes = v[9:19]
+    ask_sizes = v[19:29]
+    np.testing.assert_allclose(bid_sizes, np.log1p([2, 1, 4, 0, 0, 0, 0, 0, 0, 0]), rtol=1e-6)
+    np.testing.assert_allclose(ask_sizes, np.log1p([1, 3, 2, 0, 0, 0, 0, 0, 0, 0]), rtol=1e-6)
+
+
+def test_book_vector_keeps_only_the_top_ten_levels():
+    bids = np.column_stack([100.0 - 0.01 * np.arange(1, 13), np.arange(1.0, 13.0)])  # 12 levels
+    asks = np.column_stack([100.0 + 0.01 * np.arange(1, 13), np.full(12, 2.0)])
+    v = book_vector(OrderBook(ETH, 0, bids, asks))
+    assert v.shape == (N_BOOK,)
+    np.testing.assert_allclose(v[9:19], np.log1p(np.arange(1.0, 11.0)), rtol=1e-6)  # 1..10
+    np.testing.assert_allclose(v[19:29], np.full(10, math.log(3)), rtol=1e-6)
+
+
+def test_book_vector_without_a_book_is_none():
+    assert book_vector(None) is None
+
+
+# -- ObservationBuilder ------------------------------------------------------------------
+
+
+@pytest.fixture
+def store() -> CandleStore:
+    """Two minutes of 1s candles per symbol: ETH at 100 + k, BTC at 1000 + 2k at second k."""
+    store = CandleStore([ETH, BTC], ["1s", "1m"], {"1s": 200, "1m": 10})
+    for k in range(120):
+        for symbol, price in ((ETH, 100.0 + k), (BTC, 1000.0 + 2 * k)):
+            store.add(symbol, Candle(k * 1000, price, price, price, price, 1.0 + k % 3))
+    return store
+
+
+def test_store_fixture_closed_two_minutes(store):
+    # minute 0: open 100, high 159, low 100, close 159; minute 1: 160, 219, 160, 219
+    np.testing.assert_allclose(store.closed(ETH, "1m")[:, 1:5],
+                               [[100, 159, 100, 159], [160, 219, 160, 219]])
+
+
+def test_build_windows_and_scalars(store):
+    books = OrderBooks()
+    obs = ObservationBuilder(store, books, window=8, reference=BTC).build(ETH, "1m", ts=120_000)
+    assert (obs.symbol, obs.timeframe, obs.ts) == (ETH, "1m", 120_000)
+    assert set(obs.windows) == set(obs.ref_windows) == {"1s", "1m"}
+    for tf in ("1s", "1m"):
+        assert obs.windows[tf].shape == (5, 8)
+        assert obs.ref_windows[tf].shape == (5, 8)
+    w = obs.windows["1m"]
+    # two 1m candles, right-aligned: six zero columns of padding, then ln(price / 219)
+    assert not w[:, :6].any()
+    assert w[3, 6] == pytest.approx(math.log(159 / 219), abs=1e-6)  # -0.3201675
+    assert w[3, 7] == 0.0  # the last close against itself
+    assert w[0, 6] == pytest.approx(math.log(100 / 219), abs=1e-6)  # -0.7839015
+    assert w[0, 7] == pytest.approx(math.log(160 / 219), abs=1e-6)  # -0.3138979
+    # the 1s window: the closes of k = 112..119 (212..219) against 219
+    np.testing.assert_allclose(obs.windows["1s"][3], np.log(np.arange(212, 220) / 219), atol=1e-6)
+    # the reference's 1s closes: 1000 + 2k for k = 112..119, against 1238
+    np.testing.assert_allclose(obs.ref_windows["1s"][3],
+                               np.log((1000 + 2 * np.arange(112, 120)) / 1238), atol=1e-6)
+    # scalars from the 1m candles: ret_1 = 219 / 159 - 1 = 60 / 159
+    assert obs.scalars.shape == (N_SCALARS,)
+    assert obs.scalars[IDX["ret_1"]] == pytest.approx(60 / 159, abs=1e-6)  # 0.3773585
+    assert obs.book is None  # no book was ever put
+
+
+def test_windows_match_normalised_window(store):
+    obs = ObservationBuilder(store, OrderBooks(), window=8, reference=BTC).build(BTC, "1s", 0)
+    expected = features.normalised_window(store.closed(BTC, "1s", 8), 8)
+    np.testing.assert_array_equal(obs.windows["1s"], expected)
+    # BTC is its own reference
+    np.testing.assert_array_equal(obs.ref_windows["1s"], expected)
+
+
+def test_unknown_reference_falls_back_to_the_first_symbol(store):
+    builder = ObservationBuilder(store, OrderBooks(), window=8, reference="SOL/USDT")
+    assert builder.reference == ETH
+    obs = builder.build(BTC, "1m", 0)
+    np.testing.assert_array_equal(obs.ref_windows["1m"],
+                                  features.normalised_window(store.closed(ETH, "1m"), 8))
+
+
+def test_empty_timeframe_gives_a_zero_window():
+    store = CandleStore([ETH], ["1s", "1m"], {"1s": 10, "1m": 10})
+    store.add(ETH, Candle(0, 100.0, 100.0, 100.0, 100.0, 1.0))  # one 1s candle, no 1m yet
+    obs = ObservationBuilder(store, OrderBooks(), window=4, reference=ETH).build(ETH, "1m", 0)
+    assert obs.windows["1m"].shape == (5, 4) and not obs.windows["1m"].any()
+    assert not obs.scalars.any()  # no 1m candles: zeros
+
+
+def test_book_included_only_if_not_newer_than_the_observation(store):
+    books = OrderBooks()
+    books.put(three_level_book(ts=5_000))
+    builder = ObservationBuilder(store, books, window=8, reference=BTC)
+    assert builder.build(ETH, "1m", ts=4_999).book is None  # the book is from the future
+    at = builder.build(ETH, "1m", ts=5_000).book
+    np.testing.assert_array_equal(at, book_vector(three_level_book()))
+    assert builder.build(ETH, "1m", ts=60_000).book is not None
+    assert builder.build(BTC, "1m", ts=60_000).book is None  # BTC has no book
+
+
+def test_shared_cache_reuses_windows(store):
+    builder = ObservationBuilder(store, OrderBooks(), window=8, reference=BTC)
+    cache: dict = {}
+    a = builder.build(ETH, "1s", 0, cache)
+    b = builder.build(ETH, "1m", 0, cache)
+    c = builder.build(BTC, "1m", 0, cache)
+    assert set(cache) == {ETH, BTC}
+    assert a.windows is b.windows  # the same dict, not rebuilt
+    assert a.windows["1m"] is b.windows["1m"]
+    assert a.ref_windows is b.ref_windows is c.windows is c.ref_windows
+    # without a shared cache each build makes its own
+    d = builder.build(ETH, "1s", 0)
+    assert d.windows is not a.windows
+    np.testing.assert_array_equal(d.windows["1s"], a.windows["1s"])
