@@ -18,12 +18,14 @@ add up the time spent in the bare forward passes during the cycle: the CNN infer
 are timed the same way (inclusive: nested rows are part of the row above). ``signal_job()`` is
 timed every 10 market seconds, as the scheduler runs it. ``train_due()`` runs untimed between
 cycles (``--no-train``: never), as the training thread would, so the models and their replay
-buffers change as in the app.
+buffers change as in the app. Pauses of Python's garbage collector during the run are counted:
+a full collection stops every thread, and shows up as the slowest cycles.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
 import time
@@ -76,6 +78,28 @@ class Timings:
             self.step_calls.append(dict(self.calls))
         self.cur.clear()
         self.calls.clear()
+
+
+class GCPauses:
+    """Pauses of the cyclic garbage collector (it stops every thread) while ``on``."""
+
+    def __init__(self):
+        self.on = False
+        self.pauses: list[tuple[int, float]] = []  # (generation, ms)
+        self._t0 = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        elif self.on:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._t0) * 1000))
+
+    def summary(self) -> str:
+        full = [ms for gen, ms in self.pauses if gen == 2]
+        return (f"{len(self.pauses)} collections, {len(full)} full (gen 2), longest full "
+                f"{max(full, default=0):.1f} ms, all {sum(ms for _, ms in self.pauses):.0f} ms; "
+                f"{len(gc.get_objects()):,} objects tracked")
 
 
 def instrument(service) -> tuple[Timings, dict]:
@@ -211,7 +235,10 @@ def main() -> None:
         src.backfill()
         service.start()
         t, forwards = instrument(service)
+        pauses = GCPauses()
+        pauses.on = True
         r = run(cfg, services, clock, t, int(args.minutes * 60), args.warmup, not args.no_train)
+        pauses.on = False
         replayed = replay(r["inputs"], forwards)
         counts = service.store.counts()
         status = service.status()
@@ -224,6 +251,7 @@ def main() -> None:
     print(f"closes per cycle: mean {statistics.mean(r['closes']):.2f} (max {max(r['closes'])}); "
           f"wall {r['wall']:.1f} s, of which train_due {r['train_s']:.1f} s")
     report(t, r, replayed, forwards)
+    print(f"garbage collector during the run (timed or not): {pauses.summary()}")
     print("predictions stored:", {m: sum(c.values()) for m, c in counts.items()},
           "train steps:", {m: s["train_steps"] for m, s in status["models"].items()},
           "dropped experiences:", status["dropped_experiences"] or 0,

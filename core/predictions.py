@@ -12,6 +12,11 @@ Status moves one way only: ``pending -> resolved`` or ``pending -> expired``; ev
 is guarded by ``status = 'pending'``, so a resolver and the expiry job can race harmlessly and
 a second resolve of the same prediction is a no-op.
 
+The model state a prediction was made from (``state``, numpy ``.npy`` bytes) is kept while
+it is pending, so a restart can still turn it into an experience, and dropped on resolution,
+when the experience that needs it has been made (it is 0.3-11 KB per prediction: kept, it
+would grow the file by gigabytes an hour at replay speed).
+
 Behind this class's small interface the store can move to PostgreSQL/TimescaleDB without its
 callers changing (see DESIGN.md, "Past one machine").
 """
@@ -200,7 +205,7 @@ _INSERT = (
 _RESOLVE = (
     "UPDATE predictions SET actual_open = ?, actual_high = ?, actual_low = ?, actual_close = ?, "
     "actual_volume = ?, price_error = ?, volume_error = ?, action_correct = ?, reward = ?, "
-    "status = 'resolved', resolved_ts = ? WHERE id = ? AND status = 'pending'"
+    "status = 'resolved', resolved_ts = ?, state = NULL WHERE id = ? AND status = 'pending'"
 )
 
 

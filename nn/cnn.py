@@ -231,6 +231,10 @@ class CNNLearner(Learner):
             torch.manual_seed(seed)
             self.net = CNNNet(N_CHANNELS, self.timeframes, cfg.dropout).to(self.device)
         self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self._weights_version = 0
+        # (symbol, tf) -> (weights version, window, prediction): a coarse timeframe's window
+        # changes only when one of its candles closes, so most predict_all calls reuse it.
+        self._cache: dict[tuple[str, str], tuple[int, np.ndarray, CNNPrediction]] = {}
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
         self.rng = np.random.default_rng(seed)  # replay sampling
         self.buffer = ExampleRing(
@@ -265,15 +269,26 @@ class CNNLearner(Learner):
 
     def predict_all(self, obs: Observation) -> dict[str, CNNPrediction]:
         """Every timeframe that has both a head and a window in ``obs``, each through its own
-        head (the DQN's input: hidden layers and action probabilities per timeframe)."""
+        head (the DQN's input: hidden layers and action probabilities per timeframe).
+
+        An output is reused while the window and the weights are unchanged (the eval-mode
+        inference copy is deterministic), which saves most forwards: only the timeframe that
+        just closed has a new window.
+        """
         tfs = [tf for tf in self.timeframes if tf in obs.windows]
-        xs = {tf: left_pad(obs.windows[tf], self.cfg.window) for tf in tfs}
         outs = {}
         with self.lock, torch.no_grad():
             for tf in tfs:
-                x = torch.as_tensor(xs[tf], device=self.device)[None]  # [1, 5, L]
-                outs[tf] = self.inference_net(x, tf)
-        return {tf: _prediction(out) for tf, out in outs.items()}
+                x = left_pad(obs.windows[tf], self.cfg.window)
+                cached = self._cache.get((obs.symbol, tf))
+                if cached and cached[0] == self._weights_version and np.array_equal(cached[1], x):
+                    outs[tf] = cached[2]
+                    continue
+                out = _prediction(self.inference_net(
+                    torch.as_tensor(x, device=self.device)[None], tf))  # [1, 5, L] in
+                self._cache[(obs.symbol, tf)] = (self._weights_version, x.copy(), out)
+                outs[tf] = out
+        return outs
 
     # -- training ------------------------------------------------------------------------
 
@@ -345,6 +360,7 @@ class CNNLearner(Learner):
 
     def _sync_inference(self) -> None:
         self.inference_net.load_state_dict(self.net.state_dict())
+        self._weights_version += 1  # outputs cached under older weights are stale now
 
     # -- checkpoints and memory ----------------------------------------------------------
 

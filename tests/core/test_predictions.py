@@ -137,6 +137,8 @@ def test_add_pending_resolve_recent(store):
     assert store.resolve(pred_id, outcome, resolved_ts=T0 + 2 * MIN) is True
 
     assert [p.model for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == ["dqn"]
+    # The state lives on in the experience the service made; the store lets it go.
+    assert store.load_state(pred_id) is None
     row = store.recent(status="resolved")[0]
     assert "state" not in row
     assert row["id"] == pred_id and row["status"] == "resolved"

@@ -254,6 +254,32 @@ def test_predict_all_matches_predict_per_timeframe():
     assert not np.array_equal(every["1m"].hidden, every["1h"].hidden)
 
 
+def test_predict_all_reuses_outputs_until_the_window_or_weights_change():
+    learner = make_learner()
+    rng = np.random.default_rng(3)
+    windows = {tf: trend_window(rng, 0.001) for tf in TFS}
+    obs = Observation("ETH/USDT", "1s", 0, windows, {}, np.zeros(0))
+    calls = []
+    forward = learner.inference_net.forward
+    learner.inference_net.forward = lambda x, tf: calls.append(tf) or forward(x, tf)
+    first = learner.predict_all(obs)
+    assert sorted(calls) == sorted(TFS)  # 4 forwards the first time
+    # Only the 1s window changed (a 1s candle closed): one forward, the rest reused.
+    calls.clear()
+    windows2 = {**windows, "1s": trend_window(rng, -0.001)}
+    second = learner.predict_all(Observation("ETH/USDT", "1s", 0, windows2, {}, np.zeros(0)))
+    assert calls == ["1s"]
+    assert second["1h"] is first["1h"]
+    # Another symbol has its own entries; new weights make every cached output stale.
+    calls.clear()
+    learner.predict_all(Observation("BTC/USDT", "1s", 0, windows2, {}, np.zeros(0)))
+    assert len(calls) == 4
+    calls.clear()
+    learner.learn([experience(windows["1m"], "1m", 0)])
+    learner.predict_all(Observation("ETH/USDT", "1s", 0, windows2, {}, np.zeros(0)))
+    assert len(calls) == 4
+
+
 # ------------------------------------------------------------------ learner: learn
 
 
