@@ -45,7 +45,7 @@ MAX_CONFIDENCE = 0.95  # never teach certainty: markets stay noisy
 class CNNOutput(NamedTuple):
     logits: torch.Tensor  # [B, 3] over TRADE_ACTIONS
     confidence: torch.Tensor  # [B] in (0, 1)
-    ohlcv: torch.Tensor  # [B, 5] next candle as relative changes
+    ohlcv: torch.Tensor  # [B, 5] next candle, standardised per timeframe (see TargetNorm)
     hidden: torch.Tensor  # [B, 64] the head's last hidden layer
 
 
@@ -203,6 +203,52 @@ def left_pad(window: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
+class TargetNorm:
+    """Running mean and std of the OHLCV targets per timeframe (Welford, merged per batch).
+
+    The five regression targets live on very different scales (a 1s price change is about
+    1e-4, a 1d one 3e-2, log1p(volume) 5-15), so an MSE on raw targets would be all volume
+    and all daily candles. The head learns targets standardised per timeframe and channel;
+    predictions are mapped back. The statistics are part of the checkpoint.
+    """
+
+    def __init__(self, n_groups: int, dim: int = N_OHLCV):
+        self.count = np.zeros(n_groups)
+        self.mean = np.zeros((n_groups, dim))
+        self.m2 = np.zeros((n_groups, dim))
+
+    def update(self, groups: np.ndarray, x: np.ndarray) -> None:
+        for g in np.unique(groups):
+            rows = x[groups == g].astype(np.float64)
+            n, mean = len(rows), rows.mean(axis=0)
+            m2 = ((rows - mean) ** 2).sum(axis=0)
+            total = self.count[g] + n
+            delta = mean - self.mean[g]
+            self.mean[g] += delta * n / total
+            self.m2[g] += m2 + delta**2 * self.count[g] * n / total
+            self.count[g] = total
+
+    def std(self, g) -> np.ndarray:
+        """Per-channel std; 1 until two samples, never below 1e-6."""
+        g = np.asarray(g)
+        var = np.where(self.count[g, None] >= 2, self.m2[g] / np.maximum(self.count[g, None], 1), 1.0)
+        return np.maximum(np.sqrt(var), 1e-6)
+
+    def normalise(self, groups: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean[groups]) / self.std(groups)).astype(np.float32)
+
+    def denormalise(self, g: int, x: np.ndarray) -> np.ndarray:
+        return (x * self.std(g) + self.mean[g]).astype(np.float32)
+
+    def state(self) -> dict:
+        return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
+
+    def load(self, state: dict) -> None:
+        self.count = np.asarray(state["count"], dtype=np.float64)
+        self.mean = np.asarray(state["mean"], dtype=np.float64)
+        self.m2 = np.asarray(state["m2"], dtype=np.float64)
+
+
 class CNNLearner(Learner):
     """Owns the CNN, its Adam optimiser, a replay ring and an inference copy of the weights.
 
@@ -231,6 +277,7 @@ class CNNLearner(Learner):
             torch.manual_seed(seed)
             self.net = CNNNet(N_CHANNELS, self.timeframes, cfg.dropout).to(self.device)
         self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.target_norm = TargetNorm(len(self.timeframes))
         self._weights_version = 0
         # (symbol, tf) -> (weights version, window, prediction): a coarse timeframe's window
         # changes only when one of its candles closes, so most predict_all calls reuse it.
@@ -265,7 +312,7 @@ class CNNLearner(Learner):
         x = torch.as_tensor(state, dtype=torch.float32, device=self.device)[None]  # [1, 5, L]
         with self.lock, torch.no_grad():
             out = self.inference_net(x, timeframe)
-        return _prediction(out)
+            return _prediction(out, self.target_norm, self.timeframes.index(timeframe))
 
     def predict_all(self, obs: Observation) -> dict[str, CNNPrediction]:
         """Every timeframe that has both a head and a window in ``obs``, each through its own
@@ -285,7 +332,8 @@ class CNNLearner(Learner):
                     outs[tf] = cached[2]
                     continue
                 out = _prediction(self.inference_net(
-                    torch.as_tensor(x, device=self.device)[None], tf))  # [1, 5, L] in
+                    torch.as_tensor(x, device=self.device)[None], tf),  # [1, 5, L] in
+                    self.target_norm, self.timeframes.index(tf))
                 self._cache[(obs.symbol, tf)] = (self._weights_version, x.copy(), out)
                 outs[tf] = out
         return outs
@@ -309,6 +357,8 @@ class CNNLearner(Learner):
         replay = self.buffer.sample(n_new, self.rng)
         self.buffer.add(new)
         batch = {k: np.concatenate([new[k], replay[k]]) for k in new}
+        self.target_norm.update(new["tf"], new["ohlcv"])
+        batch["ohlcv"] = self.target_norm.normalise(batch["tf"], batch["ohlcv"])
         is_new = np.arange(len(batch["tf"])) < n_new
         order = np.argsort(batch["tf"], kind="stable")  # timeframe groups become contiguous
         batch = {k: torch.as_tensor(v[order], device=self.device) for k, v in batch.items()}
@@ -378,6 +428,7 @@ class CNNLearner(Learner):
             "prediction_count": self.prediction_count,
             "losses": list(self.losses),
             "rng": self.rng.bit_generator.state,
+            "target_norm": self.target_norm.state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -394,6 +445,8 @@ class CNNLearner(Learner):
         self.prediction_count = int(state["prediction_count"])
         self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
         self.rng.bit_generator.state = state["rng"]
+        if "target_norm" in state:
+            self.target_norm.load(state["target_norm"])
         with self.lock:
             self._sync_inference()
 
@@ -403,12 +456,12 @@ class CNNLearner(Learner):
         return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
 
 
-def _prediction(out: CNNOutput) -> CNNPrediction:
+def _prediction(out: CNNOutput, norm: TargetNorm, tf_index: int) -> CNNPrediction:
     probs = torch.softmax(out.logits[0], dim=-1)  # [3]
     return CNNPrediction(
         action=int(out.logits[0].argmax()),
         confidence=float(out.confidence[0]),
-        ohlcv=out.ohlcv[0].cpu().numpy(),  # [5]
+        ohlcv=norm.denormalise(tf_index, out.ohlcv[0].cpu().numpy()),  # [5], target units
         hidden=out.hidden[0].cpu().numpy(),  # [64]
         probs=probs.cpu().numpy(),
     )

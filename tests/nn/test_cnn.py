@@ -404,3 +404,27 @@ def test_status_reports_real_numbers():
     assert status["loss_5ma"] is None and status["epsilon"] is None
     # weights (292132 float32) + BatchNorm buffers + the inference copy, at least
     assert status["memory_bytes"] > 2 * 292_132 * 4
+
+
+def test_target_norm_by_hand_and_merged_batches_equal_one():
+    from nn.cnn import TargetNorm
+
+    norm = TargetNorm(2, dim=2)
+    # Group 0 gets rows (1, 10) and (3, 30): mean (2, 20), population var (1, 100) -> std (1, 10).
+    norm.update(np.array([0, 0, 1]), np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 5.0]]))
+    np.testing.assert_allclose(norm.mean[0], [2.0, 20.0])
+    np.testing.assert_allclose(norm.std(0), [1.0, 10.0])
+    np.testing.assert_allclose(norm.std(1), [1.0, 1.0])  # one sample: std 1 until two
+    # A second batch for group 0, (5, 50): the three rows have mean (3, 30); deviations
+    # (-2, 0, 2) -> var (4 + 0 + 4) / 3 = 8/3, and (-20, 0, 20) -> 800/3.
+    norm.update(np.array([0]), np.array([[5.0, 50.0]]))
+    np.testing.assert_allclose(norm.mean[0], [3.0, 30.0])
+    np.testing.assert_allclose(norm.std(0) ** 2, [8 / 3, 800 / 3])
+    z = norm.normalise(np.array([0]), np.array([[3.0 + math.sqrt(8 / 3), 30.0]]))
+    np.testing.assert_allclose(z, [[1.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(norm.denormalise(0, z[0]), [3.0 + math.sqrt(8 / 3), 30.0],
+                               rtol=1e-6)
+    again = TargetNorm(2, dim=2)
+    again.load(norm.state())
+    np.testing.assert_array_equal(again.mean, norm.mean)
+    np.testing.assert_array_equal(again.std(0), norm.std(0))
