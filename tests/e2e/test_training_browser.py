@@ -12,7 +12,11 @@ pytestmark = pytest.mark.browser
 
 
 def text(driver, css: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    """Read in one script call: the cards are re-rendered every second, so an element found
+    by one WebDriver call may be gone (stale) by the next."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;",
+        css) or ""
 
 
 def field(driver, model: str, name: str) -> str:
