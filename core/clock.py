@@ -29,7 +29,8 @@ class WallClock:
 class ReplayClock:
     """Market time = start + wall time elapsed x speed. Changing speed keeps time continuous."""
 
-    def __init__(self, start_ms: int, speed: float, monotonic=time.monotonic):
+    def __init__(self, start_ms: int, speed: float, monotonic=time.monotonic,
+                 paused: bool = False):
         if speed <= 0:
             raise ValueError(f"clock speed must be > 0, got {speed}")
         self._monotonic = monotonic
@@ -37,7 +38,7 @@ class ReplayClock:
         self._anchor_market_ms = float(start_ms)
         self._anchor_wall = monotonic()
         self.speed = float(speed)
-        self.paused = False
+        self.paused = paused  # a paused clock reads start_ms exactly until resume()
 
     def now_ms(self) -> int:
         with self._lock:

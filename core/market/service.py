@@ -108,6 +108,5 @@ def build_market(cfg: Config) -> MarketService:
         book_levels=cfg.replay.book_levels, book_interval_s=cfg.replay.book_interval_s,
     )
     # Paused at the replay's start until start(): market time does not run during the backfill.
-    clock = ReplayClock(source.start_ms, cfg.replay.speed)
-    clock.pause()
+    clock = ReplayClock(source.start_ms, cfg.replay.speed, paused=True)
     return MarketService(cfg, clock, store, books, feed, source, notice)
