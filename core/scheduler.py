@@ -7,6 +7,8 @@ threads, so prediction never waits on training.
 
 from __future__ import annotations
 
+import logging
+
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -29,7 +31,12 @@ def job_intervals(base_tf_s: float, signal_s: float, speed: float) -> dict[str, 
 
 
 def build_scheduler(service: LiveTrainingService) -> BackgroundScheduler:
-    """A scheduler with the live-training jobs added; the caller starts it (once)."""
+    """A scheduler with the live-training jobs added; the caller starts it (once).
+
+    A run skipped because the previous one is still going is by design (coalesce): the next
+    run handles everything queued. APScheduler warns about each; only its errors are logged.
+    """
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     cfg = service.cfg
     base_s = service.tf_ms[service.market.store.base_tf] / 1000
     intervals = job_intervals(base_s, cfg.scheduler.signal_interval_s, service.market.clock.speed)

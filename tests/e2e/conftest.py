@@ -23,7 +23,7 @@ CHROME_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def services(tmp_path_factory):
     # Speed 30: a new 1m candle every 2 wall seconds, so growth is visible within the test.
     cfg = load_config(ROOT / "config.yaml", {
@@ -36,7 +36,7 @@ def services(tmp_path_factory):
     services.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server_url(services):
     app = create_app(services.config, services.market, services.training)
     services.start()  # market pump + APScheduler, as app.py does
@@ -47,7 +47,7 @@ def server_url(services):
     server.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.fail("chromium and chromedriver are needed: run scripts/setup.sh --dev")

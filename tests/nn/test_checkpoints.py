@@ -97,7 +97,8 @@ def test_corrupt_newest_falls_back_to_the_previous(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="nn.checkpoints"):
         path, loaded = manager.load_latest("dqn")
     assert path.name == "step-2.pt" and loaded["train_steps"] == 2
-    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    [record] = [r for r in caplog.records
+                if r.levelno == logging.WARNING and r.name == "nn.checkpoints"]
     assert "step-3.pt" in record.getMessage() and "unreadable" in record.getMessage()
     assert manager.latest_info("dqn")["step"] == 2  # what was really loaded
 
@@ -110,7 +111,8 @@ def test_all_corrupt_or_missing_is_none(tmp_path, caplog):
     (tmp_path / "cob" / "notes.txt").write_text("ignored: not a step file")
     with caplog.at_level(logging.WARNING, logger="nn.checkpoints"):
         assert manager.load_latest("cob") is None
-    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert len([r for r in caplog.records
+                if r.levelno == logging.WARNING and r.name == "nn.checkpoints"]) == 1
 
 
 def test_latest_info(tmp_path):
