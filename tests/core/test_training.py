@@ -81,3 +81,36 @@ def test_stopped_training_still_resolves_but_does_not_predict(tmp_path):
         assert after[model]["pending"] == 0  # the last round resolved anyway
     assert SEC == 1000
     services.stop()
+
+
+def test_checkpoints_are_written_every_n_training_steps(tmp_path):
+    services = make_services(tmp_path, **{"training.checkpoint_every": 2})
+    training = services.training
+    training.start()
+    run(services, 90)
+    info = training.checkpoints.latest_info("dqn")
+    steps = training.learners["dqn"].train_steps
+    assert steps >= 2 and info is not None
+    assert steps - info["step"] < 2  # never more than N steps behind the model
+    assert (tmp_path / "checkpoints" / "dqn" / f"step-{info['step']}.pt").is_file()
+    services.stop()
+
+
+def test_start_loads_checkpoints_unless_told_not_to(tmp_path):
+    first = make_services(tmp_path)
+    first.training.start()
+    run(first, 60)
+    steps = first.training.learners["dqn"].train_steps
+    first.stop()
+    assert steps > 0
+
+    fresh = make_services(tmp_path, **{"models.load_checkpoints": False})
+    fresh.start()
+    assert fresh.training.learners["dqn"].train_steps == 0 and not fresh.loaded_checkpoints
+    fresh.stop()
+
+    resumed = make_services(tmp_path)
+    resumed.start()
+    assert resumed.training.learners["dqn"].train_steps == steps
+    assert set(resumed.loaded_checkpoints) == {"cnn", "dqn", "cob"}
+    resumed.stop()
