@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,14 +98,60 @@ class FeedStats:
     last_message_ms: dict[str, int] = field(default_factory=dict)  # symbol -> market ts
 
 
+@dataclass(frozen=True, slots=True)
+class Trade:
+    symbol: str
+    ts: int  # exchange time, UTC ms
+    price: float
+    amount: float  # base currency
+    side: str  # "buy" (taker bought) or "sell"
+
+
+BookListener = Callable[[OrderBook], None]
+TradeListener = Callable[[Trade], None]
+
+
 class MarketFeed:
-    """Validates candles and books from any source and hands them to the store and books."""
+    """Validates candles, trades and books from any source and hands them on."""
 
     def __init__(self, store: CandleStore, books: OrderBooks):
         self.store = store
         self.books = books
         self.stats = FeedStats()
         self._lock = threading.Lock()
+        self._last_trade_ts: dict[str, int] = {}
+        self.trade_listeners: list[TradeListener] = []
+        self.book_listeners: list[BookListener] = []
+
+    def trade(self, symbol: str, ts: int, price: float, amount: float, side: str) -> Trade | None:
+        """One public trade; rejected if malformed, non-positive or older than the last one."""
+        try:
+            if symbol not in self.store.symbols:
+                raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
+            try:
+                ts_f, p, a = float(ts), float(price), float(amount)
+            except (TypeError, ValueError):
+                raise Rejected(MALFORMED, f"non-numeric trade {ts!r}, {price!r}, {amount!r}") from None
+            if not all(math.isfinite(x) for x in (ts_f, p, a)):
+                raise Rejected(NOT_FINITE, f"NaN or infinite value in trade at {ts!r}")
+            if not ts_f.is_integer() or ts_f < 0:
+                raise Rejected(MALFORMED, f"trade timestamp {ts!r} is not whole UTC milliseconds")
+            if p <= 0 or a <= 0:
+                raise Rejected(NON_POSITIVE, f"trade price {p} and amount {a} must be > 0")
+            if side not in ("buy", "sell"):
+                raise Rejected(MALFORMED, f"trade side {side!r} is not buy or sell")
+            last = self._last_trade_ts.get(symbol)
+            if last is not None and ts_f < last:
+                raise Rejected(OUT_OF_ORDER, f"trade at {int(ts_f)} arrived after {last}")
+        except Rejected as exc:
+            self._reject(symbol, exc, f"trade at {ts!r}")
+            return None
+        trade = Trade(symbol, int(ts_f), p, a, side)
+        self._last_trade_ts[symbol] = trade.ts
+        self._accept(symbol, "trade", trade.ts)
+        for listener in self.trade_listeners:
+            listener(trade)
+        return trade
 
     def _reject(self, symbol: str, exc: Rejected, where: str) -> None:
         with self._lock:
@@ -211,6 +257,8 @@ class MarketFeed:
         book = OrderBook(symbol, int(ts), b, a, synthetic)
         self.books.put(book)
         self._accept(symbol, "book", int(ts))
+        for listener in self.book_listeners:
+            listener(book)
         return book
 
     def rejected_by_reason(self) -> dict[str, int]:

@@ -87,17 +87,26 @@ class Recording:
             )
         return min(found, key=lambda s: parse_timeframe(s.timeframe or "1s"))
 
-    def candles(self, symbol: str) -> tuple[str, np.ndarray]:
-        """(timeframe, candles [N, 6] float64 sorted by ts) of a symbol's finest candle stream."""
-        stream = self.candle_stream(symbol)
+    def stream(self, symbol: str, kind: str) -> Stream | None:
+        found = [s for s in self.streams if s.symbol == symbol and s.kind == kind]
+        return found[0] if found else None
+
+    def table(self, stream: Stream) -> pd.DataFrame:
+        """A stream's rows, checked against its manifest checksum and columns."""
         raw = (self.path / stream.file).read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         if digest != stream.sha256:
             raise RecordingError(f"{stream.file}: sha256 {digest} does not match the manifest")
         frame = pd.read_csv(io.BytesIO(gzip.decompress(raw)))
-        columns = list(KINDS["candles"])
+        columns = list(KINDS[stream.kind])
         if list(frame.columns) != columns:
             raise RecordingError(f"{stream.file}: columns {list(frame.columns)} != {columns}")
+        return frame
+
+    def candles(self, symbol: str) -> tuple[str, np.ndarray]:
+        """(timeframe, candles [N, 6] float64 sorted by ts) of a symbol's finest candle stream."""
+        stream = self.candle_stream(symbol)
+        frame = self.table(stream)
         return stream.timeframe or "1s", frame.to_numpy(dtype=np.float64)
 
 
@@ -140,38 +149,60 @@ def load_recording(path: Path) -> Recording:
 
 
 class RecordingWriter:
-    """Writes a recording folder: add streams, then ``close`` writes the manifest."""
+    """Writes a recording folder: add (or append to) streams, then ``close`` writes the manifest.
+
+    ``add`` writes a whole stream at once; ``append`` adds rows to a stream as they come (the
+    recorder), each call one more gzip member (a multi-member gzip file reads as one). The
+    checksums are taken from the finished files at ``close``.
+    """
 
     def __init__(self, path: Path, name: str, description: str, provenance: dict, licence: str):
         self.path = Path(path)
         self.meta = {"format": FORMAT, "version": VERSION, "name": name,
                      "description": description, "provenance": provenance, "licence": licence}
-        self.streams: list[dict] = []
+        self.streams: dict[tuple[str, str, str | None], dict] = {}
         self.path.mkdir(parents=True, exist_ok=True)
 
     def add(self, symbol: str, kind: str, frame: pd.DataFrame, timeframe: str | None = None) -> None:
+        if (symbol, kind, timeframe) in self.streams:
+            raise RecordingError(f"{symbol} {kind} {timeframe or ''} was already added")
+        self.append(symbol, kind, frame, timeframe)
+
+    def append(self, symbol: str, kind: str, frame: pd.DataFrame,
+               timeframe: str | None = None) -> None:
         columns = list(KINDS[kind])
         if list(frame.columns) != columns:
             raise RecordingError(f"{kind} stream needs columns {columns}, got {list(frame.columns)}")
-        name = f"{kind}-{timeframe}.csv.gz" if timeframe else f"{kind}.csv.gz"
-        rel = f"{symbol_dir(symbol)}/{name}"
-        target = self.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = frame.to_csv(index=False, lineterminator="\n").encode()
+        key = (symbol, kind, timeframe)
+        stream = self.streams.get(key)
+        if stream is None:
+            name = f"{kind}-{timeframe}.csv.gz" if timeframe else f"{kind}.csv.gz"
+            rel = f"{symbol_dir(symbol)}/{name}"
+            (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.path / rel).unlink(missing_ok=True)
+            stream = {"symbol": symbol, "kind": kind, "timeframe": timeframe, "file": rel,
+                      "rows": 0, "sha256": None, "first_ts": None, "last_ts": None}
+            self.streams[key] = stream
+        text = frame.to_csv(index=False, header=stream["rows"] == 0, lineterminator="\n").encode()
         # mtime=0: the same data always gives the same bytes (and the same checksum).
-        data = gzip.compress(text, compresslevel=9, mtime=0)
-        target.write_bytes(data)
-        self.streams.append({"symbol": symbol, "kind": kind, "timeframe": timeframe, "file": rel,
-                             "rows": len(frame), "sha256": hashlib.sha256(data).hexdigest(),
-                             "first_ts": int(frame["ts"].iloc[0]) if len(frame) else None,
-                             "last_ts": int(frame["ts"].iloc[-1]) if len(frame) else None})
+        with open(self.path / stream["file"], "ab") as handle:
+            handle.write(gzip.compress(text, compresslevel=9, mtime=0))
+        if len(frame):
+            if stream["first_ts"] is None:
+                stream["first_ts"] = int(frame["ts"].iloc[0])
+            stream["last_ts"] = int(frame["ts"].iloc[-1])
+        stream["rows"] += len(frame)
 
     def close(self) -> Path:
-        firsts = [s["first_ts"] for s in self.streams if s["first_ts"] is not None]
-        lasts = [s["last_ts"] for s in self.streams if s["last_ts"] is not None]
+        streams = list(self.streams.values())
+        for stream in streams:
+            data = (self.path / stream["file"]).read_bytes()
+            stream["sha256"] = hashlib.sha256(data).hexdigest()
+        firsts = [s["first_ts"] for s in streams if s["first_ts"] is not None]
+        lasts = [s["last_ts"] for s in streams if s["last_ts"] is not None]
         self.meta["start_ms"] = min(firsts) if firsts else 0
         self.meta["end_ms"] = max(lasts) if lasts else 0
-        self.meta["streams"] = self.streams
+        self.meta["streams"] = streams
         manifest = self.path / "manifest.json"
         manifest.write_text(json.dumps(self.meta, indent=2) + "\n")
         return manifest

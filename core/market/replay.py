@@ -109,6 +109,8 @@ def interpolate_bar(bar: np.ndarray, bar_ms: int, base_ms: int, rng: np.random.G
     """One real bar [ts, o, h, l, c, v] -> its base-timeframe candles [bar_ms/base_ms, 6]."""
     ts, o, h, lo, c, v = (float(x) for x in bar)
     n = bar_ms // base_ms
+    if n == 1:  # the recording is already at the finest timeframe: play it exactly
+        return np.asarray(bar, dtype=np.float64).reshape(1, 6).copy()
     path = subbar_path(o, h, lo, c, n, rng, decimals)
     opens, closes = path[:-1], path[1:]
     sigma = (h - lo) / math.sqrt(max(n, 1)) * 0.3
@@ -166,6 +168,24 @@ class SymbolTrack:
     current: list | None = None  # base candles of the bar being played, as lists
     current_start: int = -1
     last_close: float | None = None
+    # Recorded books and trades (a recording made by the recorder), replayed as they came.
+    book_ts: np.ndarray | None = None  # [M] snapshot times
+    book_levels: list | None = None  # [(bids [K, 2], asks [K, 2])] per snapshot
+    trades: np.ndarray | None = None  # [T, 3] ts, price, amount
+    trade_sides: np.ndarray | None = None  # [T] "buy"/"sell"
+    book_cursor: int = 0
+    trade_cursor: int = 0
+
+
+def recorded_books(frame) -> tuple[np.ndarray, list]:
+    """Rows (ts, side, price, size) -> snapshot times and (bids desc, asks asc) per snapshot."""
+    times, levels = [], []
+    for ts, rows in frame.groupby("ts", sort=True):
+        bids = rows[rows["side"] == "bid"][["price", "size"]].to_numpy(np.float64)
+        asks = rows[rows["side"] == "ask"][["price", "size"]].to_numpy(np.float64)
+        times.append(int(ts))
+        levels.append((bids[np.argsort(-bids[:, 0])], asks[np.argsort(asks[:, 0])]))
+    return np.asarray(times, dtype=np.int64), levels
 
 
 class ReplaySource:
@@ -192,7 +212,16 @@ class ReplaySource:
             tf, bars = recording.candles(symbol)
             bar_tfs.add(tf)
             index = recording.symbols.index(symbol)
-            self.tracks.append(SymbolTrack(symbol, index, bars, price_decimals(bars[:1, 1:5])))
+            track = SymbolTrack(symbol, index, bars, price_decimals(bars[:1, 1:5]))
+            book_stream = recording.stream(symbol, "book")
+            if book_stream is not None and book_stream.rows:
+                track.book_ts, track.book_levels = recorded_books(recording.table(book_stream))
+            trade_stream = recording.stream(symbol, "trades")
+            if trade_stream is not None and trade_stream.rows:
+                trades = recording.table(trade_stream)
+                track.trades = trades[["ts", "price", "amount"]].to_numpy(np.float64)
+                track.trade_sides = trades["side"].to_numpy(str)
+            self.tracks.append(track)
         if len(bar_tfs) != 1:
             raise ValueError(f"recording '{recording.name}' mixes bar timeframes {bar_tfs}")
         self.bar_tf = bar_tfs.pop()
@@ -223,6 +252,10 @@ class ReplaySource:
         for track in self.tracks:
             track.cursor = int(np.searchsorted(track.bars[:, 0], self.start_ms - self.bar_ms, "right"))
             # The bar containing start_ms (if the start falls inside one) is played from inside.
+            if track.book_ts is not None:
+                track.book_cursor = int(np.searchsorted(track.book_ts, self.start_ms))
+            if track.trades is not None:
+                track.trade_cursor = int(np.searchsorted(track.trades[:, 0], self.start_ms))
 
     # -- description ----------------------------------------------------------------------
 
@@ -238,7 +271,9 @@ class ReplaySource:
             "licence": self.recording.licence,
             "bar_timeframe": self.bar_tf,
             "interpolated_timeframes": self.interpolated_timeframes(),
-            "books": "synthetic",
+            "books": "recorded" if all(t.book_ts is not None for t in self.tracks)
+            else "synthetic",
+            "trades": "recorded" if all(t.trades is not None for t in self.tracks) else "none",
             "lap": self.lap,
             "ended": self.ended,
             "on_end": self.on_end,
@@ -314,8 +349,13 @@ class ReplaySource:
                     if self.feed.candle(track.symbol, row) is not None:
                         emitted += 1
                         track.last_close = row[4]
-                    if (ts + self.base_ms) % self.book_every_ms == 0 and track.last_close:
-                        self._emit_book(track, ts + self.base_ms)
+                    end = ts + self.base_ms
+                    if track.trades is not None:
+                        self._emit_recorded_trades(track, end)
+                    if track.book_ts is not None:
+                        self._emit_recorded_books(track, end)
+                    elif end % self.book_every_ms == 0 and track.last_close:
+                        self._emit_book(track, end)
                 self.next_ts = ts + self.base_ms
                 if not any_data:
                     self._skip_gap(now_ms)
@@ -344,9 +384,28 @@ class ReplaySource:
             track.cursor = 0
             track.current = None
             track.current_start = -1
+            track.book_cursor = track.trade_cursor = 0
         self.next_ts = self.data_start + self.offset
         self.store.advance(self.next_ts)
         log.info("replay of %s looped (lap %d)", self.recording.name, self.lap)
+
+    def _emit_recorded_trades(self, track: SymbolTrack, end: int) -> None:
+        """Every recorded trade before market time ``end`` not yet played."""
+        rec_end = end - self.offset
+        while track.trade_cursor < len(track.trades) and track.trades[track.trade_cursor, 0] < rec_end:
+            ts, price, amount = track.trades[track.trade_cursor]
+            self.feed.trade(track.symbol, int(ts) + self.offset, price, amount,
+                            str(track.trade_sides[track.trade_cursor]))
+            track.trade_cursor += 1
+
+    def _emit_recorded_books(self, track: SymbolTrack, end: int) -> None:
+        """Every recorded snapshot taken before market time ``end`` not yet played."""
+        rec_end = end - self.offset
+        while track.book_cursor < len(track.book_ts) and track.book_ts[track.book_cursor] < rec_end:
+            bids, asks = track.book_levels[track.book_cursor]
+            self.feed.book(track.symbol, int(track.book_ts[track.book_cursor]) + self.offset,
+                           bids, asks)
+            track.book_cursor += 1
 
     def _emit_book(self, track: SymbolTrack, ts: int) -> None:
         rng = np.random.default_rng([self.seed, track.index, (ts - self.offset) // 1000, 1])
