@@ -57,8 +57,15 @@ class ReplayConfig:
 
 @dataclass(frozen=True)
 class ExchangeConfig:
-    name: str = "binance"
+    name: Literal["binance"] = "binance"
     timeout_ms: int = 10000
+    connect_timeout_s: float = 5.0  # source auto: give up on the exchange after this long
+    rest_url: str | None = None  # override the exchange's REST base URL (tests, proxies)
+    ws_url: str = "wss://stream.binance.com:9443"
+    # Second exchange whose public book joins the consolidated order book (COB).
+    cob_exchange: Literal["bybit", "none"] = "bybit"
+    cob_ws_url: str = "wss://stream.bybit.com/v5/public/spot"
+    cob_bucket_bps: float = 1.0  # price bucket width of the consolidated book, basis points
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "replay.book_levels": (lambda v: 1 <= v <= 500, "an integer from 1 to 500"),
     "replay.book_interval_s": (lambda v: v >= 1, "an integer >= 1"),
     "exchange.timeout_ms": (lambda v: 100 <= v <= 120_000, "an integer from 100 to 120000"),
+    "exchange.connect_timeout_s": (lambda v: 0.1 <= v <= 120, "a number from 0.1 to 120"),
+    "exchange.cob_bucket_bps": (lambda v: 0.01 <= v <= 100, "a number from 0.01 to 100"),
     "server.port": (lambda v: 0 <= v <= 65535, "an integer from 0 to 65535"),
     "server.refresh_ms": (lambda v: 100 <= v <= 60_000, "an integer from 100 to 60000"),
     "server.chart_candles": (lambda v: 10 <= v <= 2000, "an integer from 10 to 2000"),
