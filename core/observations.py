@@ -14,6 +14,7 @@ import numpy as np
 from core import features
 from core.market.books import OrderBook, OrderBooks
 from core.market.candles import CandleStore
+from core.market.cob import ConsolidatedBook, ConsolidatedBooks
 from nn.base import Observation
 
 # Hand-made scalars, in this order (the DQN's state starts with them):
@@ -90,6 +91,15 @@ def scalar_features(candles: np.ndarray) -> np.ndarray:
     return out
 
 
+def cob_as_book(cob: ConsolidatedBook) -> OrderBook | None:
+    """The consolidated book as one book: bucket prices with the size of all exchanges."""
+    bids = np.column_stack([cob.bids[:, 0], cob.total("bids")]) if len(cob.bids) else None
+    asks = np.column_stack([cob.asks[:, 0], cob.total("asks")]) if len(cob.asks) else None
+    if bids is None or asks is None or cob.crossed or bids[0, 0] >= asks[0, 0]:
+        return None
+    return OrderBook(cob.symbol, cob.ts, bids, asks)
+
+
 def book_vector(book: OrderBook | None) -> np.ndarray | None:
     """The BOOK_NAMES vector of a book (float32), sizes log1p-squashed; None without a book."""
     if book is None:
@@ -111,9 +121,11 @@ def book_vector(book: OrderBook | None) -> np.ndarray | None:
 class ObservationBuilder:
     """Builds observations from the live store; ``window`` is the longest any model needs."""
 
-    def __init__(self, store: CandleStore, books: OrderBooks, window: int, reference: str):
+    def __init__(self, store: CandleStore, books: OrderBooks, window: int, reference: str,
+                 cob: ConsolidatedBooks | None = None):
         self.store = store
         self.books = books
+        self.cob = cob  # when given, the models read the consolidated book
         self.window = window
         self.reference = reference if reference in store.symbols else store.symbols[0]
 
@@ -132,6 +144,9 @@ class ObservationBuilder:
         cache = {} if cache is None else cache
         candles = self.store.closed(symbol, timeframe, 120)
         book = self.books.get(symbol)
+        if self.cob is not None:
+            consolidated = self.cob.consolidated(symbol, ts)
+            book = cob_as_book(consolidated) if consolidated is not None else None
         return Observation(
             symbol=symbol,
             timeframe=timeframe,

@@ -78,7 +78,7 @@ class LiveTrainingService:
         self.tf_ms = market.store.tf_ms
         window = max([cfg.models.cnn.window, cfg.models.dqn.window, 32])
         self.builder = ObservationBuilder(market.store, market.books, window,
-                                          reference="BTC/USDT")
+                                          reference="BTC/USDT", cob=market.cob)
         self.active = False
         self.started_at_ms: int | None = None
         self._closes: deque[tuple[str, str, Candle]] = deque(maxlen=100_000)

@@ -8,7 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import MATCH, Input, Output, State, ctx, no_update
 
 from core.market.service import MarketService
-from dashboard.figures import OVERLAY_MODELS, ChartState, chart_update
+from dashboard.figures import OVERLAY_MODELS, ChartState, chart_update, depth_figure
 from dashboard.layout import symbol_id
 from dashboard.training_view import accuracy_table, model_card, panel_stats, predictions_table
 
@@ -109,6 +109,15 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
         figure, new_state = chart_update(symbol, tf, store.tf_ms[tf], state, recent,
                                          store.forming(symbol, tf), visible, overlays)
         return figure, new_state.to_dict()
+
+    @app.callback(
+        Output({"type": "depth-graph", "symbol": MATCH}, "figure"),
+        Input("refresh", "n_intervals"),
+        State({"type": "depth-graph", "symbol": MATCH}, "id"),
+    )
+    def update_depth(_n, component_id):
+        cob = market.consolidated_book(by_id[component_id["symbol"]])
+        return depth_figure(cob.to_dict() if cob is not None else None)
 
     if training is None:
         return

@@ -220,3 +220,58 @@ def chart_update(symbol: str, tf: str, tf_ms: int, state: ChartState | None,
     shown = recent[-visible:]
     figure = candle_figure(symbol, tf, tf_ms, shown, forming, visible, overlays)
     return figure, ChartState(tf, newest, len(shown))
+
+
+EXCHANGE_COLOURS = ("#2bd4c4", "#b388ff", "#ffb74d", "#64b5f6")
+
+
+def depth_figure(cob: dict | None) -> dict:
+    """The consolidated order book as a depth ladder: price buckets on y, size on x (bids to
+    the left, asks to the right), one colour per exchange, stacked."""
+    axis = {"gridcolor": GRID, "zerolinecolor": "#8b949e", "color": TEXT}
+    layout = {
+        "barmode": "relative", "bargap": 0.05, "showlegend": True,
+        "legend": {"orientation": "h", "y": 1.08, "x": 0, "font": {"size": 10}},
+        "margin": {"l": 8, "r": 62, "t": 28, "b": 26},
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "#131722",
+        "font": {"color": TEXT, "size": 10},
+        "xaxis": {**axis, "title": {"text": "size  ← bids | asks →", "font": {"size": 10}}},
+        "yaxis": {**axis, "side": "right", "tickformat": ",.2f"},
+        "uirevision": "depth",
+    }
+    if not cob:
+        layout["annotations"] = [{"text": "no order book yet", "showarrow": False,
+                                  "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}]
+        return {"data": [], "layout": layout}
+    data = []
+    bids, asks = cob["bids"], cob["asks"]
+    width = cob["mid"] * cob["bucket_bps"] / 1e4
+    for i, exchange in enumerate(cob["exchanges"]):
+        colour = EXCHANGE_COLOURS[i % len(EXCHANGE_COLOURS)]
+        share = _share(cob, i)
+        name = f"{exchange} {share:.0%}"
+        data.append({"type": "bar", "orientation": "h", "name": name, "legendgroup": exchange,
+                     "y": [row[0] for row in bids], "x": [-row[1 + i] for row in bids],
+                     "width": width * 0.9, "marker": {"color": colour}, "opacity": 0.85,
+                     "hovertemplate": f"{exchange} bid %{{y:,.2f}}: %{{customdata:.4f}}<extra></extra>",
+                     "customdata": [row[1 + i] for row in bids]})
+        data.append({"type": "bar", "orientation": "h", "name": name, "legendgroup": exchange,
+                     "showlegend": False,
+                     "y": [row[0] for row in asks], "x": [row[1 + i] for row in asks],
+                     "width": width * 0.9, "marker": {"color": colour}, "opacity": 0.55,
+                     "hovertemplate": f"{exchange} ask %{{y:,.2f}}: %{{x:.4f}}<extra></extra>"})
+    title = "consolidated book"
+    if cob.get("stale"):
+        title += f" · stale: {', '.join(cob['stale'])}"
+    if cob.get("crossed"):
+        title += " · crossed across exchanges"
+    layout["title"] = {"text": title, "font": {"size": 11}, "x": 0.01, "y": 0.99}
+    layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": cob["mid"],
+                         "y1": cob["mid"], "line": {"color": "#8b949e", "width": 1, "dash": "dot"}}]
+    return {"data": data, "layout": layout}
+
+
+def _share(cob: dict, i: int) -> float:
+    total = sum(sum(row[1:]) for row in cob["bids"]) + sum(sum(row[1:]) for row in cob["asks"])
+    mine = sum(row[1 + i] for row in cob["bids"]) + sum(row[1 + i] for row in cob["asks"])
+    return mine / total if total else 0.0

@@ -40,7 +40,15 @@ def chart_card(symbol: str, timeframes: tuple[str, ...], default_tf: str) -> dbc
         style={"height": "430px"},
     )
     state = dcc.Store(id={"type": "chart-state", "symbol": sid}, data=None)
-    return dbc.Card([header, dbc.CardBody([graph, state], className="p-1")],
+    depth = dcc.Graph(
+        id={"type": "depth-graph", "symbol": sid},
+        config={"displayModeBar": False, "responsive": True},
+        className="depth-chart",
+        style={"height": "430px"},
+    )
+    body = dbc.Row([dbc.Col([graph, state], width=8, className="pe-0"),
+                    dbc.Col(depth, width=4, className="ps-0")], className="g-0")
+    return dbc.Card([header, dbc.CardBody(body, className="p-1")],
                     className="mb-3 chart-card", id=f"card-{sid}")
 
 
@@ -73,7 +81,7 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
         className="tw-header d-flex align-items-center px-3 py-2",
     )
     notice = html.Div("", id="hdr-notice", className="tw-notice px-3 py-1")
-    cards = dbc.Row([dbc.Col(chart_card(s, timeframes, default_tf), xl=6, lg=12) for s in symbols],
+    cards = dbc.Row([dbc.Col(chart_card(s, timeframes, default_tf), xxl=6, xl=12) for s in symbols],
                     className="g-3")
     training = html.Div(
         [

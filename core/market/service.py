@@ -15,6 +15,7 @@ from core.clock import Clock, ReplayClock
 from core.config import Config, parse_time
 from core.market.books import OrderBooks
 from core.market.candles import CandleStore
+from core.market.cob import ConsolidatedBooks
 from core.market.feed import MarketFeed
 from core.market.recording import find_recording, load_recording
 from core.market.replay import ReplaySource
@@ -30,6 +31,7 @@ class MarketService:
     books: OrderBooks
     feed: MarketFeed
     source: ReplaySource
+    cob: ConsolidatedBooks = field(default_factory=ConsolidatedBooks)
     notice: str = ""  # why this source was chosen, shown on the page
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -54,6 +56,9 @@ class MarketService:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.started = False
+
+    def consolidated_book(self, symbol: str):
+        return self.cob.consolidated(symbol, self.clock.now_ms())
 
     def snapshot(self) -> dict:
         """Everything the page header and the market status endpoint show, computed here."""
@@ -109,4 +114,7 @@ def build_market(cfg: Config) -> MarketService:
     )
     # Paused at the replay's start until start(): market time does not run during the backfill.
     clock = ReplayClock(source.start_ms, cfg.replay.speed, paused=True)
-    return MarketService(cfg, clock, store, books, feed, source, notice)
+    cob = ConsolidatedBooks(bucket_bps=cfg.exchange.cob_bucket_bps)
+    # The replay's (synthetic or recorded) book is one exchange of the consolidated book.
+    feed.book_listeners.append(lambda book: cob.put("replay", book))
+    return MarketService(cfg, clock, store, books, feed, source, cob, notice)

@@ -263,3 +263,15 @@ def test_shared_cache_reuses_windows(store):
     d = builder.build(ETH, "1s", 0)
     assert d.windows is not a.windows
     np.testing.assert_array_equal(d.windows["1s"], a.windows["1s"])
+
+
+def test_models_read_the_consolidated_book_summed_over_exchanges():
+    from core.market.cob import consolidate
+    from core.observations import cob_as_book
+
+    cob = consolidate("ETH/USDT", {"a": ([[100.0, 1.0]], [[100.1, 1.0]]),
+                                   "b": ([[100.0, 2.0]], [[100.1, 3.0]])}, 0, bucket_bps=1.0)
+    book = cob_as_book(cob)
+    # Both exchanges' size land in the same buckets: bids 1 + 2 = 3, asks 1 + 3 = 4.
+    assert book.bids[:, 1].tolist() == [3.0] and book.asks[:, 1].tolist() == [4.0]
+    assert book.bids[0, 0] < book.asks[0, 0]

@@ -129,3 +129,19 @@ def test_price_view_formats_change_with_sign():
     assert price_view({"last": 330.5, "change_pct": -1.234})[:2] == ("330.50", "-1.23% today")
     assert price_view({"last": None, "change_pct": None})[0] == "—"
     assert format_market_time(0) == "1970-01-01 00:00:00 UTC"
+
+
+def test_depth_figure_stacks_exchanges_bids_left_asks_right():
+    from dashboard.figures import depth_figure
+
+    cob = {"mid": 100.0, "bucket_bps": 1.0, "exchanges": ["binance", "bybit"],
+           "bids": [[99.99, 3.0, 1.0], [99.98, 0.0, 2.0]], "asks": [[100.01, 2.0, 2.0]],
+           "stale": [], "crossed": False}
+    fig = depth_figure(cob)
+    bid_binance, ask_binance, bid_bybit, ask_bybit = fig["data"]
+    assert bid_binance["x"] == [-3.0, -0.0] and bid_binance["y"] == [99.99, 99.98]
+    assert ask_bybit["x"] == [2.0]
+    # binance holds 3 + 0 + 2 = 5 of the 10 in all: 50%; bybit 1 + 2 + 2 = 5: 50%.
+    assert bid_binance["name"] == "binance 50%" and bid_bybit["name"] == "bybit 50%"
+    assert fig["layout"]["shapes"][0]["y0"] == 100.0  # the mid line
+    assert depth_figure(None)["data"] == []

@@ -1,0 +1,233 @@
+"""Consolidated order book (COB): several exchanges' books for one symbol on one price grid.
+
+Each exchange's levels are dropped into price buckets of width ``mid * bucket_bps / 1e4``
+(``mid`` from the best bid and ask across all exchanges). Bids are floored to their bucket and
+asks ceiled, so a bucket's price is never better than the prices inside it. A bucket keeps one
+size column per exchange, so the page can stack them and the features can tell who provides
+the depth.
+
+``consolidate`` and ``cob_features`` are pure; ``ConsolidatedBooks`` is the thread-safe store
+the exchange streams write into and the page reads from.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from core.market.books import OrderBook
+
+Side = Literal["bids", "asks"]
+
+# Prices divided by the bucket width land a float rounding error away from a whole number when
+# they sit on a bucket edge (2000.0 / 0.1 = 19999.999...); this keeps them in their own bucket.
+_EDGE_EPS = 1e-9
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class ConsolidatedBook:
+    """Buckets nearest the mid per side, one size column per exchange.
+
+    ``bids``/``asks``: [K, 1 + E] rows of (bucket price, size on ``exchanges[0]``, ...), bids by
+    falling price, asks by rising price, only buckets that hold some size. Sizes in base
+    currency, prices in quote currency.
+    """
+
+    symbol: str
+    ts: int  # UTC ms the book was consolidated for
+    bucket_bps: float
+    mid: float  # (best_bid + best_ask) / 2 across exchanges
+    bids: np.ndarray  # [K, 1 + E]
+    asks: np.ndarray  # [K, 1 + E]
+    exchanges: tuple[str, ...]
+    best_bid: float
+    best_ask: float
+    crossed: bool = False  # best bid on one exchange above the best ask on another
+    stale: tuple[str, ...] = ()  # exchanges left out because their book was too old
+
+    @property
+    def bucket_width(self) -> float:
+        return self.mid * self.bucket_bps / 1e4
+
+    def side(self, side: Side) -> np.ndarray:
+        if side not in ("bids", "asks"):
+            raise ValueError(f"side must be 'bids' or 'asks', got {side!r}")
+        return self.bids if side == "bids" else self.asks
+
+    def total(self, side: Side) -> np.ndarray:
+        """Size per bucket summed over exchanges: [K]."""
+        return self.side(side)[:, 1:].sum(axis=1)
+
+    def contribution(self, exchange: str, side: Side | Literal["both"] = "both") -> float:
+        """``exchange``'s share (0..1) of the size in the kept buckets; 0 if there is none."""
+        if exchange not in self.exchanges:
+            raise KeyError(f"{exchange!r} is not in this book's exchanges {self.exchanges}")
+        j = 1 + self.exchanges.index(exchange)
+        sides = [self.bids, self.asks] if side == "both" else [self.side(side)]
+        total = sum(float(s[:, 1:].sum()) for s in sides)
+        own = sum(float(s[:, j].sum()) for s in sides)
+        return own / total if total > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready: rows as lists under ``columns`` = ["price", *exchanges]."""
+        return {
+            "symbol": self.symbol,
+            "ts": self.ts,
+            "bucket_bps": self.bucket_bps,
+            "mid": self.mid,
+            "best_bid": self.best_bid,
+            "best_ask": self.best_ask,
+            "crossed": self.crossed,
+            "exchanges": list(self.exchanges),
+            "stale": list(self.stale),
+            "columns": ["price", *self.exchanges],
+            "bids": self.bids.tolist(),
+            "asks": self.asks.tolist(),
+        }
+
+
+def _levels(levels: npt.ArrayLike, name: str) -> np.ndarray:
+    """[K, 2] float (price, size), zero-size levels dropped; K may be 0."""
+    a = np.asarray(levels, dtype=np.float64)
+    if a.size == 0:
+        return np.empty((0, 2))
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"{name} must have shape [K, 2] (price, size), got {a.shape}")
+    if not np.all(np.isfinite(a)) or np.any(a[:, 0] <= 0) or np.any(a[:, 1] < 0):
+        raise ValueError(f"{name}: prices must be finite and > 0, sizes finite and >= 0")
+    return a[a[:, 1] > 0]
+
+
+def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: int) -> np.ndarray:
+    """Sum each exchange's sizes per bucket; keep the ``levels`` buckets nearest the mid."""
+    n_ex = len(sides)
+    scaled = [s[:, 0] / width for s in sides]
+    idx = [np.floor(x + _EDGE_EPS) if is_bid else np.ceil(x - _EDGE_EPS) for x in scaled]
+    bucket = np.concatenate(idx).astype(np.int64)  # [N] bucket number = price // width
+    col = np.concatenate([np.full(len(s), j) for j, s in enumerate(sides)])  # [N]
+    size = np.concatenate([s[:, 1] for s in sides])  # [N]
+    uniq, inv = np.unique(bucket, return_inverse=True)  # uniq ascending
+    grid = np.zeros((len(uniq), n_ex))  # [B, E]
+    np.add.at(grid, (inv, col), size)
+    out = np.column_stack([uniq * width, grid])  # [B, 1 + E]
+    if is_bid:
+        out = out[::-1]  # best (highest) bucket first
+    return out[:levels]
+
+
+def consolidate(
+    symbol: str,
+    books: dict[str, tuple[npt.ArrayLike, npt.ArrayLike]],
+    ts: int,
+    bucket_bps: float = 1.0,
+    levels: int = 20,
+) -> ConsolidatedBook:
+    """Merge per-exchange books (``{exchange: (bids [K, 2], asks [K, 2])}``) into buckets.
+
+    The best bid is the highest bid on any exchange and the best ask the lowest ask; they need
+    not be sorted. If the best bid is above the best ask (exchanges disagree, e.g. one is
+    lagging) the result is marked ``crossed`` rather than refused; equal prices (locked) are not
+    crossed. Exchange columns are in sorted name order. Raises ValueError on malformed levels,
+    if no exchange has a bid or an ask, or on a non-positive ``bucket_bps``/``levels``.
+    """
+    if not bucket_bps > 0:
+        raise ValueError(f"bucket_bps must be > 0, got {bucket_bps!r}")
+    if int(levels) != levels or levels < 1:
+        raise ValueError(f"levels must be a positive integer, got {levels!r}")
+    exchanges = tuple(sorted(books))
+    bids = [_levels(books[ex][0], f"{ex} bids") for ex in exchanges]
+    asks = [_levels(books[ex][1], f"{ex} asks") for ex in exchanges]
+    if not any(len(b) for b in bids) or not any(len(a) for a in asks):
+        raise ValueError(f"{symbol}: need at least one bid and one ask across {exchanges}")
+    best_bid = max(float(b[:, 0].max()) for b in bids if len(b))
+    best_ask = min(float(a[:, 0].min()) for a in asks if len(a))
+    mid = (best_bid + best_ask) / 2.0
+    width = mid * bucket_bps / 1e4
+    return ConsolidatedBook(
+        symbol=symbol,
+        ts=int(ts),
+        bucket_bps=float(bucket_bps),
+        mid=mid,
+        bids=_bucket_side(bids, width, is_bid=True, levels=levels),
+        asks=_bucket_side(asks, width, is_bid=False, levels=levels),
+        exchanges=exchanges,
+        best_bid=best_bid,
+        best_ask=best_ask,
+        crossed=best_bid > best_ask,
+    )
+
+
+def cob_features(
+    cob: ConsolidatedBook, bands_bps: tuple[int, ...] = (10, 50, 100), top_n: int = 10
+) -> dict[str, float]:
+    """Snapshot features of a consolidated book.
+
+    * ``imbalance`` in [-1, 1]: (bid size - ask size) / total over the top ``top_n`` buckets
+    * ``spread_bps``: (best ask - best bid) / mid * 1e4 from the raw best prices (not the
+      buckets); negative when the book is crossed
+    * ``bid_depth_{b}bps`` / ``ask_depth_{b}bps``: size in buckets whose price is within ``b``
+      bps of the mid. Only the kept buckets count, so wide bands need enough ``levels``.
+    * ``share_{exchange}``: the exchange's share of the top-``top_n``-bucket size, both sides
+    """
+    bid_top, ask_top = cob.bids[:top_n, 1:], cob.asks[:top_n, 1:]  # [n, E]
+    b, a = float(bid_top.sum()), float(ask_top.sum())
+    top = b + a
+    out = {
+        "imbalance": (b - a) / top if top > 0 else 0.0,
+        "spread_bps": (cob.best_ask - cob.best_bid) / cob.mid * 1e4,
+    }
+    # Distance in bps with a tolerance, so a bucket exactly on the band edge counts.
+    bid_dist = (cob.mid - cob.bids[:, 0]) / cob.mid * 1e4  # [K]
+    ask_dist = (cob.asks[:, 0] - cob.mid) / cob.mid * 1e4  # [K]
+    for bps in bands_bps:
+        out[f"bid_depth_{bps}bps"] = float(cob.total("bids")[bid_dist <= bps + 1e-9].sum())
+        out[f"ask_depth_{bps}bps"] = float(cob.total("asks")[ask_dist <= bps + 1e-9].sum())
+    for j, ex in enumerate(cob.exchanges):
+        own = float(bid_top[:, j].sum() + ask_top[:, j].sum())
+        out[f"share_{ex}"] = own / top if top > 0 else 0.0
+    return out
+
+
+class ConsolidatedBooks:
+    """Latest book per (exchange, symbol), written by the stream threads, read by the page.
+
+    ``consolidated`` leaves out books older than ``stale_after_s`` (by market time ``ts``) and
+    names those exchanges in the result's ``stale``; it returns None when no fresh book is left.
+    """
+
+    def __init__(
+        self, bucket_bps: float = 1.0, levels: int = 20, stale_after_s: float = 5.0
+    ) -> None:
+        self.bucket_bps = bucket_bps
+        self.levels = levels
+        self.stale_after_ms = int(stale_after_s * 1000)
+        self._books: dict[tuple[str, str], OrderBook] = {}
+        self._lock = threading.Lock()
+
+    def put(self, exchange: str, book: OrderBook) -> None:
+        with self._lock:
+            self._books[(exchange, book.symbol)] = book
+
+    def on_book(
+        self, exchange: str, symbol: str, ts: int, bids: np.ndarray, asks: np.ndarray
+    ) -> None:
+        """Callback in the exchange streams' ``on_book`` shape."""
+        self.put(exchange, OrderBook(symbol, ts, bids, asks))
+
+    def exchanges(self, symbol: str) -> list[str]:
+        with self._lock:
+            return sorted(ex for ex, sym in self._books if sym == symbol)
+
+    def consolidated(self, symbol: str, ts: int) -> ConsolidatedBook | None:
+        with self._lock:
+            mine = {ex: b for (ex, sym), b in self._books.items() if sym == symbol}
+        fresh = {ex: (b.bids, b.asks) for ex, b in mine.items() if ts - b.ts <= self.stale_after_ms}
+        if not fresh:
+            return None
+        stale = tuple(sorted(set(mine) - set(fresh)))
+        cob = consolidate(symbol, fresh, ts, self.bucket_bps, self.levels)
+        return replace(cob, stale=stale)

@@ -1,0 +1,146 @@
+"""Tests for core.market.cob: buckets, per-exchange sizes and features worked out by hand."""
+
+import json
+
+import numpy as np
+import pytest
+
+from core.market.books import OrderBook
+from core.market.cob import ConsolidatedBooks, cob_features, consolidate
+
+T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+SYM = "ETH/USDT"
+
+# Two exchanges, three levels a side. Best bid 1999.8 and best ask 2000.2 are both bybit's,
+# so mid = 2000.0; bucket_bps = 5 makes the bucket width 2000 * 5 / 1e4 = 1.0.
+BINANCE = (
+    [[1999.6, 1.0], [1999.2, 2.0], [1998.5, 3.0]],  # floored: 1999, 1999, 1998
+    [[2000.4, 1.0], [2000.9, 2.0], [2001.5, 4.0]],  # ceiled:  2001, 2001, 2002
+)
+BYBIT = (
+    [[1999.8, 0.5], [1998.9, 1.5], [1997.5, 2.0]],  # floored: 1999, 1998, 1997
+    [[2000.2, 0.5], [2000.6, 1.0], [2002.2, 3.0]],  # ceiled:  2001, 2001, 2003
+)
+# Columns (price, binance, bybit):
+#   bids 1999: (1 + 2, 0.5)  1998: (3, 1.5)  1997: (0, 2)
+#   asks 2001: (1 + 2, 0.5 + 1)  2002: (4, 0)  2003: (0, 3)
+EXPECTED_BIDS = [[1999.0, 3.0, 0.5], [1998.0, 3.0, 1.5], [1997.0, 0.0, 2.0]]
+EXPECTED_ASKS = [[2001.0, 3.0, 1.5], [2002.0, 4.0, 0.0], [2003.0, 0.0, 3.0]]
+
+
+def two_books():
+    return {"bybit": BYBIT, "binance": BINANCE}  # columns come out in sorted name order
+
+
+def test_buckets_sum_size_per_exchange():
+    cob = consolidate(SYM, two_books(), T0, bucket_bps=5.0)
+    assert cob.exchanges == ("binance", "bybit")
+    assert cob.mid == pytest.approx(2000.0)
+    assert cob.bucket_width == pytest.approx(1.0)
+    assert (cob.best_bid, cob.best_ask) == (1999.8, 2000.2)
+    assert not cob.crossed
+    np.testing.assert_allclose(cob.bids, EXPECTED_BIDS)
+    np.testing.assert_allclose(cob.asks, EXPECTED_ASKS)
+    np.testing.assert_allclose(cob.total("bids"), [3.5, 4.5, 2.0])
+    np.testing.assert_allclose(cob.total("asks"), [4.5, 4.0, 3.0])
+
+
+def test_contributions():
+    cob = consolidate(SYM, two_books(), T0, bucket_bps=5.0)
+    # binance: bids 1 + 2 + 3 = 6, asks 1 + 2 + 4 = 7; bybit: bids 4, asks 4.5; all 21.5.
+    assert cob.contribution("binance") == pytest.approx(13 / 21.5)
+    assert cob.contribution("bybit") == pytest.approx(8.5 / 21.5)
+    assert cob.contribution("binance", "bids") == pytest.approx(6 / 10)
+    assert cob.contribution("bybit", "asks") == pytest.approx(4.5 / 11.5)
+    with pytest.raises(KeyError):
+        cob.contribution("kraken")
+
+
+def test_levels_keeps_buckets_nearest_the_mid():
+    cob = consolidate(SYM, two_books(), T0, bucket_bps=5.0, levels=2)
+    np.testing.assert_allclose(cob.bids, EXPECTED_BIDS[:2])
+    np.testing.assert_allclose(cob.asks, EXPECTED_ASKS[:2])
+    # Kept buckets only: binance bids 3 + 3, asks 3 + 4; bybit bids 0.5 + 1.5, asks 1.5 + 0.
+    assert cob.contribution("binance") == pytest.approx(13 / 16.5)
+
+
+def test_bucket_edges_survive_float_rounding():
+    # mid 100, 10 bps -> width 0.1, which floats cannot hold: 99.9 / 0.1 = 998.999...
+    cob = consolidate(SYM, {"a": ([[99.9, 1.0]], [[100.1, 2.0]])}, T0, bucket_bps=10.0)
+    np.testing.assert_allclose(cob.bids, [[99.9, 1.0]])
+    np.testing.assert_allclose(cob.asks, [[100.1, 2.0]])
+
+
+def test_crossed_across_exchanges_is_flagged_not_refused():
+    books = {"a": ([[2001.0, 1.0]], [[2002.0, 1.0]]), "b": ([[1999.0, 1.0]], [[2000.0, 1.0]])}
+    cob = consolidate(SYM, books, T0, bucket_bps=5.0)
+    assert cob.crossed
+    assert cob.mid == pytest.approx(2000.5)  # best bid 2001 (a), best ask 2000 (b)
+    assert cob_features(cob)["spread_bps"] == pytest.approx(-1 / 2000.5 * 1e4)
+    locked = consolidate(SYM, {"a": ([[2000.0, 1.0]], [[2001.0, 1.0]]),
+                               "b": ([[1999.0, 1.0]], [[2000.0, 1.0]])}, T0)
+    assert not locked.crossed  # equal prices: locked, not crossed
+
+
+def test_zero_sizes_and_bad_input():
+    books = {"a": ([[1999.5, 0.0], [1999.0, 1.0]], [[2001.0, 1.0]]), "b": ([], [])}
+    cob = consolidate(SYM, books, T0, bucket_bps=5.0)
+    assert cob.best_bid == 1999.0  # the zero-size level is not a bid
+    np.testing.assert_allclose(cob.bids, [[1999.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="at least one bid"):
+        consolidate(SYM, {"a": ([], [[2001.0, 1.0]])}, T0)
+    with pytest.raises(ValueError, match=r"\[K, 2\]"):
+        consolidate(SYM, {"a": ([1999.0, 1.0], [[2001.0, 1.0]])}, T0)
+    with pytest.raises(ValueError, match="finite"):
+        consolidate(SYM, {"a": ([[float("nan"), 1.0]], [[2001.0, 1.0]])}, T0)
+    with pytest.raises(ValueError, match="bucket_bps"):
+        consolidate(SYM, two_books(), T0, bucket_bps=0)
+
+
+def test_features_by_hand():
+    f = cob_features(consolidate(SYM, two_books(), T0, bucket_bps=5.0))
+    # Top 10 buckets = all: bids 3.5 + 4.5 + 2 = 10, asks 4.5 + 4 + 3 = 11.5.
+    assert f["imbalance"] == pytest.approx((10 - 11.5) / 21.5)
+    assert f["spread_bps"] == pytest.approx(0.4 / 2000 * 1e4)  # 2 bps, from raw best prices
+    # 10 bps of 2000 = 2.0: bid buckets 1999 (5 bps) and 1998 (10 bps, on the edge) count,
+    # 1997 (15 bps) does not; asks 2001 and 2002 count, 2003 does not.
+    assert f["bid_depth_10bps"] == pytest.approx(3.5 + 4.5)
+    assert f["ask_depth_10bps"] == pytest.approx(4.5 + 4.0)
+    assert f["bid_depth_50bps"] == f["bid_depth_100bps"] == pytest.approx(10.0)
+    assert f["ask_depth_50bps"] == f["ask_depth_100bps"] == pytest.approx(11.5)
+    assert f["share_binance"] == pytest.approx(13 / 21.5)
+    assert f["share_bybit"] == pytest.approx(8.5 / 21.5)
+    assert all(isinstance(v, float) for v in f.values())
+
+
+def test_to_dict_is_json_ready():
+    d = json.loads(json.dumps(consolidate(SYM, two_books(), T0, bucket_bps=5.0).to_dict()))
+    assert d["columns"] == ["price", "binance", "bybit"]
+    assert d["bids"][0] == pytest.approx([1999.0, 3.0, 0.5])
+    assert (d["symbol"], d["ts"], d["crossed"], d["stale"]) == (SYM, T0, False, [])
+
+
+def book(symbol, ts, levels):
+    bids, asks = (np.array(side, dtype=np.float64) for side in levels)
+    return OrderBook(symbol, ts, bids, asks)
+
+
+def test_service_leaves_out_stale_exchanges():
+    books = ConsolidatedBooks(bucket_bps=5.0, stale_after_s=5.0)
+    assert books.consolidated(SYM, T0) is None  # nothing yet
+    books.put("binance", book(SYM, T0 - 1000, BINANCE))
+    books.on_book("bybit", SYM, T0 - 6000, *(np.array(s) for s in BYBIT))  # 6 s old
+    books.put("bybit", book("BTC/USDT", T0, BYBIT))  # another symbol: not ours
+    assert books.exchanges(SYM) == ["binance", "bybit"]
+
+    cob = books.consolidated(SYM, T0)
+    assert cob.exchanges == ("binance",)
+    assert cob.stale == ("bybit",)
+    assert cob.best_bid == 1999.6  # binance's own best, bybit's 1999.8 left out
+    assert books.consolidated(SYM, T0 + 4000).stale == ("bybit",)  # binance 5 s old: fresh
+    assert books.consolidated(SYM, T0 + 4001) is None  # both stale
+
+    books.put("bybit", book(SYM, T0, BYBIT))  # bybit catches up
+    cob = books.consolidated(SYM, T0)
+    assert cob.exchanges == ("binance", "bybit") and cob.stale == ()
+    np.testing.assert_allclose(cob.total("bids"), [3.5, 4.5, 2.0])
