@@ -119,9 +119,11 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
         cob = market.consolidated_book(by_id[component_id["symbol"]])
         return depth_figure(cob.to_dict() if cob is not None else None)
 
-    if training is None:
-        return
+    if training is not None:
+        register_training_callbacks(app, training, store.timeframes)
 
+
+def register_training_callbacks(app, training, timeframes: tuple[str, ...]) -> None:
     @app.callback(
         Output("lt-state", "children"),
         Output("lt-state", "color"),
@@ -152,5 +154,5 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
         cards = [dbc.Col(model_card(name, m), lg=4, md=6)
                  for name, m in status["models"].items()]
         recent = training.store.recent(limit=12)
-        return (cards, panel_stats(status), accuracy_table(status["models"], store.timeframes),
+        return (cards, panel_stats(status), accuracy_table(status["models"], timeframes),
                 predictions_table(recent))
