@@ -17,10 +17,30 @@ def format_market_time(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def header_view(snap: dict) -> dict:
-    """Texts of the header and footer from a market snapshot (pure)."""
+def feed_health_text(feeds: dict) -> str:
+    """One line per exchange feed: connected, last message age, rate, reconnects, rejects."""
+    parts = []
+    for name, h in sorted(feeds.items()):
+        age = h.get("message_age_s")
+        parts.append(
+            f"{name}: {'connected' if h.get('connected') else 'DISCONNECTED'}"
+            f" · last msg {'—' if age is None else f'{age:.1f} s ago'}"
+            f" · {h.get('messages_per_s', 0):.1f} msg/s · {h.get('reconnects', 0)} reconnects"
+            f" · {h.get('rejected', 0)} rejected")
+    return " | ".join(parts)
+
+
+def _source_notice(snap: dict) -> str:
     src = snap["source"]
-    interpolated = ", ".join(src["interpolated_timeframes"]) or "none"
+    if src["source"] == "exchange":
+        notice = f"Live {src['description']}."
+        pending = [k for k, v in (src.get("backfill") or {}).items() if v["state"] != "done"]
+        if pending:
+            first = src["backfill"][pending[0]]
+            notice += (f" Backfilling {pending[0]}: {first['done']:,}/{first['total']:,}"
+                       f" ({first['state']}).")
+        return notice
+    interpolated = ", ".join(src["interpolated_timeframes"]) or "no"
     notice = (
         f"Replay of real history ({src['bar_timeframe']} bars). {interpolated} candles are "
         f"interpolated inside each real bar; order books are {src['books']}."
@@ -29,20 +49,31 @@ def header_view(snap: dict) -> dict:
         notice += " The recording has ended (replay.on_end: stop)."
     elif src["lap"]:
         notice += f" Looping: lap {src['lap'] + 1}, timestamps moved forward."
+    return notice
+
+
+def header_view(snap: dict) -> dict:
+    """Texts of the header and footer from a market snapshot (pure)."""
+    src = snap["source"]
+    notice = _source_notice(snap)
     if snap["notice"]:
         notice = f"{snap['notice']}. {notice}"
     if snap["lag_ms"] > 5000:
-        notice += f" The replay trails the clock by {snap['lag_ms'] / 1000:.0f} market s."
+        notice += f" The data trails the clock by {snap['lag_ms'] / 1000:.0f} market s."
     rejected = snap["rejected"]
     feed = f"feed: {snap['candles_accepted']:,} messages accepted, {sum(rejected.values()):,} rejected"
     if rejected:
         feed += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) + ")"
+    if snap.get("feeds"):
+        feed += " · " + feed_health_text(snap["feeds"])
     return {
         "source": src["source"].upper(),
         "recording": f"{src['recording']}: {src['description']}",
         "clock": format_market_time(snap["market_time_ms"]),
         "speed": f"×{snap['speed']:g}",
         "notice": notice,
+        "notice_class": "tw-notice px-3 py-1" + (
+            " tw-notice-warning" if snap.get("notice_level") == "warning" else ""),
         "feed": feed,
         "provenance": src["licence"],
     }
@@ -66,6 +97,7 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
         Output("hdr-clock", "children"),
         Output("hdr-speed", "children"),
         Output("hdr-notice", "children"),
+        Output("hdr-notice", "className"),
         Output("ftr-feed", "children"),
         Output("ftr-provenance", "children"),
         Input("refresh", "n_intervals"),
@@ -73,7 +105,7 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
     def update_header(_n):
         view = header_view(market.snapshot())
         return (view["source"], view["recording"], view["clock"], view["speed"], view["notice"],
-                view["feed"], view["provenance"])
+                view["notice_class"], view["feed"], view["provenance"])
 
     by_id = {symbol_id(s): s for s in store.symbols}
 

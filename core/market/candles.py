@@ -163,6 +163,37 @@ class CandleStore:
             if tf == self.base_tf and len(candles):
                 self._last_base_ts[symbol] = int(candles[-1, 0])
 
+    def rebuild_forming(self, symbol: str) -> dict[str, Candle | None]:
+        """After a backfill of closed candles only: rebuild each coarser forming candle from
+        the finer closed candles inside its current period (plus the finer forming one), finest
+        first, so candles streamed next complete the right candle. Exact when every finer
+        buffer covers the coarser period (1s: the minute, 1m: the hour, 1h: the day)."""
+        with self._lock:
+            last = self._last_base_ts.get(symbol)
+            if last is None:
+                return {}
+            end = last + self.tf_ms[self.base_tf]
+            rebuilt: dict[str, Candle | None] = {}
+            for finer, tf in zip(self.timeframes, self.timeframes[1:]):
+                start = bucket_start(end - 1, self.tf_ms[tf])
+                if start + self.tf_ms[tf] == end:
+                    self._forming[(symbol, tf)] = None  # the period just closed with `last`
+                    rebuilt[tf] = None
+                    continue
+                rows = self._closed[(symbol, finer)].last()
+                rows = rows[rows[:, 0] >= start] if len(rows) else rows
+                parts = [Candle(int(r[0]), *(float(x) for x in r[1:6])) for r in rows]
+                finer_forming = self._forming.get((symbol, finer))
+                if finer_forming is not None:
+                    parts.append(finer_forming)
+                forming = None
+                for part in parts:
+                    forming = Candle(start, part.open, part.high, part.low, part.close,
+                                     part.volume) if forming is None else forming.merge(part)
+                self._forming[(symbol, tf)] = forming
+                rebuilt[tf] = forming
+            return rebuilt
+
     def add(self, symbol: str, candle: Candle) -> list[tuple[str, str, Candle]]:
         """Add a closed candle of the finest timeframe; returns the candles it closed."""
         base_ms = self.tf_ms[self.base_tf]

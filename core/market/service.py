@@ -11,7 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from core.clock import Clock, ReplayClock
+from core.clock import Clock, ReplayClock, WallClock
 from core.config import Config, parse_time
 from core.market.books import OrderBooks
 from core.market.candles import CandleStore
@@ -36,20 +36,29 @@ class MarketService:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     started: bool = False
+    notice_level: str = "info"  # "warning" when auto fell back to the replay
+    pump_error: bool = False
 
     def start(self) -> None:
-        """Backfill history, then pump the source in a daemon thread. Idempotent."""
+        """Start the pump thread: backfill history, then stream. Idempotent; returns at once
+        (an exchange backfill takes seconds; its progress is in the snapshot)."""
         if self.started:
             return
-        self.source.backfill()
-        if isinstance(self.clock, ReplayClock):
-            self.clock.resume()  # market time runs from the replay start, now
         self._stop.clear()
-        self._thread = threading.Thread(target=self.source.run, args=(self.clock, self._stop),
-                                        name="market-pump", daemon=True)
+        self._thread = threading.Thread(target=self._pump, name="market-pump", daemon=True)
         self._thread.start()
         self.started = True
-        log.info("market source %s started at %d", self.source.kind, self.clock.now_ms())
+
+    def _pump(self) -> None:
+        try:
+            self.source.backfill()
+            if isinstance(self.clock, ReplayClock):
+                self.clock.resume()  # market time runs from the replay start, now
+            log.info("market source %s streaming from %d", self.source.kind, self.clock.now_ms())
+            self.source.run(self.clock, self._stop)
+        except Exception:  # the pump's top: logged with its traceback, shown as not running
+            log.exception("market source %s stopped with an error", self.source.kind)
+            self.pump_error = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -77,25 +86,49 @@ class MarketService:
             "speed": self.clock.speed,
             "source": self.source.describe(),
             "notice": self.notice,
+            "notice_level": self.notice_level,
+            "feeds": self.source.health() if hasattr(self.source, "health") else {},
             "lag_ms": self.source.lag_ms(now),
             "candles_accepted": self.feed.accepted_total(),
             "rejected": self.feed.rejected_by_reason(),
             "prices": prices,
-            "running": self.started,
+            "running": self.started and not self.pump_error,
         }
 
 
 def build_market(cfg: Config) -> MarketService:
-    """Compose the market parts from the config. Starts nothing."""
+    """Compose the market parts from the config. Starts nothing (but source: auto probes the
+    exchange for up to exchange.connect_timeout_s to choose)."""
     m = cfg.market
-    notice = ""
-    if m.source == "exchange":
-        raise SystemExit(
-            "market.source 'exchange': the live exchange source is not built yet (issue #4); "
-            "use 'replay' or 'auto'"
-        )
-    if m.source == "auto":
-        notice = "auto: no live exchange source is built yet (issue #4), replaying bundled history"
+    store = CandleStore(m.symbols, m.timeframes, dict(m.buffer))
+    books = OrderBooks()
+    feed = MarketFeed(store, books)
+    cob = ConsolidatedBooks(bucket_bps=cfg.exchange.cob_bucket_bps)
+    if m.source in ("auto", "exchange"):
+        from core.market.exchange_rest import ExchangeRest
+        from core.market.exchange_source import ExchangeSource, probe
+
+        rest = ExchangeRest(cfg.exchange.name, cfg.exchange.timeout_ms,
+                            base_url=cfg.exchange.rest_url,
+                            retries=2 if m.source == "auto" else 5)
+        why = probe(rest, cfg.exchange.connect_timeout_s) if m.source == "auto" else None
+        if why is None:
+            feed.book_listeners.append(lambda book: cob.put(cfg.exchange.name, book))
+            source = ExchangeSource(cfg, feed, cob, rest, WallClock())
+            notice = "" if m.source == "exchange" else f"auto: connected to {cfg.exchange.name}"
+            return MarketService(cfg, WallClock(), store, books, feed, source, cob, notice)
+        rest.close()
+        log.warning("auto: %s unreachable (%s); falling back to the bundled replay",
+                    cfg.exchange.name, why)
+        return _replay_market(cfg, store, books, feed, cob,
+                              f"auto: {cfg.exchange.name} is unreachable ({why}); replaying "
+                              "bundled history", "warning")
+    return _replay_market(cfg, store, books, feed, cob, "", "info")
+
+
+def _replay_market(cfg: Config, store: CandleStore, books: OrderBooks, feed: MarketFeed,
+                   cob: ConsolidatedBooks, notice: str, level: str) -> MarketService:
+    m = cfg.market
     recording = load_recording(find_recording(cfg.replay.recording, cfg.recordings_dir))
     missing = [s for s in m.symbols if s not in recording.symbols]
     if missing:
@@ -103,9 +136,6 @@ def build_market(cfg: Config) -> MarketService:
             f"replay.recording '{recording.name}' has no data for {', '.join(missing)}; it has "
             f"{', '.join(recording.symbols)}. Set market.symbols (TICKWISE_MARKET__SYMBOLS) to match."
         )
-    store = CandleStore(m.symbols, m.timeframes, dict(m.buffer))
-    books = OrderBooks()
-    feed = MarketFeed(store, books)
     start = parse_time(cfg.replay.start) if cfg.replay.start else None
     source = ReplaySource(
         recording, feed, symbols=m.symbols, start_ms=start,
@@ -114,7 +144,8 @@ def build_market(cfg: Config) -> MarketService:
     )
     # Paused at the replay's start until start(): market time does not run during the backfill.
     clock = ReplayClock(source.start_ms, cfg.replay.speed, paused=True)
-    cob = ConsolidatedBooks(bucket_bps=cfg.exchange.cob_bucket_bps)
     # The replay's (synthetic or recorded) book is one exchange of the consolidated book.
     feed.book_listeners.append(lambda book: cob.put("replay", book))
-    return MarketService(cfg, clock, store, books, feed, source, cob, notice)
+    service = MarketService(cfg, clock, store, books, feed, source, cob, notice)
+    service.notice_level = level
+    return service

@@ -388,3 +388,29 @@ def test_coarse_seed_without_finest_history_is_all_closed():
     store.seed(SYM, "1h", np.array([[T0, 1.0, 1.0, 1.0, 1.0, 1.0]]))
     assert store.forming(SYM, "1h") is None
     assert store.closed(SYM, "1h").shape == (1, 6)
+
+
+def test_rebuild_forming_after_a_backfill_of_closed_candles():
+    from core.market.candles import CandleStore
+
+    day = 86_400_000
+    t0 = 1_704_067_200_000 + 3 * 3_600_000  # 03:00 UTC
+    store = CandleStore(["X/USDT"], ["1s", "1m", "1h", "1d"],
+                        {"1s": 100, "1m": 100, "1h": 100, "1d": 10})
+    # History: hours 00:00-02:00 closed, minute 03:00 closed, seconds 03:01:00-03:01:02 closed.
+    store.seed("X/USDT", "1s", np.array([[t0 + 60_000 + i * 1000, 10 + i, 12 + i, 9, 11 + i, 1.0]
+                                         for i in range(3)]))
+    store.seed("X/USDT", "1m", np.array([[t0, 8.0, 15.0, 7.0, 10.0, 5.0]]))
+    store.seed("X/USDT", "1h", np.array([[t0 - 3 * 3_600_000 + h * 3_600_000, 5.0, 20.0, 4.0, 6.0, 100.0]
+                                         for h in range(3)]))
+    forming = store.rebuild_forming("X/USDT")
+    # 1m 03:01: seconds o 10, h max(12, 13, 14) = 14, l 9, c 13, v 3.
+    assert forming["1m"] == Candle(t0 + 60_000, 10.0, 14.0, 9.0, 13.0, 3.0)
+    # 1h 03:00: the closed minute 03:00 then the forming 03:01: o 8, h 15, l 7, c 13, v 8.
+    assert forming["1h"] == Candle(t0, 8.0, 15.0, 7.0, 13.0, 8.0)
+    # 1d: three closed hours (o 5, h 20, l 4, v 300) then the forming hour: c 13, v 308.
+    assert forming["1d"] == Candle(t0 - 3 * 3_600_000, 5.0, 20.0, 4.0, 13.0, 308.0)
+    assert forming["1d"].ts % day == 0
+    # The next streamed second completes the same candles instead of starting new ones.
+    store.add("X/USDT", Candle(t0 + 63_000, 13.0, 13.5, 12.0, 12.5, 2.0))
+    assert store.forming("X/USDT", "1d").volume == 310.0

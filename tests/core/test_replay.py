@@ -680,13 +680,17 @@ def test_build_market_wires_a_paused_replay_and_starts_nothing():
     assert snap["prices"][ETH] == {"last": None, "change_pct": None}
 
 
-def test_build_market_auto_explains_its_choice():
-    assert "auto" in build_market(market_config()).notice
+def test_build_market_auto_falls_back_to_the_replay_and_says_why():
+    # Nothing listens on 127.0.0.1:9: the exchange is unreachable at once.
+    market = build_market(market_config(**{"exchange.rest_url": "http://127.0.0.1:9",
+                                           "exchange.connect_timeout_s": 5}))
+    assert market.source.kind == "replay"
+    assert market.notice.startswith("auto: binance is unreachable")
+    assert market.notice_level == "warning"
+    assert market.snapshot()["notice_level"] == "warning"
 
 
 def test_build_market_refuses_what_it_cannot_do():
-    with pytest.raises(SystemExit, match="issue #4"):
-        build_market(market_config(**{"market.source": "exchange"}))
     with pytest.raises(SystemExit, match="has no data for ETH/USDT"):
         build_market(market_config(**{"replay.recording": "binance-btcusdt-1m",
                                       "replay.warmup_days": 1}))

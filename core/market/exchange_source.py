@@ -1,0 +1,187 @@
+"""Exchange source: live market data through the same market feed as the replay.
+
+At start it backfills each symbol and timeframe over REST (ccxt, paged, retried), finest
+timeframe first, then rebuilds the forming candles from the finer history. Then it runs the
+websocket streams in one asyncio loop on the pump thread:
+
+- Binance: closed 1s klines -> ``feed.candle`` (the store aggregates 1m/1h/1d from them),
+  trades -> ``feed.trade``, the depth book (REST snapshot + diffs) -> ``feed.book``;
+  after a reconnect the stream backfills the missed 1s candles over REST.
+- The second exchange (Bybit) -> the consolidated order book directly.
+
+Market time comes from the exchange (the candles' and books' own times). ``health()`` gives
+each feed's state for the page and the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from core.clock import Clock
+from core.config import Config
+from core.market.binance_stream import BinanceStream
+from core.market.bybit_stream import BybitStream
+from core.market.cob import ConsolidatedBooks
+from core.market.exchange_errors import ExchangeError, TemporaryExchangeError
+from core.market.exchange_rest import ExchangeRest
+from core.market.feed import MarketFeed
+from core.timeframes import bucket_start
+
+log = logging.getLogger(__name__)
+
+
+class ExchangeSource:
+    kind = "exchange"
+
+    def __init__(self, cfg: Config, feed: MarketFeed, cob: ConsolidatedBooks, rest: ExchangeRest,
+                 clock: Clock):
+        self.cfg = cfg
+        self.feed = feed
+        self.store = feed.store
+        self.cob = cob
+        self.rest = rest
+        self.clock = clock
+        self.base_tf = self.store.base_tf
+        self.progress: dict[str, dict] = {}  # "ETH/USDT 1m" -> {"done", "total", "state"}
+        self.errors: list[str] = []
+        self.backfilled = threading.Event()
+        symbols = self.store.symbols
+        self.binance = BinanceStream(
+            symbols, timeframes=(self.base_tf,), url=cfg.exchange.ws_url,
+            snapshot=self._snapshot, backfill=self._gap_rows,
+            on_candle=self._on_candle, on_trade=self._on_trade, on_book=self._on_book,
+            book_levels=cfg.replay.book_levels,
+            temporary_errors=(OSError, TemporaryExchangeError),
+        )
+        self.bybit = None
+        if cfg.exchange.cob_exchange == "bybit":
+            self.bybit = BybitStream(symbols, url=cfg.exchange.cob_ws_url, on_book=cob.on_book,
+                                     book_levels=cfg.replay.book_levels)
+
+    # -- REST ----------------------------------------------------------------------------
+
+    def _snapshot(self, symbol: str) -> dict:
+        return self.rest.fetch_order_book(symbol, limit=max(100, self.cfg.replay.book_levels))
+
+    def _gap_rows(self, symbol: str, tf: str, since_ms: int, until_ms: int) -> list[list]:
+        return self.rest.fetch_ohlcv_all(symbol, tf, since_ms, until_ms)
+
+    def backfill(self) -> None:
+        """History per symbol and timeframe (finest first), then the forming candles."""
+        now = self.clock.now_ms()
+        for symbol in self.store.symbols:
+            for tf in self.store.timeframes:
+                tf_ms = self.store.tf_ms[tf]
+                until = bucket_start(now, tf_ms)  # closed candles only
+                since = until - self.store.capacity(tf) * tf_ms
+                key = f"{symbol} {tf}"
+                self.progress[key] = {"done": 0, "total": self.store.capacity(tf),
+                                      "state": "fetching"}
+
+                def report(done: int, total: int, key: str = key) -> None:
+                    self.progress[key].update(done=done, total=total)
+
+                try:
+                    rows = self.rest.fetch_ohlcv_all(symbol, tf, since, until, progress=report)
+                except ExchangeError as exc:
+                    self.progress[key]["state"] = f"failed: {type(exc).__name__}"
+                    self.errors.append(f"backfill {key}: {exc}"[:300])
+                    log.warning("backfill %s failed: %s", key, exc)
+                    continue
+                accepted = self.feed.backfill(symbol, tf, rows)
+                self.progress[key].update(done=accepted, state="done")
+                log.info("backfill %s: %d candles", key, accepted)
+            self.store.rebuild_forming(symbol)
+            last = self.store.last_ts(symbol)
+            if last is not None:
+                self.binance.last_candle_ts[(symbol, self.base_tf)] = last
+        self.backfilled.set()
+
+    # -- stream callbacks ----------------------------------------------------------------
+
+    def _on_candle(self, symbol: str, tf: str, row: list, closed: bool) -> None:
+        if closed and tf == self.base_tf:
+            self.feed.candle(symbol, row)
+
+    def _on_trade(self, symbol: str, ts: int, price: float, amount: float, side: str) -> None:
+        self.feed.trade(symbol, ts, price, amount, side)
+
+    def _on_book(self, symbol: str, ts: int, bids, asks) -> None:
+        self.feed.book(symbol, ts, bids, asks)
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, clock: Clock, stop: threading.Event) -> None:
+        """The pump thread: the streams in one asyncio loop until ``stop`` is set."""
+        asyncio.run(self._main(stop))
+
+    async def _main(self, stop: threading.Event) -> None:
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            done.set()
+
+        tasks = [self.binance.run(done), watch()]
+        if self.bybit is not None:
+            tasks.append(self.bybit.run(done))
+        await asyncio.gather(*tasks)
+
+    def health(self) -> dict:
+        feeds = {"binance": self.binance.health()}
+        if self.bybit is not None:
+            feeds["bybit"] = self.bybit.health()
+        return feeds
+
+    def describe(self) -> dict:
+        return {
+            "source": "exchange",
+            "recording": self.cfg.exchange.name,
+            "description": f"live {self.cfg.exchange.name} spot market"
+                           + (f", order book consolidated with {self.cfg.exchange.cob_exchange}"
+                              if self.bybit is not None else ""),
+            "licence": f"Market data from {self.cfg.exchange.name}"
+                       + (f" and {self.cfg.exchange.cob_exchange}" if self.bybit else ""),
+            "bar_timeframe": self.base_tf,
+            "interpolated_timeframes": [],
+            "books": "live",
+            "trades": "live",
+            "lap": 0,
+            "ended": False,
+            "on_end": "n/a",
+            "backfill": dict(self.progress),
+            "feeds": self.health(),
+            "errors": self.errors[-5:],
+        }
+
+    def lag_ms(self, now_ms: int) -> int:
+        """How old the newest candle is beyond one candle (0 while the stream keeps up)."""
+        last = self.store.last_ts(self.store.symbols[0])
+        if last is None:
+            return 0
+        return max(0, now_ms - last - 2 * self.store.tf_ms[self.base_tf])
+
+
+def probe(rest: ExchangeRest, timeout_s: float) -> str | None:
+    """None if the exchange answers within timeout_s, else why not (for source: auto)."""
+    result: list = []
+
+    def call() -> None:
+        try:
+            rest.load_markets()
+            result.append(None)
+        except Exception as exc:  # any failure means "not reachable now"; reported, not hidden
+            result.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    thread = threading.Thread(target=call, daemon=True, name="exchange-probe")
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout_s)
+    if not result:
+        return f"no answer within {timeout_s:g} s"
+    log.info("exchange probe took %.2f s", time.monotonic() - started)
+    return result[0]

@@ -1,0 +1,165 @@
+"""The exchange source end to end against local servers speaking Binance's REST and websocket
+protocols: backfill over REST, closed 1s klines, trades and the depth book over the stream,
+all through the market feed; a recording of the session replays to the same candles; and
+source: auto falls back to the replay when the exchange cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from core.config import load_config
+from core.market.recorder import Recorder
+from core.market.recording import load_recording
+from core.market.replay import ReplaySource
+from core.market.service import build_market
+from core.timeframes import bucket_start
+from tests.core.fake_binance_rest import FakeBinance as FakeRest
+from tests.core.fake_binance_rest import kline_series
+from tests.core.fake_binance_ws import FakeBinance as FakeWs
+from tests.core.fake_binance_ws import depth_msg, kline_msg, trade_msg
+
+SYMBOLS = {"ETH/USDT": "ETHUSDT", "BTC/USDT": "BTCUSDT"}
+CAPACITY = {"1s": 120, "1m": 60, "1h": 48, "1d": 10}
+TF_MS = {"1s": 1000, "1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
+LIVE_SECONDS = 8
+
+
+class WsServer:
+    """The websocket fake on its own event loop thread (the source runs its own loop)."""
+
+    def __init__(self, sessions):
+        self.sessions = sessions
+        self.ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.fake = None
+        self._stop = None
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),),
+                                       daemon=True)
+
+    async def _main(self):
+        self._stop = asyncio.Event()
+        async with FakeWs(self.sessions) as fake:
+            self.fake = fake
+            self.ready.set()
+            await self._stop.wait()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(5)
+
+
+def wait_until(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def exchange(tmp_path):
+    now = int(time.time() * 1000)
+    rest = FakeRest()
+    for sid in SYMBOLS.values():
+        for tf, count in CAPACITY.items():
+            end = bucket_start(now, TF_MS[tf])
+            rest.klines[(sid, tf)] = kline_series(end - count * TF_MS[tf], count, tf)
+        rest.books[sid] = {"lastUpdateId": 100, "bids": [["1999.0", "1.0"], ["1998.0", "2.0"]],
+                           "asks": [["2001.0", "1.5"], ["2002.0", "3.0"]]}
+    rest.start()
+    # The live session: closed 1s klines from the current second on (one forming kline too,
+    # which must be ignored), a trade and a depth diff per second.
+    first = bucket_start(now, 1000)
+    script = [("sleep", 0.5)]
+    for k in range(LIVE_SECONDS):
+        ts = first + k * 1000
+        for sym, sid in SYMBOLS.items():
+            price = 2000.0 + k
+            script.append(("send", kline_msg(sid, "1s", 1000, ts, (price, price + 1, price - 1,
+                                                                   price + 0.5, 1.0 + k), True)))
+            script.append(("send", trade_msg(sid, ts + 500, price, 0.1, k % 2 == 0, k)))
+            script.append(("send", depth_msg(sid, ts + 900, 101 + k, 101 + k,
+                                             [[1999.0 + k * 0.1, 1.0 + k]], [])))
+    script.append(("send", kline_msg("ETHUSDT", "1s", 1000, first + LIVE_SECONDS * 1000,
+                                     (1.0, 1.0, 1.0, 1.0, 1.0), False)))
+    with WsServer([script]) as ws:
+        cfg = load_config("config.yaml", {
+            "market.source": "exchange", "market.buffer": CAPACITY,
+            "exchange.rest_url": rest.url, "exchange.ws_url": ws.fake.url,
+            "exchange.cob_exchange": "none", "runtime_dir": str(tmp_path / "rt"),
+        }, environ={})
+        market = build_market(cfg)
+        yield market, first, rest
+        market.stop()
+    rest.stop()
+
+
+def test_backfill_stream_and_book_through_the_feed(exchange, tmp_path):
+    market, first, rest = exchange
+    assert market.source.kind == "exchange"
+    recorder = Recorder(tmp_path / "rec", "live-test", "local fake session", {"source": "test"},
+                        "test data")
+    recorder.attach(market.feed)
+    market.start()
+    assert wait_until(lambda: market.store.last_ts("BTC/USDT") == first + (LIVE_SECONDS - 1) * 1000)
+    source = market.source
+    # Backfill: every symbol and timeframe filled to its capacity over REST, paged by ccxt.
+    assert all(p["state"] == "done" for p in source.progress.values()), source.progress
+    for sym in SYMBOLS:
+        for tf, count in CAPACITY.items():
+            assert len(market.store.closed(sym, tf)) >= count - 1, (sym, tf)
+    # Stream: exactly the closed 1s klines, in order after the backfill, none forming.
+    eth = market.store.closed("ETH/USDT", "1s")
+    live = eth[eth[:, 0] >= first]
+    assert live[:, 0].tolist() == [first + k * 1000 for k in range(LIVE_SECONDS)]
+    assert live[:, 4].tolist() == [2000.5 + k for k in range(LIVE_SECONDS)]
+    # Book: the REST snapshot (lastUpdateId 100) plus diffs 101.. in sequence.
+    assert wait_until(lambda: market.books.get("ETH/USDT") is not None)
+    book = market.books.get("ETH/USDT")
+    assert book.asks[0].tolist() == [2001.0, 1.5] and not book.synthetic
+    cob = market.consolidated_book("ETH/USDT")
+    assert cob is not None and cob.exchanges == ("binance",)
+    # Health of the feed, as the page and the status show it.
+    health = market.snapshot()["feeds"]["binance"]
+    assert health["connected"] is True and health["rejected"] == 0
+    assert market.feed.stats.accepted[("ETH/USDT", "trade")] == LIVE_SECONDS
+    assert rest.count("/api/v3/depth") >= 2  # one snapshot per symbol
+
+    # The recording of this session replays to the same 1s candles.
+    market.stop()
+    recorder.close()
+    rec = load_recording(tmp_path / "rec")
+    from core.market.books import OrderBooks
+    from core.market.candles import CandleStore
+    from core.market.feed import MarketFeed
+
+    store = CandleStore(("ETH/USDT",), ("1s", "1m"), {"1s": 200, "1m": 10})
+    replay = ReplaySource(rec, MarketFeed(store, OrderBooks()), symbols=("ETH/USDT",),
+                          start_ms=first)
+    replay.emit_until(first + LIVE_SECONDS * 1000)
+    np.testing.assert_array_equal(store.closed("ETH/USDT", "1s"), live)
+    assert replay.describe()["books"] == "recorded"
+
+
+def test_auto_falls_back_to_the_replay_with_a_banner(tmp_path):
+    cfg = load_config("config.yaml", {
+        "market.source": "auto", "exchange.rest_url": "http://127.0.0.1:9",
+        "exchange.connect_timeout_s": 3, "runtime_dir": str(tmp_path),
+    }, environ={})
+    started = time.monotonic()
+    market = build_market(cfg)
+    assert time.monotonic() - started < 10
+    snap = market.snapshot()
+    assert snap["source"]["source"] == "replay"
+    assert snap["notice_level"] == "warning" and "unreachable" in snap["notice"]
