@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import signal
 import sys
 
 from core.config import ConfigError, load_config
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, help="server.port (default 8050)")
     p.add_argument("--no-load-models", action="store_true",
                    help="models.load_checkpoints=false: start the models from fresh weights")
+    p.add_argument("--record", metavar="DIR",
+                   help="record the live market (1s candles, trades, books) into a recording "
+                        "folder the replay can play (--recording DIR); written when the app stops")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
 
@@ -60,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     from dashboard.app import create_app
 
     services = build_services(cfg)
+    recorder = None
+    if args.record:
+        from core.market.recorder import Recorder
+
+        src = services.market.source.describe()
+        recorder = Recorder(args.record, name=f"recorded-{src['recording']}",
+                            description=f"Recorded by Tickwise from: {src['description']}",
+                            provenance={"source": src}, licence=src["licence"],
+                            book_levels=cfg.replay.book_levels)
+        recorder.attach(services.market.feed)
     app = create_app(cfg, services.market, services.training)
     services.start()  # here, in the serving process only: no reloader, so it starts once
     # Everything imported and built so far lives for the whole run: freezing it keeps full
@@ -69,10 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{cfg.server.host}:{cfg.server.port}/"
     log.info("Tickwise on %s (source %s, speed x%g)", url, services.market.source.kind,
              cfg.replay.speed)
+    # Ctrl+C and SIGTERM both end the server through the `finally` below, which stops training
+    # (writing checkpoints) and closes a recording. SIGINT is set explicitly: a shell that
+    # starts us in the background may have left it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         app.run(host=cfg.server.host, port=cfg.server.port, debug=False, use_reloader=False)
     finally:
         services.stop()
+        if recorder is not None:
+            log.info("recording written: %s", recorder.close())
     return 0
 
 

@@ -37,6 +37,8 @@ def build_scheduler(service: LiveTrainingService) -> BackgroundScheduler:
     run handles everything queued. APScheduler warns about each; only its errors are logged.
     """
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    # Every run would otherwise log two INFO lines (many per second at replay speed).
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     cfg = service.cfg
     base_s = service.tf_ms[service.market.store.base_tf] / 1000
     intervals = job_intervals(base_s, cfg.scheduler.signal_interval_s, service.market.clock.speed)

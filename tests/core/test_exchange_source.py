@@ -84,7 +84,7 @@ def exchange(tmp_path):
     script = [("sleep", 0.5)]
     for k in range(LIVE_SECONDS):
         ts = first + k * 1000
-        for sym, sid in SYMBOLS.items():
+        for sid in SYMBOLS.values():
             price = 2000.0 + k
             script.append(("send", kline_msg(sid, "1s", 1000, ts, (price, price + 1, price - 1,
                                                                    price + 0.5, 1.0 + k), True)))
