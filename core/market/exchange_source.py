@@ -49,8 +49,14 @@ class ExchangeSource:
         self.errors: list[str] = []
         self.backfilled = threading.Event()
         symbols = self.store.symbols
+        # The exchange's own 1m klines are subscribed too, to check the store's aggregation
+        # of the 1s candles against them (``aggregation`` in describe()).
+        self.check_tf = "1m" if "1m" in self.store.timeframes and self.base_tf != "1m" else None
+        self.aggregation = {"checked": 0, "mismatches": 0, "last_mismatch": None}
+        self._exchange_candles: dict[tuple[str, int], list] = {}
         self.binance = BinanceStream(
-            symbols, timeframes=(self.base_tf,), url=cfg.exchange.ws_url,
+            symbols, timeframes=(self.base_tf,) + ((self.check_tf,) if self.check_tf else ()),
+            url=cfg.exchange.ws_url,
             snapshot=self._snapshot, backfill=self._gap_rows,
             on_candle=self._on_candle, on_trade=self._on_trade, on_book=self._on_book,
             book_levels=cfg.replay.book_levels,
@@ -103,8 +109,32 @@ class ExchangeSource:
     # -- stream callbacks ----------------------------------------------------------------
 
     def _on_candle(self, symbol: str, tf: str, row: list, closed: bool) -> None:
-        if closed and tf == self.base_tf:
+        if not closed:
+            return
+        if tf == self.base_tf:
             self.feed.candle(symbol, row)
+        elif tf == self.check_tf:
+            self._exchange_candles[(symbol, int(row[0]))] = row
+        self._check_aggregation(symbol)
+
+    def _check_aggregation(self, symbol: str) -> None:
+        """Compare the exchange's closed 1m candles with the store's aggregation of 1s ones."""
+        if not self._exchange_candles:
+            return
+        mine = {int(r[0]): r for r in self.store.closed(symbol, self.check_tf, 5)}
+        for key in [k for k in self._exchange_candles if k[0] == symbol and k[1] in mine]:
+            theirs = self._exchange_candles.pop(key)
+            ours = mine[key[1]]
+            self.aggregation["checked"] += 1
+            if not all(abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
+                       for a, b in zip(theirs[1:6], ours[1:6])):
+                self.aggregation["mismatches"] += 1
+                self.aggregation["last_mismatch"] = {
+                    "symbol": symbol, "ts": key[1], "exchange": [float(x) for x in theirs[1:6]],
+                    "aggregated": [float(x) for x in ours[1:6]]}
+        if len(self._exchange_candles) > 100:  # minutes we never aggregated (a gap): drop
+            for key in sorted(self._exchange_candles, key=lambda k: k[1])[:-100]:
+                del self._exchange_candles[key]
 
     def _on_trade(self, symbol: str, ts: int, price: float, amount: float, side: str) -> None:
         self.feed.trade(symbol, ts, price, amount, side)
@@ -154,6 +184,7 @@ class ExchangeSource:
             "ended": False,
             "on_end": "n/a",
             "backfill": dict(self.progress),
+            "aggregation_check": dict(self.aggregation),
             "feeds": self.health(),
             "errors": self.errors[-5:],
         }

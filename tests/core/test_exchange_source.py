@@ -93,6 +93,11 @@ def exchange(tmp_path):
                                              [[1999.0 + k * 0.1, 1.0 + k]], [])))
     script.append(("send", kline_msg("ETHUSDT", "1s", 1000, first + LIVE_SECONDS * 1000,
                                      (1.0, 1.0, 1.0, 1.0, 1.0), False)))
+    # The exchange's own 1m kline of the backfilled minute before `first`, as Binance sends it
+    # (the source checks the store's aggregation of 1s candles against it).
+    minute = bucket_start(first - 1000, 60_000)
+    script.append(("send", kline_msg("ETHUSDT", "1m", 60_000, minute,
+                                     (1.0, 2.0, 0.5, 1.5, 9.0), True)))
     with WsServer([script]) as ws:
         cfg = load_config("config.yaml", {
             "market.source": "exchange", "market.buffer": CAPACITY,
@@ -163,3 +168,29 @@ def test_auto_falls_back_to_the_replay_with_a_banner(tmp_path):
     snap = market.snapshot()
     assert snap["source"]["source"] == "replay"
     assert snap["notice_level"] == "warning" and "unreachable" in snap["notice"]
+
+
+def test_the_stores_1m_aggregation_is_checked_against_the_exchanges_1m_klines(tmp_path):
+    from core.market.books import OrderBooks
+    from core.market.candles import CandleStore
+    from core.market.cob import ConsolidatedBooks
+    from core.market.exchange_source import ExchangeSource
+    from core.market.feed import MarketFeed
+
+    cfg = load_config("config.yaml", {"exchange.cob_exchange": "none"}, environ={})
+    store = CandleStore(("ETH/USDT",), ("1s", "1m"), {"1s": 200, "1m": 10})
+    source = ExchangeSource(cfg, MarketFeed(store, OrderBooks()), ConsolidatedBooks(),
+                            rest=None, clock=None)
+    t0 = 1_704_067_200_000
+    for k in range(60):  # minute 0: open 100, closes rising by 0.1, volume 1 each
+        source._on_candle("ETH/USDT", "1s", [t0 + k * 1000, 100 + k / 10, 100.5 + k / 10,
+                                             99.5 + k / 10, 100.1 + k / 10, 1.0], True)
+    # By hand: o 100, h 100.5 + 5.9 = 106.4, l 99.5, c 100.1 + 5.9 = 106.0, v 60.
+    source._on_candle("ETH/USDT", "1m", [t0, "100", "106.4", "99.5", "106.0", "60"], True)
+    assert source.aggregation == {"checked": 1, "mismatches": 0, "last_mismatch": None}
+    for k in range(60):  # minute 1, and the exchange reports 61 instead of 60 of volume
+        source._on_candle("ETH/USDT", "1s", [t0 + 60_000 + k * 1000, 110, 111, 109, 110, 1.0],
+                          True)
+    source._on_candle("ETH/USDT", "1m", [t0 + 60_000, 110, 111, 109, 110, 61], True)
+    assert source.aggregation["checked"] == 2 and source.aggregation["mismatches"] == 1
+    assert source.aggregation["last_mismatch"]["aggregated"][4] == 60.0
