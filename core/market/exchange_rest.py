@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -83,6 +84,21 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
                 wait, exc)
 
 
+ENV_API_KEY = "EXCHANGE_API_KEY"
+ENV_API_SECRET = "EXCHANGE_API_SECRET"  # noqa: S105 - the variable's name, not a secret
+
+
+def credentials_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """API credentials from the environment only (never from config.yaml), or None."""
+    env = os.environ if environ is None else environ
+    key, secret = env.get(ENV_API_KEY), env.get(ENV_API_SECRET)
+    if not key and not secret:
+        return None
+    if not (key and secret):
+        raise ValueError(f"set both {ENV_API_KEY} and {ENV_API_SECRET}, or neither")
+    return {"apiKey": key, "secret": secret}
+
+
 class ExchangeRest:
     """A ccxt exchange's public REST API with converted errors and retries.
 
@@ -98,7 +114,10 @@ class ExchangeRest:
     def __init__(self, exchange_id: str = "binance", timeout_ms: int = 10_000,
                  base_url: str | None = None,
                  markets: Mapping[str, dict] | Sequence[dict] | None = None,
-                 retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 10.0):
+                 retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
+                 credentials: Mapping[str, str] | None = None):
+        """credentials: {"apiKey", "secret"} from the environment (see ``credentials_from_env``);
+        public data needs none. They go to ccxt only: never logged, shown or returned."""
         if retries < 1:
             raise ValueError(f"retries must be >= 1, got {retries}")
         cls = getattr(ccxt, exchange_id, None)
@@ -107,7 +126,9 @@ class ExchangeRest:
         self.id = exchange_id
         options = {"fetchCurrencies": False, **_OPTIONS.get(exchange_id, {})}
         self.exchange: ccxt.Exchange = cls(
-            {"timeout": timeout_ms, "enableRateLimit": True, "options": options})
+            {"timeout": timeout_ms, "enableRateLimit": True, "options": options,
+             **dict(credentials or {})})
+        self.authenticated = bool(credentials)
         if base_url:
             _point_at(self.exchange.urls["api"], base_url)
         if markets is not None:
@@ -133,6 +154,9 @@ class ExchangeRest:
             before_sleep=_log_retry,
             reraise=True,
         )
+
+    def __repr__(self) -> str:  # never the credentials
+        return f"ExchangeRest({self.id!r}, authenticated={self.authenticated})"
 
     def __enter__(self) -> ExchangeRest:
         return self

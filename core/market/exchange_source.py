@@ -187,6 +187,7 @@ class ExchangeSource:
             "aggregation_check": dict(self.aggregation),
             "feeds": self.health(),
             "errors": self.errors[-5:],
+            "authenticated": self.rest.authenticated if self.rest is not None else False,
         }
 
     def lag_ms(self, now_ms: int) -> int:

@@ -105,12 +105,13 @@ def build_market(cfg: Config) -> MarketService:
     feed = MarketFeed(store, books)
     cob = ConsolidatedBooks(bucket_bps=cfg.exchange.cob_bucket_bps)
     if m.source in ("auto", "exchange"):
-        from core.market.exchange_rest import ExchangeRest
+        from core.market.exchange_rest import ExchangeRest, credentials_from_env
         from core.market.exchange_source import ExchangeSource, probe
 
         rest = ExchangeRest(cfg.exchange.name, cfg.exchange.timeout_ms,
                             base_url=cfg.exchange.rest_url,
-                            retries=2 if m.source == "auto" else 5)
+                            retries=2 if m.source == "auto" else 5,
+                            credentials=credentials_from_env())
         why = probe(rest, cfg.exchange.connect_timeout_s) if m.source == "auto" else None
         if why is None:
             feed.book_listeners.append(lambda book: cob.put(cfg.exchange.name, book))

@@ -194,3 +194,37 @@ def test_the_stores_1m_aggregation_is_checked_against_the_exchanges_1m_klines(tm
     source._on_candle("ETH/USDT", "1m", [t0 + 60_000, 110, 111, 109, 110, 61], True)
     assert source.aggregation["checked"] == 2 and source.aggregation["mismatches"] == 1
     assert source.aggregation["last_mismatch"]["aggregated"][4] == 60.0
+
+
+def test_api_keys_come_from_the_environment_and_never_show(tmp_path, caplog, monkeypatch):
+    import json
+    import logging
+
+    from core.market.exchange_rest import credentials_from_env
+
+    assert credentials_from_env({}) is None
+    with pytest.raises(ValueError, match="set both"):
+        credentials_from_env({"EXCHANGE_API_KEY": "k"})
+    secret = "s3cr3t-value-1234"
+    monkeypatch.setenv("EXCHANGE_API_KEY", "key-value-5678")
+    monkeypatch.setenv("EXCHANGE_API_SECRET", secret)
+    cfg = load_config("config.yaml", {
+        "market.source": "exchange", "exchange.rest_url": "http://127.0.0.1:9",
+        "exchange.cob_exchange": "none", "runtime_dir": str(tmp_path)}, environ={})
+    from core.market.exchange_rest import ExchangeRest
+
+    with caplog.at_level(logging.DEBUG):
+        market = build_market(cfg)
+        rest = ExchangeRest(base_url="http://127.0.0.1:9", retries=1,
+                            credentials=credentials_from_env())
+        try:
+            rest.fetch_order_book("ETH/USDT")  # fails: nothing listens there
+        except Exception as exc:  # noqa: BLE001 - we only look at what it says
+            message = str(exc) + repr(rest)
+        else:
+            message = ""
+    shown = json.dumps(market.snapshot(), default=str) + repr(market.source.rest) + message
+    assert market.source.describe()["authenticated"] is True
+    for value in (secret, "key-value-5678"):
+        assert value not in shown
+        assert value not in caplog.text
