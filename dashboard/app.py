@@ -32,7 +32,8 @@ def create_app(cfg: Config, market: MarketService, training=None) -> dash.Dash:
         suppress_callback_exceptions=False,
     )
     app.index_string = INDEX
-    app.layout = build_layout(cfg.market.symbols, cfg.market.timeframes, cfg.server.refresh_ms)
+    app.layout = build_layout(cfg.market.symbols, cfg.market.timeframes, cfg.server.refresh_ms,
+                              with_training=training is not None)
     register_callbacks(app, market, cfg.server.chart_candles, training)
     app.server.register_blueprint(api_blueprint(market, training))
     install_json_errors(app.server)

@@ -52,23 +52,25 @@ def chart_card(symbol: str, timeframes: tuple[str, ...], default_tf: str) -> dbc
                     className="mb-3 chart-card", id=f"card-{sid}")
 
 
-def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_ms: int) -> html.Div:
+def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_ms: int,
+                 with_training: bool = True) -> html.Div:
     default_tf = timeframes[1] if len(timeframes) > 1 else timeframes[0]
+    control = html.Div(
+        [
+            html.Span("live training", className="hdr-label me-2"),
+            dbc.Badge("—", id="lt-state", color="secondary", className="me-2"),
+            dbc.Button("Start", id="lt-start", color="success", size="sm", className="me-1",
+                       n_clicks=0),
+            dbc.Button("Stop", id="lt-stop", color="danger", size="sm", n_clicks=0),
+        ],
+        className="ms-4 d-flex align-items-center",
+    )
     navbar = html.Header(
         [
             html.Div([html.Span("◆ ", className="brand-mark"), "Tickwise"], className="brand"),
             html.Span("", id="hdr-source", className="badge bg-info text-dark ms-3"),
             html.Span("", id="hdr-recording", className="hdr-recording ms-2"),
-            html.Div(
-                [
-                    html.Span("live training", className="hdr-label me-2"),
-                    dbc.Badge("—", id="lt-state", color="secondary", className="me-2"),
-                    dbc.Button("Start", id="lt-start", color="success", size="sm",
-                               className="me-1", n_clicks=0),
-                    dbc.Button("Stop", id="lt-stop", color="danger", size="sm", n_clicks=0),
-                ],
-                className="ms-4 d-flex align-items-center",
-            ),
+            *([control] if with_training else []),
             html.Div(
                 [
                     html.Span("market time ", className="hdr-label"),
@@ -110,7 +112,8 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
         [
             navbar,
             notice,
-            dbc.Container([cards, training], fluid=True, className="pt-3"),
+            dbc.Container([cards, training] if with_training else [cards], fluid=True,
+                          className="pt-3"),
             footer,
             dcc.Interval(id="refresh", interval=refresh_ms, n_intervals=0),
         ]
