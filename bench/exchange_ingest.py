@@ -1,13 +1,13 @@
 """Live-exchange ingest: messages/s the feed takes from a local Binance stream, and the latency
 from a kline's send to its 1s candle in the candle store.
 
-    .venv/bin/python -m bench.exchange_ingest [--seconds 20000] [--diffs 10] [--paced 5]
+    .venv/bin/python -m bench.exchange_ingest [--seconds 20000] [--paced 5] [--no-deflate]
 
 A small websockets server on 127.0.0.1 (a free port, its own thread and event loop) plays
 Binance's combined stream for ETH/USDT and BTC/USDT: per symbol and market second ``--trades``
-trades, ``--diffs`` depth diffs (in sequence after the REST snapshot the client is handed, so
-the book syncs once and stays in sync) and the closed 1s kline, consecutive seconds from
-2024-01-01. Messages are JSON-encoded before the clock starts (tests/core/fake_binance_ws.py's
+trades, depth diffs (in sequence after the REST snapshot the client is handed, so the book
+syncs once and stays in sync; each one changes the top 20 and is published as a book) and the
+closed 1s kline, consecutive seconds from 2024-01-01. Messages are JSON-encoded before the clock starts (tests/core/fake_binance_ws.py's
 builders); the server negotiates permessage-deflate as Binance does (``--no-deflate``: plain).
 
 The client is the product's path: BinanceStream(timeframes=("1s",)) on its own thread's event
@@ -16,11 +16,12 @@ CandleStore with config.yaml's timeframes and buffers (1s -> 1m/1h/1d aggregatio
 
 Two cases, each a fresh server, stream, feed and store:
 
-- flood: ``--seconds`` market seconds per symbol sent as fast as the server can write.
-  Throughput = messages the stream handled / wall time from the first message's arrival to
+- flood: ``--seconds`` market seconds per symbol, ``--flood-diffs`` diffs per symbol and
+  second (2 by default, to keep the run short: depth diffs are the costly kind), sent as fast
+  as the server can write. Throughput = messages the stream handled / wall time from the first message's arrival to
   the last kline's candle in the store; also 1s candles/s into the store.
 - paced: one market second of both symbols per ``--tick-ms`` (default 2 x (1 kline + 1 trade
-  + 10 diffs) per 10 ms = 2,400 msg/s), for ``--paced`` wall seconds: closer to live load.
+  + ``--diffs`` 10, Binance's @100ms rate) per 10 ms = 2,400 msg/s), for ``--paced`` wall seconds: closer to live load.
 
 Latency, per 1s kline: "send->store" from the server's time.perf_counter() just before
 ws.send (kept in a dict shared with the client; same process, Binance's format has no send
@@ -287,8 +288,10 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=20_000,
                    help="market seconds (closed 1s klines) per symbol in the flood")
     p.add_argument("--trades", type=int, default=1, help="trades per symbol and market second")
+    p.add_argument("--flood-diffs", type=int, default=2,
+                   help="flood: depth diffs per symbol and market second")
     p.add_argument("--diffs", type=int, default=10,
-                   help="depth diffs per symbol and market second (Binance: 10 at @100ms)")
+                   help="paced: depth diffs per symbol and market second (Binance: 10 at @100ms)")
     p.add_argument("--paced", type=float, default=5.0, help="wall seconds of the paced case")
     p.add_argument("--tick-ms", type=float, default=10.0,
                    help="paced: wall ms per market second (both symbols)")
@@ -299,11 +302,11 @@ def main() -> None:
 
     paced_n = max(1, int(args.paced * 1000 / args.tick_ms))
     t_build = time.perf_counter()
-    flood = build_script(args.seconds, args.trades, args.diffs)
+    flood = build_script(args.seconds, args.trades, args.flood_diffs)
     paced = build_script(paced_n, args.trades, args.diffs)
-    per_s = len(flood[0])
-    print(f"2 symbols, per market second {per_s} messages (per symbol 1 closed 1s kline, "
-          f"{args.trades} trade(s), {args.diffs} depth diffs), "
+    per_s = len(paced[0])
+    print(f"2 symbols; per symbol and market second 1 closed 1s kline, {args.trades} trade(s) "
+          f"and {args.flood_diffs} (flood) / {args.diffs} (paced) depth diffs; "
           f"{'plain' if args.no_deflate else 'permessage-deflate'}; "
           f"scripts built in {time.perf_counter() - t_build:.1f} s")
     cases = (("flood", flood, None),

@@ -485,6 +485,10 @@ class BinanceStream:
         await stop.wait()
         await ws.close()
 
+    def market_now_ms(self) -> int:
+        """Public: the exchange's time now (see _market_now_ms); the exchange source's clock."""
+        return self._market_now_ms()
+
     def _market_now_ms(self) -> int:
         """Exchange time now: the newest event time plus local time since it arrived.
 

@@ -33,6 +33,19 @@ from core.timeframes import bucket_start
 log = logging.getLogger(__name__)
 
 
+class ExchangeClock:
+    """Market time from the exchange: its newest event time plus local time since it arrived
+    (the wall clock until the first message). Speed 1."""
+
+    speed = 1.0
+
+    def __init__(self, stream: BinanceStream):
+        self.stream = stream
+
+    def now_ms(self) -> int:
+        return self.stream.market_now_ms()
+
+
 class ExchangeSource:
     kind = "exchange"
 

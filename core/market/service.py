@@ -115,9 +115,12 @@ def build_market(cfg: Config) -> MarketService:
         why = probe(rest, cfg.exchange.connect_timeout_s) if m.source == "auto" else None
         if why is None:
             feed.book_listeners.append(lambda book: cob.put(cfg.exchange.name, book))
+            from core.market.exchange_source import ExchangeClock
+
             source = ExchangeSource(cfg, feed, cob, rest, WallClock())
+            clock = ExchangeClock(source.binance)  # market time from the exchange's events
             notice = "" if m.source == "exchange" else f"auto: connected to {cfg.exchange.name}"
-            return MarketService(cfg, WallClock(), store, books, feed, source, cob, notice)
+            return MarketService(cfg, clock, store, books, feed, source, cob, notice)
         rest.close()
         log.warning("auto: %s unreachable (%s); falling back to the bundled replay",
                     cfg.exchange.name, why)

@@ -70,17 +70,19 @@ def wait_until(predicate, timeout=15.0):
 @pytest.fixture
 def exchange(tmp_path):
     now = int(time.time() * 1000)
+    # The live session covers the 20 seconds just gone (sent at once, so every event time is
+    # in the past, as a real exchange's are); REST history ends where it begins.
+    first = bucket_start(now, 1000) - 20_000
     rest = FakeRest()
     for sid in SYMBOLS.values():
         for tf, count in CAPACITY.items():
-            end = bucket_start(now, TF_MS[tf])
+            end = first if tf == "1s" else bucket_start(now, TF_MS[tf])
             rest.klines[(sid, tf)] = kline_series(end - count * TF_MS[tf], count, tf)
         rest.books[sid] = {"lastUpdateId": 100, "bids": [["1999.0", "1.0"], ["1998.0", "2.0"]],
                            "asks": [["2001.0", "1.5"], ["2002.0", "3.0"]]}
     rest.start()
-    # The live session: closed 1s klines from the current second on (one forming kline too,
-    # which must be ignored), a trade and a depth diff per second.
-    first = bucket_start(now, 1000)
+    # Closed 1s klines (one forming kline too, which must be ignored), a trade and a depth
+    # diff per second.
     script = [("sleep", 0.5)]
     for k in range(LIVE_SECONDS):
         ts = first + k * 1000
@@ -97,7 +99,8 @@ def exchange(tmp_path):
     # (the source checks the store's aggregation of 1s candles against it).
     minute = bucket_start(first - 1000, 60_000)
     script.append(("send", kline_msg("ETHUSDT", "1m", 60_000, minute,
-                                     (1.0, 2.0, 0.5, 1.5, 9.0), True)))
+                                     (1.0, 2.0, 0.5, 1.5, 9.0), True,
+                                     event_ms=first + LIVE_SECONDS * 1000)))
     with WsServer([script]) as ws:
         cfg = load_config("config.yaml", {
             "market.source": "exchange", "market.buffer": CAPACITY,
@@ -123,7 +126,9 @@ def test_backfill_stream_and_book_through_the_feed(exchange, tmp_path):
     assert all(p["state"] == "done" for p in source.progress.values()), source.progress
     for sym in SYMBOLS:
         for tf, count in CAPACITY.items():
-            assert len(market.store.closed(sym, tf)) >= count - 1, (sym, tf)
+            # 1s: REST history stops 20 s back, where the live session starts.
+            expected = count - 21 + LIVE_SECONDS if tf == "1s" else count - 1
+            assert len(market.store.closed(sym, tf)) >= expected, (sym, tf)
     # Stream: exactly the closed 1s klines, in order after the backfill, none forming.
     eth = market.store.closed("ETH/USDT", "1s")
     live = eth[eth[:, 0] >= first]
@@ -228,3 +233,15 @@ def test_api_keys_come_from_the_environment_and_never_show(tmp_path, caplog, mon
     for value in (secret, "key-value-5678"):
         assert value not in shown
         assert value not in caplog.text
+
+
+def test_market_time_follows_the_exchanges_event_times(exchange):
+    market, first, _ = exchange
+    market.start()
+    assert wait_until(lambda: market.store.last_ts("ETH/USDT") == first + (LIVE_SECONDS - 1) * 1000)
+    # Market time is the newest exchange event time plus local time since it arrived: this
+    # session's events are ~12 s old, so market time is ~12 s behind the wall clock here.
+    now = market.clock.now_ms()
+    last_event = market.source.binance.health()["last_message_ms"]
+    assert last_event <= now < last_event + 5_000
+    assert now < time.time() * 1000 - 5_000
