@@ -127,6 +127,18 @@ class Learner(ABC):
         recent = list(self.losses)[-5:]
         return sum(recent) / len(recent)
 
+    def load_training_state(self, state: dict, learning_rate: float) -> None:
+        """Restore what every learner's checkpoint holds besides its networks: the optimiser
+        (with the configured learning rate, which wins over the saved one), the step and
+        prediction counters, the loss history and the learner's own random generator."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.train_steps = int(state["train_steps"])
+        self.prediction_count = int(state["prediction_count"])
+        self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
+        self.rng.bit_generator.state = state["rng"]
+
     def note_prediction(self, summary: dict) -> None:
         self.prediction_count += 1
         self.last_prediction = summary

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -438,13 +437,7 @@ class CNNLearner(Learner):
                 f"checkpoint has heads for {state['timeframes']}, this CNN for {self.timeframes}"
             )
         self.net.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.learning_rate
-        self.train_steps = int(state["train_steps"])
-        self.prediction_count = int(state["prediction_count"])
-        self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
-        self.rng.bit_generator.state = state["rng"]
+        self.load_training_state(state, self.cfg.learning_rate)
         if "target_norm" in state:
             self.target_norm.load(state["target_norm"])
         with self.lock:

@@ -13,7 +13,6 @@ R returns, T timeframes::
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict
 
 import numpy as np
@@ -190,13 +189,7 @@ class COBLearner(Learner):
             raise ValueError(f"checkpoint input layout {layout} differs from this model's")
         with self.lock:
             self.net.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.learning_rate
-        self.train_steps = int(state["train_steps"])
-        self.prediction_count = int(state["prediction_count"])
-        self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
-        self.rng.bit_generator.state = state["rng"]
+        self.load_training_state(state, self.cfg.learning_rate)
 
     def buffer_bytes(self) -> int:
         return self.buffer.nbytes()

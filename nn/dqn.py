@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections import deque
 
 import numpy as np
 import torch
@@ -246,14 +245,8 @@ class DQNLearner(Learner):
         with self.lock:
             self.q_network.load_state_dict(state["q_network"])
             self.target_network.load_state_dict(state["target_network"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.cfg.learning_rate
+            self.load_training_state(state, self.cfg.learning_rate)
             self.epsilon = state["epsilon"]
-            self.train_steps = int(state["train_steps"])
-            self.prediction_count = int(state["prediction_count"])
-            self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
-            self.rng.bit_generator.state = state["rng"]
 
     def tensors(self):
         yield from super().tensors()

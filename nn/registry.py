@@ -54,7 +54,9 @@ class MemoryEstimate:
         return self.weights + self.optimiser + self.replay
 
 
-def dummy_observation(cfg: Config) -> Observation:
+def zero_observation(cfg: Config) -> Observation:
+    """An all-zeros observation of the configured shapes: encoding it gives a model's state
+    size, which the memory estimate needs."""
     window = max(cfg.models.cnn.window, cfg.models.dqn.window)
     zeros = {tf: np.zeros((5, window), np.float32) for tf in cfg.market.timeframes}
     return Observation(cfg.market.symbols[0], cfg.market.timeframes[0], 0, zeros, zeros,
@@ -69,7 +71,7 @@ def estimate_memory(learner: Learner, cfg: Config, buffer_size: int) -> MemoryEs
     if target is not None:
         weights *= 2
     params = sum(p.numel() * p.element_size() for p in learner.network.parameters())
-    state = learner.encode(dummy_observation(cfg))
+    state = learner.encode(zero_observation(cfg))
     per_item = state.nbytes * (2 if isinstance(learner, DQNLearner) else 1) + 64
     return MemoryEstimate(weights, 2 * params, per_item * buffer_size)
 

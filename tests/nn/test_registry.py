@@ -17,7 +17,7 @@ from nn.registry import (
     MB,
     ModelTooLarge,
     build_learners,
-    dummy_observation,
+    zero_observation,
     estimate_memory,
     pick_device,
 )
@@ -172,8 +172,8 @@ def test_estimate_small_dqn_by_hand(cfg):
     assert est.total < MB
 
 
-def test_dummy_observation_fits_every_model(cfg, learners):
-    obs = dummy_observation(cfg)
+def test_zero_observation_fits_every_model(cfg, learners):
+    obs = zero_observation(cfg)
     assert obs.symbol == cfg.market.symbols[0] and obs.timeframe == cfg.market.timeframes[0]
     assert obs.windows[obs.timeframe].shape == (5, 300)  # max(cnn 300, dqn 60)
     assert learners["dqn"].encode(obs).shape == (2689,)
