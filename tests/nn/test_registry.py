@@ -17,9 +17,9 @@ from nn.registry import (
     MB,
     ModelTooLarge,
     build_learners,
-    zero_observation,
     estimate_memory,
     pick_device,
+    zero_observation,
 )
 
 torch.set_num_threads(1)
