@@ -47,7 +47,58 @@ def overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
+def parse_evaluate_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="app.py evaluate",
+        description="Replay a recording through the live loop as fast as the work allows and "
+                    "report each model against naive baselines (report.json, report.html).")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--recording", required=True, help="a bundled recording name or a folder")
+    p.add_argument("--from", dest="start", help="market time to start (ISO, UTC); default: "
+                   "after replay.warmup_days of history")
+    p.add_argument("--to", dest="end", help="market time to stop (ISO, UTC); default: the end")
+    p.add_argument("--out", required=True, help="folder for report.json and report.html")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def evaluate(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from core.config import parse_time
+    from core.evaluator import evaluation_config, run_evaluation
+
+    args = parse_evaluate_args(argv)
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        base = load_config(args.config)
+        end_ms = parse_time(args.end) if args.end else None
+        if args.start:
+            parse_time(args.start)
+    except ConfigError as exc:
+        print(f"tickwise: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"tickwise: --from/--to must be ISO dates or datetimes: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(base.torch.threads)
+    out = Path(args.out)
+    cfg = evaluation_config(base, args.recording, args.start, out)
+    report = run_evaluation(cfg, out, end_ms, progress=not args.no_progress)
+    for row in report["results"]:
+        print(f"{row['model']:>4} {row['symbol']:<9} {row['timeframe']:>3}  n={row['n']:<6} "
+              f"accuracy {row['accuracy']:.3f}  best baseline {row['best_baseline']}: "
+              f"{row['verdict']}")
+    print(f"wrote {out / 'report.json'} and {out / 'report.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:
+        return evaluate(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -400,6 +400,19 @@ class PredictionStore:
         rows = self._read(sql, (*params, limit))
         return [_listed(row) for row in rows]
 
+    def resolved_frame(self, after_created_ts: int | None = None):
+        """Every resolved prediction (no state blobs) as a pandas DataFrame, oldest first:
+        the evaluation's input. ``after_created_ts`` keeps only newer ones."""
+        import pandas as pd
+
+        sql = f"SELECT {', '.join(_LISTED_COLUMNS)} FROM predictions WHERE status = 'resolved'"
+        params: tuple = ()
+        if after_created_ts is not None:
+            sql += " AND created_ts > ?"
+            params = (_integer("after_created_ts", after_created_ts),)
+        rows = [_listed(row) for row in self._read(sql + " ORDER BY created_ts, id", params)]
+        return pd.DataFrame(rows, columns=list(_LISTED_COLUMNS))
+
     def get(self, pred_id: int) -> dict | None:
         """One prediction as ``recent`` lists it, or None."""
         rows = self._read(
