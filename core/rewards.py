@@ -150,7 +150,10 @@ def relative_ohlcv(reference_close: float, candle_ohlcv: Any) -> np.ndarray:
 
 
 def absolute_ohlcv(reference_close: float, rel: Sequence[float] | np.ndarray) -> tuple[float, ...]:
-    """Inverse of :func:`relative_ohlcv`: (open, high, low, close, volume) in price units."""
+    """Inverse of :func:`relative_ohlcv`: (open, high, low, close, volume) in price units.
+
+    A model's output is not bound to log1p(volume) >= 0, so the volume is floored at 0: no
+    candle trades a negative amount."""
     ref = _positive("reference_close", reference_close)
     values = [float(x) for x in np.asarray(rel, dtype=np.float64).reshape(-1)]
     if len(values) != 5:
@@ -158,7 +161,7 @@ def absolute_ohlcv(reference_close: float, rel: Sequence[float] | np.ndarray) ->
     for name, x in zip(("open", "high", "low", "close", "volume"), values):
         _finite(f"relative {name}", x)
     prices = tuple(ref * (1.0 + x) for x in values[:4])
-    return (*prices, math.expm1(values[4]))
+    return (*prices, max(0.0, math.expm1(values[4])))
 
 
 # --------------------------------------------------------------------------- resolution

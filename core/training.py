@@ -24,7 +24,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
+from core import evaluation
 from core.config import Config
 from core.market.candles import Candle
 from core.market.service import MarketService
@@ -97,6 +99,7 @@ class LiveTrainingService:
         self._last_checkpoint_step = {name: 0 for name in learners}
         self._lock = threading.Lock()
         self._status_cache: tuple[float, dict] | None = None
+        self._quality_cache: tuple[float, dict] | None = None
         market.store.subscribe(self._on_close)
 
     # -- control ------------------------------------------------------------------------
@@ -327,6 +330,25 @@ class LiveTrainingService:
 
     # -- status -------------------------------------------------------------------------
 
+    QUALITY_ROWS = 500  # resolved predictions per model behind the cards' accuracy
+    QUALITY_MAX_AGE_S = 5.0
+
+    def model_quality(self) -> dict[str, dict]:
+        """Per model, over its last QUALITY_ROWS resolved predictions: accuracy beside the
+        best naive baseline's on the same candles, and calibration (ECE, reliability in 5
+        bins). Recomputed at most every QUALITY_MAX_AGE_S (it bootstraps the comparison)."""
+        now = time.monotonic()
+        cached = self._quality_cache
+        if cached is not None and now - cached[0] < self.QUALITY_MAX_AGE_S:
+            return cached[1]
+        quality = {}
+        for name in self.learners:
+            rows = pd.DataFrame(self.store.recent(limit=self.QUALITY_ROWS, model=name,
+                                                  status="resolved"))
+            quality[name] = _quality(rows, self.cfg.signal.fee_rate, self.cfg.replay.seed)
+        self._quality_cache = (now, quality)
+        return quality
+
     def cached_status(self, max_age_s: float = 0.5) -> dict:
         """The published status, recomputed at most every max_age_s (REST and page read this)."""
         now = time.monotonic()
@@ -338,6 +360,7 @@ class LiveTrainingService:
 
     def status(self) -> dict:
         accuracy = self.store.accuracy()
+        quality = self.model_quality()
         models = {}
         for name, learner in self.learners.items():
             s = learner.status()
@@ -348,6 +371,7 @@ class LiveTrainingService:
                 "state": "ACTIVE" if self.active else ("IDLE" if s["train_steps"] else "UNTRAINED"),
                 "checkpoint": self.checkpoints.latest_info(name),
                 "accuracy": acc,
+                "quality": quality.get(name),
             }
         prices = {s: p for s in self.market.store.symbols
                   if (p := self.market.store.last_price(s)) is not None}
@@ -374,3 +398,29 @@ class LiveTrainingService:
             "prediction_counts": self.store.counts(),
             "dropped_experiences": dict(self.dropped_experiences),
         }
+
+
+def _quality(rows: pd.DataFrame, fee_rate: float, seed: int) -> dict | None:
+    """Pooled over a model's symbols and timeframes, weighted by rows; None below 30 rows."""
+    if len(rows) < evaluation.MIN_ROWS_FOR_VERDICT:
+        return None
+    table = evaluation.compare(rows, fee_rate, seed, resamples=200)
+    weights = table["n"].to_numpy(float)
+
+    def pooled(column: str) -> float:
+        return float(np.average(table[column].to_numpy(float), weights=weights))
+
+    baselines = {b: pooled(f"{b}_accuracy") for b in evaluation.BASELINES}
+    best = max(baselines, key=baselines.get)
+    conf = rows["confidence"].to_numpy(float)
+    correct = rows["action_correct"].astype(bool).to_numpy()
+    bins = evaluation.reliability(conf, correct, bins=5)
+    return {
+        "rows": int(weights.sum()),
+        "accuracy": pooled("accuracy"),
+        "best_baseline": best,
+        "best_baseline_accuracy": baselines[best],
+        "ece": evaluation.expected_calibration_error(conf, correct, bins=10),
+        "reliability": [{"low": b[0], "high": b[1], "count": int(b[2]),
+                         "accuracy": None if b[2] == 0 else float(b[4])} for b in bins],
+    }

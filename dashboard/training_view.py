@@ -28,6 +28,18 @@ def sparkline(values: list[float], width: int = 24) -> str:
     return "".join(SPARK[round((v - lo) / (hi - lo) * (len(SPARK) - 1))] for v in values)
 
 
+def calibration_bars(bins: list[dict]) -> str:
+    """Accuracy per confidence bin (0-20%, ..., 80-100%) as bars; '·' for an empty bin. A
+    calibrated model's bars rise left to right like ▁▃▄▆█."""
+    out = []
+    for b in bins:
+        if b["accuracy"] is None:
+            out.append("·")
+        else:
+            out.append(SPARK[min(len(SPARK) - 1, int(b["accuracy"] * len(SPARK)))])
+    return "".join(out)
+
+
 def fmt(value, spec: str, none: str = "—") -> str:
     return none if value is None else format(value, spec)
 
@@ -55,12 +67,21 @@ def model_card(name: str, m: dict) -> dbc.Card:
     loss = m["loss_5ma"]
     loss_text = "not trained yet" if loss is None else f"{loss:.4f} {trend(m['loss_history'])}"
     ckpt = m.get("checkpoint")
+    q = m.get("quality")
+    if q is None:
+        quality_text, calibration_text = "fewer than 30 resolved yet", "—"
+    else:
+        quality_text = (f"{q['accuracy']:.1%} vs {q['best_baseline']} "
+                        f"{q['best_baseline_accuracy']:.1%} (last {q['rows']:,})")
+        calibration_text = f"ECE {q['ece']:.3f}  " + calibration_bars(q["reliability"])
     rows = [
         ("parameters", f"{m['parameters']:,}"),
         ("loss (5-step MA)", loss_text),
         ("", sparkline(m["loss_history"])),
         ("epsilon", fmt(m["epsilon"], ".3f", "n/a")),
         ("train steps", f"{m['train_steps']:,}"),
+        ("rolling accuracy", quality_text),
+        ("calibration", calibration_text),
         ("predictions", f"{m['prediction_count']:,}"),
         ("last prediction", last_text),
         ("device", m["device"]),

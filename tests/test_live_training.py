@@ -74,6 +74,13 @@ def test_every_model_predicts_resolves_and_trains(trained):
         assert m["state"] == "ACTIVE"
         assert m["accuracy"]["1s"]["resolved"] == counts[name]["resolved"] - \
             sum(v["resolved"] for tf, v in m["accuracy"].items() if tf != "1s")
+    for name in ("cnn", "dqn", "cob"):
+        q = status["models"][name]["quality"]
+        # Pooled over the model's last 500 resolved predictions, beside the naive baselines.
+        assert q is not None and q["rows"] == min(500, counts[name]["resolved"])
+        assert 0 <= q["accuracy"] <= 1 and 0 <= q["best_baseline_accuracy"] <= 1
+        assert q["best_baseline"] in ("always_hold", "buy_and_hold", "momentum", "random_like")
+        assert sum(b["count"] for b in q["reliability"]) == q["rows"]
     dqn = status["models"]["dqn"]
     # epsilon decays x0.995 per training step from 0.3.
     assert dqn["epsilon"] == pytest.approx(0.3 * 0.995 ** dqn["train_steps"])

@@ -300,3 +300,11 @@ def test_resolve_rejects_a_bad_candle_or_prediction():
         resolve("BUY", 0.5, 0.0, None, good)
     with pytest.raises(ValueError, match="close"):
         resolve("BUY", 0.5, 100.0, (1.0, 1.0, 1.0, math.nan, 1.0), good)
+
+
+def test_absolute_ohlcv_never_gives_a_negative_volume():
+    from core.rewards import absolute_ohlcv
+
+    # log1p(volume) = -0.04 would be expm1(-0.04) = -0.0392 units traded: floored at 0.
+    assert absolute_ohlcv(100.0, [0.0, 0.01, -0.01, 0.0, -0.04])[4] == 0.0
+    assert absolute_ohlcv(100.0, [0.0, 0.0, 0.0, 0.0, math.log(3.0)])[4] == pytest.approx(2.0)

@@ -145,3 +145,12 @@ def test_depth_figure_stacks_exchanges_bids_left_asks_right():
     assert bid_binance["name"] == "binance 50%" and bid_bybit["name"] == "bybit 50%"
     assert fig["layout"]["shapes"][0]["y0"] == 100.0  # the mid line
     assert depth_figure(None)["data"] == []
+
+
+def test_calibration_bars_rise_with_accuracy_and_mark_empty_bins():
+    from dashboard.training_view import calibration_bars
+
+    bins = [{"accuracy": 0.0}, {"accuracy": None}, {"accuracy": 0.5}, {"accuracy": 0.99},
+            {"accuracy": 1.0}]
+    # 8 bar heights: int(acc * 8) -> 0, -, 4, 7, 7 (1.0 is capped at the top bar).
+    assert calibration_bars(bins) == "▁·▅██"
