@@ -99,7 +99,7 @@ class LiveTrainingService:
         self._last_checkpoint_step = {name: 0 for name in learners}
         self._lock = threading.Lock()
         self._status_cache: tuple[float, dict] | None = None
-        self._quality_cache: tuple[float, dict] | None = None
+        self._quality_cache: tuple[float, dict, int] | None = None
         market.store.subscribe(self._on_close)
 
     # -- control ------------------------------------------------------------------------
@@ -333,20 +333,22 @@ class LiveTrainingService:
     QUALITY_ROWS = 500  # resolved predictions per model behind the cards' accuracy
     QUALITY_MAX_AGE_S = 5.0
 
-    def model_quality(self) -> dict[str, dict]:
+    def model_quality(self, resolved: int = 0) -> dict[str, dict]:
         """Per model, over its last QUALITY_ROWS resolved predictions: accuracy beside the
         best naive baseline's on the same candles, and calibration (ECE, reliability in 5
-        bins). Recomputed at most every QUALITY_MAX_AGE_S (it bootstraps the comparison)."""
+        bins). It bootstraps the comparison, so it is recomputed only every QUALITY_MAX_AGE_S,
+        or sooner when the number of resolved predictions (``resolved``) grew by over 10%."""
         now = time.monotonic()
         cached = self._quality_cache
-        if cached is not None and now - cached[0] < self.QUALITY_MAX_AGE_S:
+        if cached is not None and now - cached[0] < self.QUALITY_MAX_AGE_S \
+                and resolved <= cached[2] * 1.1:
             return cached[1]
         quality = {}
         for name in self.learners:
             rows = pd.DataFrame(self.store.recent(limit=self.QUALITY_ROWS, model=name,
                                                   status="resolved"))
             quality[name] = _quality(rows, self.cfg.signal.fee_rate, self.cfg.replay.seed)
-        self._quality_cache = (now, quality)
+        self._quality_cache = (now, quality, resolved)
         return quality
 
     def cached_status(self, max_age_s: float = 0.5) -> dict:
@@ -360,7 +362,8 @@ class LiveTrainingService:
 
     def status(self) -> dict:
         accuracy = self.store.accuracy()
-        quality = self.model_quality()
+        counts = self.store.counts()
+        quality = self.model_quality(sum(c.get("resolved", 0) for c in counts.values()))
         models = {}
         for name, learner in self.learners.items():
             s = learner.status()
@@ -395,7 +398,7 @@ class LiveTrainingService:
             "paper": self.paper.snapshot(prices),
             "models": models,
             "errors": {k: v.__dict__ for k, v in self.errors.items()},
-            "prediction_counts": self.store.counts(),
+            "prediction_counts": counts,
             "dropped_experiences": dict(self.dropped_experiences),
         }
 
