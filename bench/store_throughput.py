@@ -1,0 +1,125 @@
+"""Prediction store (SQLite) throughput: inserts and resolution of pending predictions.
+
+    .venv/bin/python -m bench.store_throughput [--n 10000] [--state-dim 256]
+
+Each case uses a fresh core.predictions.PredictionStore file in a temp dir.
+
+* insert, add_many of 6: what the live loop writes per candle (3 models x 2 symbols), one
+  transaction per batch; and single add() (one transaction per prediction).
+* resolve per candle: for every candle (symbol, 1s, target_ts) holding pending predictions,
+  store.pending() (reads them back with their states) then one resolve_many() of them: what
+  core.training does when a candle closes. The Resolution objects are built with
+  core.rewards.resolve beforehand, outside the timing.
+* resolve_many of all n pending predictions in one call (one transaction).
+
+The last line is machine readable: ``RESULT key=value ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.predictions import NewPrediction, PredictionStore
+from core.rewards import resolve
+
+MODELS = ("cnn", "dqn", "cob")
+SYMBOLS = ("ETH/USDT", "BTC/USDT")
+T0 = 1_700_000_000_000
+ACTUAL = (100.0, 101.0, 99.5, 100.5, 12.0)
+
+
+def predictions(n: int, state_dim: int) -> list[NewPrediction]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        candle, k = divmod(i, len(MODELS) * len(SYMBOLS))
+        model = MODELS[k % len(MODELS)]
+        symbol = SYMBOLS[k // len(MODELS)]
+        out.append(NewPrediction(
+            model=model, model_step=i, symbol=symbol, timeframe="1s",
+            created_ts=T0 + candle * 1000, target_ts=T0 + (candle + 1) * 1000,
+            reference_price=100.0, action="UP" if model == "cob" else "BUY",
+            confidence=0.6, predicted_ohlcv=(100.0, 100.8, 99.7, 100.4, 11.0),
+            state=rng.standard_normal(state_dim).astype(np.float32),
+        ))
+    return out
+
+
+def insert(store: PredictionStore, preds: list[NewPrediction], batch: int) -> float:
+    t0 = time.perf_counter()
+    if batch == 1:
+        for p in preds:
+            store.add(p)
+    else:
+        for i in range(0, len(preds), batch):
+            store.add_many(preds[i:i + batch])
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=10_000, help="predictions per case")
+    p.add_argument("--state-dim", type=int, default=256,
+                   help="float32 values in each stored state")
+    args = p.parse_args()
+    n = args.n
+    preds = predictions(n, args.state_dim)
+    res = {}
+    print(f"prediction store (SQLite, fresh file per case), {n:,} predictions, "
+          f"state {args.state_dim} x float32")
+    print(f"{'case':<40}{'wall s':>9}{'per s':>11}{'us each':>10}")
+
+    def row(label: str, wall: float, count: int) -> None:
+        print(f"{label:<40}{wall:>9.3f}{count / wall:>11,.0f}{wall / count * 1e6:>10.1f}")
+
+    with tempfile.TemporaryDirectory(prefix="tickwise-store-") as tmp:
+        with PredictionStore(Path(tmp) / "a.sqlite") as store:
+            wall = insert(store, preds, 6)
+            row("insert, add_many of 6", wall, n)
+            res["insert_batch6_per_s"] = n / wall
+            # per-candle resolution of everything just inserted
+            keys = sorted({(p.symbol, p.target_ts) for p in preds}, key=lambda k: (k[1], k[0]))
+            t_pending = t_resolve = 0.0
+            resolved = 0
+            for symbol, ts in keys:
+                t0 = time.perf_counter()
+                pending = store.pending(symbol, "1s", ts)
+                t1 = time.perf_counter()
+                items = [(q.id, resolve(q.action, q.confidence, q.reference_price,
+                                        q.predicted_ohlcv, ACTUAL)) for q in pending]
+                t2 = time.perf_counter()
+                resolved += store.resolve_many(items, ts + 1000)
+                t3 = time.perf_counter()
+                t_pending += t1 - t0
+                t_resolve += t3 - t2
+            assert resolved == n, resolved
+            row(f"resolve per candle ({len(keys):,} candles)", t_pending + t_resolve, n)
+            row("  store.pending()", t_pending, n)
+            row("  store.resolve_many()", t_resolve, n)
+            res["resolve_per_candle_s"] = t_pending + t_resolve
+            res["pending_s"] = t_pending
+        with PredictionStore(Path(tmp) / "b.sqlite") as store:
+            wall = insert(store, preds, 1)
+            row("insert, single add()", wall, n)
+            res["insert_single_per_s"] = n / wall
+            ids = [q.id for q in store.pending_before(T0 + 10**9)]
+            r = resolve("BUY", 0.6, 100.0, None, ACTUAL)
+            items = [(i, r) for i in ids]
+            t0 = time.perf_counter()
+            done = store.resolve_many(items, T0 + 10**9)
+            wall = time.perf_counter() - t0
+            assert done == n, done
+            row(f"resolve_many of {n:,} in one call", wall, n)
+            res["resolve_many_all_s"] = wall
+        size = (Path(tmp) / "a.sqlite").stat().st_size
+    print(f"store file after {n:,} resolved (states dropped on resolve): {size / 2**20:.1f} MB")
+    print("RESULT " + " ".join(f"{k}={v:.4g}" for k, v in res.items()))
+
+
+if __name__ == "__main__":
+    main()
