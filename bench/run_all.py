@@ -223,7 +223,7 @@ def machine() -> list[str]:
             f"- OS: {platform.platform()}",
             f"- Python: {platform.python_version()} ({sys.executable})",
             f"- torch: {tv}, torch threads (config torch.threads): {threads}",
-            f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"]
+            f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}"]
 
 
 def targets(raw: dict, cores: int) -> list[tuple[str, str, str]]:
