@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidURI, WebSocketException
 
+from core.market.wire import backoff_delay, parse_levels
 from core.timeframes import parse_timeframe
 
 log = logging.getLogger(__name__)
@@ -168,22 +169,6 @@ def parse_trade(msg: Any, symbols: Mapping[str, str]) -> tuple[str, int, float, 
     if price <= 0 or amount < 0:
         raise ValueError(f"trade needs price > 0 and amount >= 0, got p={price} q={amount}")
     return symbol, _ms(data, "T", "trade"), price, amount, "sell" if maker else "buy"
-
-
-def parse_levels(levels: Any, side: str) -> list[tuple[float, float]]:
-    """[[price, size], ...] (strings or numbers; extra columns ignored) -> [(price, size)]."""
-    if not isinstance(levels, (list, tuple)):
-        raise ValueError(f"{side} levels are not a list: {levels!r}")
-    out = []
-    for level in levels:
-        try:
-            price, size = float(level[0]), float(level[1])
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise ValueError(f"{side} level {level!r} is not [price, size]") from None
-        if not (math.isfinite(price) and math.isfinite(size)) or price <= 0 or size < 0:
-            raise ValueError(f"{side} level {level!r} needs price > 0 and size >= 0")
-        out.append((price, size))
-    return out
 
 
 class DepthDiff(NamedTuple):
@@ -410,8 +395,7 @@ class BinanceStream:
 
     def backoff_delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max_backoff_s, initial_backoff_s * 2**attempt)] s."""
-        cap = min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(attempt, 32))
-        return self.rng.uniform(0.0, cap)
+        return backoff_delay(attempt, self.initial_backoff_s, self.max_backoff_s, self.rng)
 
     def health(self) -> dict[str, Any]:
         now = self.clock()

@@ -24,7 +24,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import random
 import threading
 import time
@@ -35,6 +34,8 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidURI, WebSocketException
+
+from core.market.wire import backoff_delay, parse_levels
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +58,6 @@ class BookSequenceError(Exception):
 def bybit_id(symbol: str) -> str:
     """ccxt unified symbol to Bybit's id: "ETH/USDT" -> "ETHUSDT" ("ETHUSDT" stays)."""
     return symbol.split(":")[0].replace("/", "").upper()
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(max_s, initial_s * 2**attempt)] seconds."""
-    return rng.uniform(0.0, min(max_s, initial_s * 2.0 ** min(attempt, 60)))
-
-
-def _parse_levels(raw: Any, name: str) -> list[tuple[float, float]]:
-    if not isinstance(raw, list):
-        raise BookMessageError(f"{name} must be a list of [price, size], got {type(raw).__name__}")
-    out = []
-    for level in raw:
-        try:
-            price, size = float(level[0]), float(level[1])
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise BookMessageError(f"{name}: bad level {level!r}") from None
-        if not (math.isfinite(price) and math.isfinite(size)) or price <= 0 or size < 0:
-            raise BookMessageError(f"{name}: level {level!r} needs price > 0 and size >= 0")
-        out.append((price, size))
-    return out
 
 
 class BybitBook:
@@ -118,7 +99,8 @@ class BybitBook:
         u, seq, ts = data.get("u"), data.get("seq"), msg.get("ts")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (u, ts)):
             raise BookMessageError(f"u and ts must be integers, got u={u!r} ts={ts!r}")
-        bids, asks = _parse_levels(data.get("b"), "b"), _parse_levels(data.get("a"), "a")
+        bids, asks = (parse_levels(data.get("b"), "b", BookMessageError),
+                      parse_levels(data.get("a"), "a", BookMessageError))
         if kind == "snapshot" or u == 1:
             self.reset()
         elif self.update_id is None:
