@@ -70,6 +70,14 @@ class Experience:
     target_ohlcv: np.ndarray | None = None  # [5] actual next candle as relative changes
 
 
+def seeded(build, seed: int, device: torch.device) -> torch.nn.Module:
+    """``build()`` with its weights drawn from ``seed``, on ``device``, leaving torch's global
+    random state as it was (two learners never disturb each other's initialisation)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().to(device)
+
+
 class Learner(ABC):
     """Shared bookkeeping: counters, loss history, the prediction/weights lock, memory."""
 

@@ -27,7 +27,7 @@ from torch import nn
 from core.config import CNNConfig
 from core.features import N_CHANNELS
 from core.timeframes import parse_timeframe
-from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation
+from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
 
 BUY, SELL, HOLD = (TRADE_ACTIONS.index(a) for a in ("BUY", "SELL", "HOLD"))
 TRUNK_WIDTHS = (64, 128, 256)  # conv channels after each trunk block
@@ -272,9 +272,8 @@ class CNNLearner(Learner):
         self.timeframes = tuple(timeframes)
         for tf in self.timeframes:
             parse_timeframe(tf)  # raises ValueError on a bad name
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
-            torch.manual_seed(seed)
-            self.net = CNNNet(N_CHANNELS, self.timeframes, cfg.dropout).to(self.device)
+        self.net = seeded(lambda: CNNNet(N_CHANNELS, self.timeframes, cfg.dropout), seed,
+                          self.device)
         self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.target_norm = TargetNorm(len(self.timeframes))
         self._weights_version = 0

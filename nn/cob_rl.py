@@ -22,7 +22,7 @@ from torch import nn
 
 from core.config import COBConfig
 from core.timeframes import parse_timeframe
-from nn.base import DIRECTION_ACTIONS, Experience, Learner, ModelOutput, Observation
+from nn.base import DIRECTION_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
 from nn.cnn import ExampleRing
 
 CLOSE = 3  # close channel of a normalised window: ln(close / last close)
@@ -75,9 +75,7 @@ class COBLearner(Learner):
         self.n_book_features = n_book_features
         self.n_returns = n_returns
         self.n_features = n_book_features + 1 + n_returns + len(self.timeframes)
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
-            torch.manual_seed(seed)
-            self.net = COBNet(self.n_features, cfg.hidden).to(self.device)
+        self.net = seeded(lambda: COBNet(self.n_features, cfg.hidden), seed, self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
         self.rng = np.random.default_rng(seed)
         self.buffer = ExampleRing(

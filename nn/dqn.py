@@ -22,7 +22,7 @@ from torch import nn
 
 from core.config import DQNConfig
 from core.features import N_CHANNELS
-from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation
+from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
 from nn.buffers import PrioritizedReplayBuffer
 
 MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
@@ -82,9 +82,8 @@ class DQNLearner(Learner):
             + n_tf  # one-hot of the predicted timeframe
         )
         n_actions = len(self.actions)
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG
-            torch.manual_seed(seed)
-            self.q_network = DuelingQNetwork(self.state_dim, n_actions, cfg.hidden).to(self.device)
+        self.q_network = seeded(lambda: DuelingQNetwork(self.state_dim, n_actions, cfg.hidden),
+                                seed, self.device)
         self.target_network = copy.deepcopy(self.q_network)
         self.target_network.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate)
