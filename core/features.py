@@ -16,6 +16,7 @@ package, which is unmaintained. pandas is already a runtime dependency.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -60,14 +61,16 @@ def log_returns(close: npt.ArrayLike, period: int = 1) -> FloatArray:
 
 def _wilder(x: FloatArray, period: int) -> FloatArray:
     """Wilder smoothing: seed = mean of the first ``period`` values, then
-    ``y[t] = y[t-1] + (x[t] - y[t-1]) / period``. First ``period - 1`` values NaN."""
+    ``y[t] = y[t-1] + (x[t] - y[t-1]) / period``. First ``period - 1`` values NaN.
+
+    The recursion runs in ``itertools.accumulate``: the live path smooths ~60 values per
+    closed candle, where pandas' ``ewm`` (same result) spends ~150 us setting up per call."""
     out = np.full(x.shape, np.nan)
     if len(x) < period:
         return out
-    # ewm(adjust=False) starts from its first input, so feeding it the SMA seed
-    # followed by the remaining values reproduces Wilder's recursion exactly.
-    seeded = np.concatenate(([x[:period].mean()], x[period:]))
-    out[period - 1 :] = pd.Series(seeded).ewm(alpha=1 / period, adjust=False).mean().to_numpy()
+    out[period - 1 :] = list(accumulate(x[period:].tolist(),
+                                        lambda y, v: y + (v - y) / period,
+                                        initial=float(x[:period].mean())))
     return out
 
 
@@ -156,7 +159,9 @@ def volume_ratio(volume: npt.ArrayLike, period: int = 20) -> FloatArray:
     # The mean excludes bar t so a spike is compared with the volume *before* it.
     v = _series(volume, "volume")
     _check_period(period)
-    prev_mean = pd.Series(v).rolling(period).mean().shift(1).to_numpy()
+    prev_mean = np.full(v.shape, np.nan)
+    if len(v) > period:
+        prev_mean[period:] = np.lib.stride_tricks.sliding_window_view(v[:-1], period).mean(axis=1)
     ok = np.isfinite(prev_mean) & (prev_mean != 0)
     return np.divide(v, prev_mean, out=np.full(v.shape, np.nan), where=ok)
 
@@ -287,11 +292,15 @@ class Pivot:
 def _strict_peaks(values: FloatArray, strength: int) -> npt.NDArray[np.intp]:
     """Positions whose value is strictly greater than the ``strength`` values on
     each side; ties and NaNs never qualify, and edges lack neighbours so never do."""
-    if len(values) < 2 * strength + 1:
+    n = len(values)
+    if n < 2 * strength + 1:
         return np.empty(0, dtype=np.intp)
-    w = np.lib.stride_tricks.sliding_window_view(values, 2 * strength + 1)
-    neighbours = np.delete(w, strength, axis=1)
-    return np.flatnonzero(np.all(w[:, [strength]] > neighbours, axis=1)) + strength
+    centre = values[strength : n - strength]
+    ok = np.ones(len(centre), dtype=bool)
+    for k in range(1, strength + 1):  # NaN compares False, so it never qualifies
+        ok &= centre > values[strength - k : n - strength - k]
+        ok &= centre > values[strength + k : n - strength + k]
+    return np.flatnonzero(ok) + strength
 
 
 def swing_points(high: npt.ArrayLike, low: npt.ArrayLike, strength: int = 2) -> list[Pivot]:

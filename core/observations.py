@@ -128,15 +128,26 @@ class ObservationBuilder:
         self.cob = cob  # when given, the models read the consolidated book
         self.window = window
         self.reference = reference if reference in store.symbols else store.symbols[0]
+        # (symbol, tf) -> (store revision, window): a coarse timeframe's window changes only
+        # when one of its candles closes, so most rounds reuse three of the four. Read-only
+        # arrays: every observation shares them.
+        self._window_cache: dict[tuple[str, str], tuple[tuple[int, int], np.ndarray]] = {}
+
+    def _window(self, symbol: str, tf: str) -> np.ndarray:
+        revision = self.store.revision(symbol, tf)
+        cached = self._window_cache.get((symbol, tf))
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        candles = self.store.closed(symbol, tf, self.window)
+        window = (features.normalised_window(candles, self.window) if len(candles)
+                  else np.zeros((features.N_CHANNELS, self.window), dtype=np.float32))
+        window.flags.writeable = False
+        self._window_cache[(symbol, tf)] = (revision, window)
+        return window
 
     def _windows(self, symbol: str, cache: dict) -> dict[str, np.ndarray]:
         if symbol not in cache:
-            out = {}
-            for tf in self.store.timeframes:
-                candles = self.store.closed(symbol, tf, self.window)
-                out[tf] = (features.normalised_window(candles, self.window) if len(candles)
-                           else np.zeros((features.N_CHANNELS, self.window), dtype=np.float32))
-            cache[symbol] = out
+            cache[symbol] = {tf: self._window(symbol, tf) for tf in self.store.timeframes}
         return cache[symbol]
 
     def build(self, symbol: str, timeframe: str, ts: int, cache: dict | None = None) -> Observation:

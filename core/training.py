@@ -321,11 +321,19 @@ class LiveTrainingService:
         loaded = {}
         for name, learner in self.learners.items():
             found = self.checkpoints.load_latest(name)
-            if found is not None:
-                path, state = found
+            if found is None:
+                continue
+            path, state = found
+            try:
                 learner.load_state_dict(state)
-                self._last_checkpoint_step[name] = learner.train_steps
-                loaded[name] = str(path)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                # Another architecture or layout (an older version, a changed config): the
+                # model starts from fresh weights; the file stays until newer ones replace it.
+                log.warning("checkpoint %s does not fit the %s model (%s); starting it from "
+                            "fresh weights", path, name, exc)
+                continue
+            self._last_checkpoint_step[name] = learner.train_steps
+            loaded[name] = str(path)
         return loaded
 
     # -- status -------------------------------------------------------------------------

@@ -257,6 +257,15 @@ class CandleStore:
         with self._lock:
             return self._closed[(symbol, tf)].last(n)
 
+    def revision(self, symbol: str, tf: str) -> tuple[int, int]:
+        """(candles held, open time of the newest, -1 if none): changes whenever the closed
+        candles of ``symbol``/``tf`` change, so whatever was computed from them can be reused
+        until then."""
+        with self._lock:
+            buf = self._closed[(symbol, tf)]
+            row = buf.newest()
+            return len(buf), -1 if row is None else int(row[0])
+
     def closed_since(self, symbol: str, tf: str, after_ts: int, limit: int) -> np.ndarray:
         """Closed candles with open time > after_ts, at most the newest ``limit``."""
         rows = self.closed(symbol, tf, limit)

@@ -259,10 +259,29 @@ def test_shared_cache_reuses_windows(store):
     assert a.windows is b.windows  # the same dict, not rebuilt
     assert a.windows["1m"] is b.windows["1m"]
     assert a.ref_windows is b.ref_windows is c.windows is c.ref_windows
-    # without a shared cache each build makes its own
+    # without a shared cache each build makes its own dict, of the same unchanged windows
     d = builder.build(ETH, "1s", 0)
     assert d.windows is not a.windows
-    np.testing.assert_array_equal(d.windows["1s"], a.windows["1s"])
+    assert d.windows["1s"] is a.windows["1s"]
+
+
+def test_a_window_is_rebuilt_only_when_its_timeframe_closes_a_candle(store):
+    builder = ObservationBuilder(store, OrderBooks(), window=8, reference=BTC)
+    first = builder.build(ETH, "1s", 120_000)
+    # second 120 closes a 1s candle (ETH 220); no minute closes
+    store.add(ETH, Candle(120_000, 220.0, 220.0, 220.0, 220.0, 1.0))
+    second = builder.build(ETH, "1s", 121_000)
+    assert second.windows["1m"] is first.windows["1m"]  # reused: no 1m candle closed
+    assert second.windows["1s"] is not first.windows["1s"]
+    np.testing.assert_allclose(second.windows["1s"][3], np.log(np.arange(213, 221) / 220),
+                               atol=1e-6)
+    assert not second.windows["1s"].flags.writeable  # shared: nobody may change it
+    # seconds 121..179 complete minute 2 (open 220, close 279): the 1m window is rebuilt
+    for k in range(121, 180):
+        store.add(ETH, Candle(k * 1000, 100.0 + k, 100.0 + k, 100.0 + k, 100.0 + k, 1.0))
+    third = builder.build(ETH, "1m", 180_000)
+    assert third.windows["1m"] is not first.windows["1m"]
+    assert third.windows["1m"][3, 6] == pytest.approx(math.log(219 / 279), abs=1e-6)
 
 
 def test_models_read_the_consolidated_book_summed_over_exchanges():

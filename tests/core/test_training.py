@@ -114,3 +114,30 @@ def test_start_loads_checkpoints_unless_told_not_to(tmp_path):
     assert resumed.training.learners["dqn"].train_steps == steps
     assert set(resumed.loaded_checkpoints) == {"cnn", "dqn", "cob"}
     resumed.stop()
+
+
+def test_a_checkpoint_of_another_architecture_is_skipped_with_a_warning(tmp_path, caplog):
+    first = make_services(tmp_path)
+    first.training.start()
+    run(first, 60)
+    cnn_steps = first.training.learners["cnn"].train_steps
+    dqn_steps = first.training.learners["dqn"].train_steps
+    first.stop()
+    assert cnn_steps > 0
+    # Rewrite the CNN's newest checkpoint as an older, unpooled network would have saved it.
+    import torch
+
+    info = first.training.checkpoints.latest_info("cnn")
+    state = torch.load(info["path"], weights_only=True)
+    del state["architecture"]
+    torch.save(state, info["path"])
+
+    resumed = make_services(tmp_path)
+    with caplog.at_level("WARNING"):
+        resumed.start()
+    assert resumed.training.learners["cnn"].train_steps == 0  # fresh weights, not a crash
+    assert resumed.training.learners["dqn"].train_steps == dqn_steps  # the others still load
+    assert set(resumed.loaded_checkpoints) == {"dqn", "cob"}
+    assert any("does not fit the cnn model" in r.getMessage() and "unpooled" in r.getMessage()
+               for r in caplog.records)
+    resumed.stop()

@@ -99,6 +99,24 @@ def test_parameter_count_by_hand():
     assert make_learner().parameters_count() == 292_132
 
 
+def test_trunk_pools_by_four_twice_and_sees_58_candles():
+    net = CNNNet(timeframes=TFS).eval()
+    assert net.trunk(torch.zeros(1, 5, 300)).shape == (1, 256, 19)  # 300 -> 75 -> 19 (ceil)
+    assert net.trunk(torch.zeros(1, 5, 3)).shape == (1, 256, 1)  # a short window still works
+    # Receptive field of one last-block position: conv 3 -> 3; pool 4 -> 3 + 3 = 6 (step 4);
+    # conv 3 -> 6 + 2 * 4 = 14; pool 4 -> 14 + 3 * 4 = 26 (step 16); conv 3 -> 26 + 2 * 16 = 58.
+    # Check it: perturb each input candle in turn; only candles inside one 58-wide span move
+    # position 9 of the last block.
+    torch.manual_seed(0)
+    base = torch.randn(1, 5, 300)
+    batch = base.repeat(300, 1, 1)
+    batch[torch.arange(300), :, torch.arange(300)] += 10.0  # row i: candle i perturbed
+    with torch.no_grad():
+        moved = (net.trunk(batch)[:, :, 9] - net.trunk(base)[:, :, 9]).abs().amax(dim=1) > 1e-3
+    touched = moved.nonzero().flatten()
+    assert touched.max() - touched.min() + 1 == len(touched) == 58
+
+
 # -------------------------------------------------------------------------- loss
 
 
@@ -389,6 +407,13 @@ def test_state_dict_round_trip_is_exact(tmp_path):
     for i, slot in saved["state"].items():
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(slot[name], loaded["state"][i][name])
+
+
+def test_load_state_dict_rejects_another_architecture():
+    state = make_learner().state_dict()
+    del state["architecture"]  # as an unpooled CNN saved it
+    with pytest.raises(ValueError, match="architecture 'unpooled'"):
+        make_learner().load_state_dict(state)
 
 
 def test_load_state_dict_rejects_other_heads():
