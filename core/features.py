@@ -289,7 +289,7 @@ class Pivot:
     level: int = 1
 
 
-def _strict_peaks(values: FloatArray, strength: int) -> npt.NDArray[np.intp]:
+def strict_peaks(values: FloatArray, strength: int) -> npt.NDArray[np.intp]:
     """Positions whose value is strictly greater than the ``strength`` values on
     each side; ties and NaNs never qualify, and edges lack neighbours so never do."""
     n = len(values)
@@ -314,8 +314,8 @@ def swing_points(high: npt.ArrayLike, low: npt.ArrayLike, strength: int = 2) -> 
     if len(h) != len(lo):
         raise ValueError(f"high/low lengths differ: {len(h)} vs {len(lo)}")
     _check_period(strength, "strength")
-    pivots = [Pivot(int(i), float(h[i]), "high") for i in _strict_peaks(h, strength)]
-    pivots += [Pivot(int(i), float(lo[i]), "low") for i in _strict_peaks(-lo, strength)]
+    pivots = [Pivot(int(i), float(h[i]), "high") for i in strict_peaks(h, strength)]
+    pivots += [Pivot(int(i), float(lo[i]), "low") for i in strict_peaks(-lo, strength)]
     return sorted(pivots, key=lambda p: (p.index, p.kind != "high"))
 
 
@@ -347,7 +347,7 @@ def williams_pivots(
             side = [p for p in current if p.kind == kind]
             prices = np.array([p.price for p in side], dtype=np.float64)
             sign = 1.0 if kind == "high" else -1.0
-            nxt += [side[i] for i in _strict_peaks(sign * prices, higher_strength)]
+            nxt += [side[i] for i in strict_peaks(sign * prices, higher_strength)]
         current = sorted(
             (Pivot(p.index, p.price, p.kind, level + 1) for p in nxt),
             key=lambda p: (p.index, p.kind != "high"),

@@ -46,17 +46,21 @@ def _last_return(close: np.ndarray, period: int) -> float:
 
 
 def _pivot_levels(candles: np.ndarray) -> list[float]:
-    """Distance of the latest level-1 and level-2 swing high and low from the last close."""
+    """Distance of the latest level-1 and level-2 swing high and low from the last close.
+
+    The same pivots as ``features.williams_pivots(high, low, levels=2, strength=2)`` (tested
+    against it), found with index arrays only: this runs for every closed candle."""
     out = [0.0, 0.0, 0.0, 0.0]
     if len(candles) < 7:
         return out
     close = candles[-1, 4]
-    levels = features.williams_pivots(candles[:, 2], candles[:, 3], levels=2, strength=2)
-    for level, pivots in enumerate(levels[:2]):
-        for kind, slot in (("high", 0), ("low", 1)):
-            found = [p for p in pivots if p.kind == kind]
-            if found:
-                out[level * 2 + slot] = float(found[-1].price / close - 1.0)
+    for slot, prices in ((0, candles[:, 2]), (1, -candles[:, 3])):  # highs; lows as -low
+        level1 = features.strict_peaks(prices, 2)
+        if len(level1):
+            out[slot] = float(abs(prices[level1[-1]]) / close - 1.0)
+            level2 = level1[features.strict_peaks(prices[level1], 1)]
+            if len(level2):
+                out[2 + slot] = float(abs(prices[level2[-1]]) / close - 1.0)
     return out
 
 
@@ -69,7 +73,8 @@ def scalar_features(candles: np.ndarray) -> np.ndarray:
     logret = np.diff(np.log(close))
     sma5 = close[-5:].mean()
     sma10 = close[-10:].mean()
-    vr = features.volume_ratio(volume[-21:], period=20)[-1] if len(volume) > 20 else np.nan
+    prev_volume = volume[-21:-1].mean() if len(volume) > 20 else 0.0  # features.volume_ratio
+    vr = volume[-1] / prev_volume if prev_volume > 0 else np.nan
     rsi = features.rsi(close[-60:], period=14)[-1] if len(close) > 15 else np.nan
     values = [
         _last_return(close, 1), _last_return(close, 5), _last_return(close, 10),

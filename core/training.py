@@ -151,15 +151,27 @@ class LiveTrainingService:
         # catches up instead of predicting candles that already closed.
         newest = {(s, tf): c.ts for s, tf, c in batch}
         caches: dict[int, dict] = {}
-        for symbol, tf, candle in batch:
-            close_ts = candle.ts + self.tf_ms[tf]
-            cache = caches.setdefault(close_ts, {})
-            obs = self.builder.build(symbol, tf, close_ts, cache)
-            states, outputs = self._encode(obs)
+        failed: list[Exception] = []
+        with self.store.transaction():  # one commit for the whole batch
+            for symbol, tf, candle in batch:
+                try:
+                    self._process_close(symbol, tf, candle, newest, caches)
+                except Exception as exc:  # one bad close must not undo or stop the others
+                    exc.add_note(f"while processing the {symbol} {tf} candle at {candle.ts}")
+                    failed.append(exc)
+        if failed:
+            raise failed[0]  # reported by guarded() once the good closes are committed
+        return len(batch)
+
+    def _process_close(self, symbol: str, tf: str, candle: Candle, newest: dict,
+                       caches: dict) -> None:
+        close_ts = candle.ts + self.tf_ms[tf]
+        obs = self.builder.build(symbol, tf, close_ts, caches.setdefault(close_ts, {}))
+        states, outputs = self._encode(obs)
+        with self.store.transaction():  # its resolutions and predictions stand or fall together
             self._resolve(symbol, tf, candle, states, close_ts)
             if self.active and newest[(symbol, tf)] == candle.ts:
                 self._predict(obs, states, outputs, close_ts)
-        return len(batch)
 
     def _encode(self, obs) -> tuple[dict[str, np.ndarray], dict]:
         outputs = {}

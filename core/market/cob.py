@@ -111,8 +111,8 @@ def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: in
     col = np.concatenate([np.full(len(s), j) for j, s in enumerate(sides)])  # [N]
     size = np.concatenate([s[:, 1] for s in sides])  # [N]
     uniq, inv = np.unique(bucket, return_inverse=True)  # uniq ascending
-    grid = np.zeros((len(uniq), n_ex))  # [B, E]
-    np.add.at(grid, (inv, col), size)
+    grid = np.bincount(inv * n_ex + col, weights=size,  # [B, E]: one pass, no np.add.at
+                       minlength=len(uniq) * n_ex).reshape(len(uniq), n_ex)
     out = np.column_stack([uniq * width, grid])  # [B, 1 + E]
     if is_bid:
         out = out[::-1]  # best (highest) bucket first

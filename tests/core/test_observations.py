@@ -117,6 +117,26 @@ def test_pivot_levels_by_hand():
     assert s["ret_10"] == 0.0  # 7 candles: no 10-candle return
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_pivot_levels_equal_williams_pivots(seed):
+    from core.observations import _pivot_levels
+
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 120)))
+    high = close * (1 + rng.uniform(0, 0.01, 120))
+    low = close * (1 - rng.uniform(0, 0.01, 120))
+    if seed % 4 == 0:  # ties: rounded prices
+        high, low = np.round(high), np.round(low)
+    arr = np.column_stack([np.arange(120.0), close, high, low, close, np.ones(120)])
+    expected = [0.0] * 4
+    for level, pivots in enumerate(features.williams_pivots(high, low, levels=2, strength=2)):
+        for kind, slot in (("high", 0), ("low", 1)):
+            found = [p for p in pivots if p.kind == kind]
+            if found:
+                expected[level * 2 + slot] = found[-1].price / close[-1] - 1.0
+    assert _pivot_levels(arr) == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.parametrize("n", [0, 1])
 def test_scalars_are_zeros_below_two_candles(n):
     out = scalar_features(candles(np.full(n, 100.0)))

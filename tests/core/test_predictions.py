@@ -443,3 +443,50 @@ def test_pending_survive_a_restart_and_resolve_in_the_new_instance(tmp_path):
             "cnn": {"pending": 0, "resolved": 1, "expired": 0},
             "dqn": {"pending": 0, "resolved": 1, "expired": 0},
         }
+
+
+@pytest.mark.parametrize("state", [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.linspace(0.0, 1.0, 5),  # float64
+    np.zeros((5, 300), dtype=np.float32),
+    np.array(2.5, dtype=np.float32),  # 0-d
+    np.arange(6, dtype=np.int64)[::2],  # not contiguous
+])
+def test_state_bytes_round_trip(state):
+    from core.predictions import decode_state, encode_state
+
+    back = decode_state(encode_state(state))
+    assert back.dtype == state.dtype and back.shape == state.shape
+    np.testing.assert_array_equal(back, state)
+    # the header is 4 + len("<f4") + 1 + 1 + 8 * ndim bytes; the rest is the raw data
+    assert len(encode_state(state)) == 4 + len(state.dtype.str) + 2 + 8 * state.ndim + state.nbytes
+
+
+def test_states_stored_by_older_versions_as_npy_still_decode():
+    import io
+
+    from core.predictions import decode_state
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(4, dtype=np.float32))
+    np.testing.assert_array_equal(decode_state(buffer.getvalue()), [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="not a stored state"):
+        decode_state(b"garbage!")
+
+
+def test_a_transaction_commits_once_and_a_failed_write_inside_undoes_only_itself(store, tmp_path):
+    with store.transaction():
+        first = store.add(new())
+        with pytest.raises(ValueError):
+            store.resolve_many([(first, "not a resolution")], 1)  # refused before writing
+        with pytest.raises(sqlite3.IntegrityError):
+            with store._write() as conn:  # a write that fails half way
+                conn.execute("UPDATE predictions SET confidence = 0.5 WHERE id = ?", (first,))
+                conn.execute("INSERT INTO predictions (id) VALUES (?)", (first,))
+        second = store.add(new())
+        # another connection sees nothing before the commit
+        other = sqlite3.connect(tmp_path / "predictions.db")
+        assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)
+    assert other.execute("SELECT id, confidence FROM predictions ORDER BY id").fetchall() == [
+        (first, new().confidence), (second, new().confidence)]  # the 0.5 was undone
+    other.close()

@@ -141,3 +141,36 @@ def test_a_checkpoint_of_another_architecture_is_skipped_with_a_warning(tmp_path
     assert any("does not fit the cnn model" in r.getMessage() and "unpooled" in r.getMessage()
                for r in caplog.records)
     resumed.stop()
+
+
+def test_a_close_that_fails_keeps_the_others_and_is_reported(tmp_path):
+    services = make_services(tmp_path)
+    training = services.training
+    training.start()
+    run(services, 2)
+    build = training.builder.build
+
+    def broken_for_btc(symbol, *args):
+        if symbol == "BTC/USDT":
+            raise ValueError("bad BTC candle")
+        return build(symbol, *args)
+
+    training.builder.build = broken_for_btc
+    before = training.store.counts()
+    src = services.market.source
+    now = src.next_ts + 1000
+    src.emit_until(now)
+    services.market.clock.set(now)
+    training.guarded("process_closes", training.process_closes)
+    err = training.status()["errors"]["process_closes"]
+    assert err["type"] == "ValueError" and "bad BTC candle" in err["message"]
+    recent = training.store.recent(limit=20, status="pending")
+    # ETH's close went through: its 1s predictions are stored, one per model; BTC's are not.
+    newest = max(p["created_ts"] for p in recent)
+    assert newest == now
+    assert sorted(p["model"] for p in recent
+                  if p["created_ts"] == now and p["symbol"] == "ETH/USDT") == ["cnn", "cob", "dqn"]
+    assert not [p for p in recent if p["created_ts"] == now and p["symbol"] == "BTC/USDT"]
+    after = training.store.counts()
+    assert all(after[m]["resolved"] > before[m]["resolved"] for m in ("cnn", "dqn", "cob"))
+    services.stop()
