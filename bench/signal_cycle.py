@@ -107,8 +107,8 @@ def instrument(service) -> tuple[Timings, dict]:
     t = Timings()
     learners = service.learners
     # The bare forward passes: the networks' own forward methods (not nn.Module.__call__).
-    forwards = {"cnn": learners["cnn"].inference_net, "dqn": learners["dqn"].q_network,
-                "cob": learners["cob"].net}
+    forwards = {"cnn": learners["cnn"].inference_net, "dqn": learners["dqn"].inference_net,
+                "cob": learners["cob"].inference_net}
     for name, net in forwards.items():
         t.wrap(net, "forward", f"fwd.{name}", keep_inputs=True)
     t.wrap(service.builder, "build", "obs")

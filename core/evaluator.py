@@ -17,6 +17,8 @@ import math
 import resource
 import shutil
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +37,64 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+PUBLISH_LAG_S = 20  # market seconds between taking a batch and predicting with its weights
+
+
+class TrainingPipeline:
+    """Training on one worker thread; weights installed for prediction ``lag`` steps after
+    their batch was taken (see run_loop). Learners publish only through it while it runs."""
+
+    def __init__(self, training, lag: int):
+        self.training = training
+        self.learners = training.learners
+        self.lag = lag
+        self.queue: deque = deque()  # (step at which to install, future of snapshots)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="evaluate-train")
+        self.saved = {name: lrn.auto_publish for name, lrn in self.learners.items()}
+
+    def __enter__(self) -> TrainingPipeline:
+        for lrn in self.learners.values():
+            lrn.auto_publish = False
+        return self
+
+    def _train(self, due) -> dict:
+        self.training.train_batches(due)
+        return {name: self.learners[name].snapshot() for name in {name for name, _, _ in due}}
+
+    def submit(self, step: int) -> None:
+        due = self.training.take_due()
+        if due:
+            self.queue.append((step + self.lag, self.pool.submit(self._train, due)))
+
+    def install_due(self, step: int | None = None) -> None:
+        """Install every snapshot due by ``step`` (all of them when None), oldest first."""
+        while self.queue and (step is None or self.queue[0][0] <= step):
+            for name, snapshot in self.queue.popleft()[1].result().items():  # raises if failed
+                self.learners[name].install(snapshot)
+
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            if exc_type is None:
+                self.install_due()
+        finally:
+            self.pool.shutdown(wait=True)
+            for name, lrn in self.learners.items():
+                lrn.auto_publish = self.saved[name]
+
+
 def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dict:
-    """Drive the live loop from start_ms to end_ms (market time); returns run statistics."""
+    """Drive the live loop from start_ms to end_ms (market time); returns run statistics.
+
+    Each market second: the replay emits, the clock moves, closes are processed (resolve,
+    predict, store), and every batch that is due is taken. Training runs on a second thread,
+    as in the app, overlapped with the market seconds that follow: a batch taken at second i
+    is trained there (batches in order), a snapshot of the weights is taken right after its
+    step, and that snapshot is installed for prediction at second i + PUBLISH_LAG_S (waiting
+    for it if training is behind). Which weights predict which candle therefore depends on
+    market time only, never on thread timing: a run is reproducible (the no-look-ahead test
+    relies on it). The app installs each step's weights as soon as it is done, about one
+    market second after the batch at x15; here the lag is PUBLISH_LAG_S.
+    """
     cfg = services.config
     src, training = services.market.source, services.training
     clock = ManualClock(start_ms)
@@ -44,6 +102,7 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     base_ms = services.market.store.tf_ms[services.market.store.base_tf]
     signal_every = max(1, round(cfg.scheduler.signal_interval_s * 1000 / base_ms))
     expire_every = max(1, round(60_000 / base_ms))
+    lag = max(1, round(PUBLISH_LAG_S * 1000 / base_ms))
     steps = max(0, (end_ms - start_ms) // base_ms)
     bar = None
     if progress:
@@ -53,21 +112,23 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     peak_rss = rss_mb()
     started = time.perf_counter()
     now = start_ms
-    for i in range(steps):
-        now += base_ms
-        src.emit_until(now)
-        clock.set(now)
-        training.process_closes()
-        training.train_due()
-        if i % signal_every == signal_every - 1:
-            training.signal_job()
-        if i % expire_every == expire_every - 1:
-            training.expire_job()
-            peak_rss = max(peak_rss, rss_mb())
-        if bar is not None:
-            bar.update(1)
-        if getattr(src, "ended", False):
-            break
+    with TrainingPipeline(training, lag) as pipeline:
+        for i in range(steps):
+            now += base_ms
+            src.emit_until(now)
+            clock.set(now)
+            pipeline.install_due(i)
+            training.process_closes()
+            pipeline.submit(i)
+            if i % signal_every == signal_every - 1:
+                training.signal_job()
+            if i % expire_every == expire_every - 1:
+                training.expire_job()
+                peak_rss = max(peak_rss, rss_mb())
+            if bar is not None:
+                bar.update(1)
+            if getattr(src, "ended", False):
+                break
     if bar is not None:
         bar.close()
     return {"wall_s": time.perf_counter() - started, "market_s": (now - start_ms) / 1000,

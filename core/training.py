@@ -240,7 +240,7 @@ class LiveTrainingService:
             action = learner.actions[out.action]
             ohlcv = absolute_ohlcv(ref_price, out.ohlcv) if out.ohlcv is not None else None
             rows.append(NewPrediction(
-                model=name, model_step=learner.train_steps, symbol=symbol, timeframe=tf,
+                model=name, model_step=learner.published_steps, symbol=symbol, timeframe=tf,
                 created_ts=close_ts, target_ts=target_ts, reference_price=ref_price,
                 action=action, confidence=float(out.confidence), predicted_ohlcv=ohlcv,
                 state=states[name],
@@ -258,21 +258,33 @@ class LiveTrainingService:
 
     def train_due(self) -> int:
         """One training step for every (model, timeframe) with a full batch waiting."""
+        return self.train_batches(self.take_due())
+
+    def take_due(self) -> list[tuple[str, str, list[Experience]]]:
+        """Take every full batch waiting, as (model, timeframe, experiences); none unless
+        active. Taking and training are separate so the evaluator can take batches at fixed
+        market times and train them on another thread."""
         if not self.active:
-            return 0
-        steps = 0
-        for name, learner in self.learners.items():
-            for tf in self.market.store.timeframes:
-                size = self.cfg.training.batch_size[tf]
-                with self._waiting_lock:
+            return []
+        due = []
+        with self._waiting_lock:
+            for name in self.learners:
+                for tf in self.market.store.timeframes:
+                    size = self.cfg.training.batch_size[tf]
                     waiting = self._waiting[name][tf]
-                    if len(waiting) < size:
-                        continue
-                    batch, waiting[:] = waiting[:size], waiting[size:]
-                result = learner.learn(batch)
-                if result is not None:
-                    steps += 1
-                    self.batch_rate.add()
+                    if len(waiting) >= size:
+                        due.append((name, tf, waiting[:size]))
+                        del waiting[:size]
+        return due
+
+    def train_batches(self, due: list[tuple[str, str, list[Experience]]]) -> int:
+        """One training step per batch from :meth:`take_due`; checkpoints every N steps."""
+        steps = 0
+        for name, _tf, batch in due:
+            learner = self.learners[name]
+            if learner.learn(batch) is not None:
+                steps += 1
+                self.batch_rate.add()
             if learner.train_steps - self._last_checkpoint_step[name] >= \
                     self.cfg.training.checkpoint_every:
                 self.save_checkpoint(name)

@@ -93,6 +93,12 @@ class Learner(ABC):
         # Held only around a forward pass or an optimiser step's weight update, never for a
         # whole batch's preparation: prediction never waits long on training.
         self.lock = threading.RLock()
+        # Predictions run on a published copy of the weights (and of whatever else they read:
+        # epsilon, target statistics). ``learn`` publishes after each step while auto_publish
+        # is on (the app); the evaluator turns it off and publishes at fixed market times, so a
+        # run is the same whatever the thread timing (core/evaluator.py).
+        self.auto_publish = True
+        self.published_steps = 0  # train_steps of the weights predictions use
 
     # -- what each model implements ------------------------------------------------------
 
@@ -116,6 +122,32 @@ class Learner(ABC):
     def load_state_dict(self, state: dict) -> None: ...
 
     # -- shared ------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Make the weights trained so far the ones predictions use."""
+        self.install(self.snapshot())
+
+    def snapshot(self) -> dict:
+        """A copy of what predictions read (weights, epsilon, target statistics) as trained
+        so far; taken by the training thread between steps, installed later by ``install``."""
+        with self.lock:
+            return {"steps": self.train_steps, **self._snapshot()}
+
+    def install(self, snapshot: dict) -> None:
+        with self.lock:
+            self._install(snapshot)
+            self.published_steps = snapshot["steps"]
+
+    def _snapshot(self) -> dict:
+        return {}
+
+    def _install(self, snapshot: dict) -> None:  # noqa: B027 - optional hook, default no-op
+        """Load a snapshot into the copy predictions use (called under ``self.lock``)."""
+
+    def _stepped(self) -> None:
+        """End of a training step: publish unless the caller publishes on its own schedule."""
+        if self.auto_publish:
+            self.publish()
 
     @property
     def epsilon(self) -> float | None:
@@ -143,6 +175,7 @@ class Learner(ABC):
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         self.train_steps = int(state["train_steps"])
+        self.published_steps = self.train_steps
         self.prediction_count = int(state["prediction_count"])
         self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
         self.rng.bit_generator.state = state["rng"]

@@ -128,7 +128,7 @@ class ReplayBuffer:
         return self._size
 
     def add(self, exp: Experience, priority: float | None = None) -> int:
-        """Store ``exp`` (its arrays as float32), overwriting the oldest when full; its slot.
+        """Store ``exp`` (states as float16, see STORE_DTYPE), overwriting the oldest when full.
 
         ``priority`` is the raw priority p > 0 for prioritised buffers (None: the current
         maximum); the uniform buffer ignores it.
@@ -171,7 +171,7 @@ class ReplayBuffer:
     # -- helpers -----------------------------------------------------------------------
 
     def _checked(self, exp: Experience) -> Experience:
-        state = np.array(exp.state, dtype=np.float32).reshape(-1)  # a copy: callers may reuse
+        state = _stored(exp.state, "state")  # a copy: callers may reuse theirs
         if self._state_dim is None:
             self._state_dim = state.size
         if state.size != self._state_dim:
@@ -180,7 +180,7 @@ class ReplayBuffer:
             )
         next_state = exp.next_state
         if next_state is not None:
-            next_state = np.array(next_state, dtype=np.float32).reshape(-1)
+            next_state = _stored(next_state, "next_state")
             if next_state.size != self._state_dim:
                 raise ValueError(f"experience next_state has {next_state.size} values; "
                                  f"this buffer holds {self._state_dim}")
@@ -192,18 +192,32 @@ class ReplayBuffer:
         exps = [self._storage[i] for i in indices]
         assert all(e is not None for e in exps), "sampled an empty slot"
         dim = self._state_dim or 0
-        zeros = np.zeros(dim, dtype=np.float32)
+        zeros = np.zeros(dim, dtype=STORE_DTYPE)
         return Batch(
-            states=np.stack([e.state for e in exps]),  # [B, D]
+            states=np.stack([e.state for e in exps]).astype(np.float32),  # [B, D]
             actions=np.array([e.action for e in exps], dtype=np.int64),  # [B]
             rewards=np.array([e.reward for e in exps], dtype=np.float32),  # [B]
             next_states=np.stack([zeros if e.next_state is None else e.next_state
-                                  for e in exps]),  # [B, D]
+                                  for e in exps]).astype(np.float32),  # [B, D]
             dones=np.array([e.next_state is None for e in exps], dtype=np.float32),  # [B]
             weights=(is_weights * np.array([e.weight for e in exps])).astype(np.float32),
             indices=np.asarray(indices, dtype=np.int64),
             timeframes=[e.timeframe for e in exps],
         )
+
+
+# States are kept as float16: half the memory of float32 (a full default DQN buffer, 50,000 x
+# state and next state of 2,717 values, is 0.54 GB instead of 1.09 GB) and ~3 significant
+# digits, plenty for normalised features; batches come out as float32.
+STORE_DTYPE = np.float16
+
+
+def _stored(values, name: str) -> np.ndarray:
+    out = np.array(values, dtype=np.float32).reshape(-1)
+    if not np.all(np.isfinite(out)) or np.any(np.abs(out) > np.finfo(STORE_DTYPE).max):
+        raise ValueError(f"experience {name} holds NaN, inf or values beyond "
+                         f"+-{np.finfo(STORE_DTYPE).max:g} (stored as {np.dtype(STORE_DTYPE)})")
+    return out.astype(STORE_DTYPE)
 
 
 def _experience_nbytes(exp: Experience) -> int:

@@ -260,9 +260,9 @@ class CNNLearner(Learner):
     """Owns the CNN, its Adam optimiser, a replay ring and an inference copy of the weights.
 
     Prediction runs on the inference copy, always in eval mode; training runs on the network
-    in train mode (dropout, batch statistics) and copies its weights over under ``self.lock``
-    after each optimiser step. So a prediction never sees train mode or half-updated weights,
-    and waits at most for that copy (1.2 MB).
+    in train mode (dropout, batch statistics), and ``publish`` copies its weights and target
+    statistics over under ``self.lock``. So a prediction never sees train mode or half-updated
+    weights, and waits at most for that copy (1.2 MB).
     """
 
     name = "cnn"
@@ -284,6 +284,7 @@ class CNNLearner(Learner):
                           self.device)
         self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.target_norm = TargetNorm(len(self.timeframes))
+        self._inference_norm = copy.deepcopy(self.target_norm)  # what predictions denormalise by
         self._weights_version = 0
         # (symbol, tf) -> (weights version, window, prediction): a coarse timeframe's window
         # changes only when one of its candles closes, so most predict_all calls reuse it.
@@ -318,7 +319,7 @@ class CNNLearner(Learner):
         x = torch.as_tensor(state, dtype=torch.float32, device=self.device)[None]  # [1, 5, L]
         with self.lock, torch.no_grad():
             out = self.inference_net(x, timeframe)
-            return _prediction(out, self.target_norm, self.timeframes.index(timeframe))
+            return _prediction(out, self._inference_norm, self.timeframes.index(timeframe))
 
     def predict_all(self, obs: Observation) -> dict[str, CNNPrediction]:
         """Every timeframe that has both a head and a window in ``obs``, each through its own
@@ -343,7 +344,7 @@ class CNNLearner(Learner):
                 x = left_pad(window, self.cfg.window)
                 out = _prediction(self.inference_net(
                     torch.as_tensor(x, device=self.device)[None], tf),  # [1, 5, L] in
-                    self.target_norm, self.timeframes.index(tf))
+                    self._inference_norm, self.timeframes.index(tf))
                 kept = window if not window.flags.writeable else np.array(window)
                 self._cache[(obs.symbol, tf)] = (self._weights_version, kept, out)
                 outs[tf] = out
@@ -390,8 +391,8 @@ class CNNLearner(Learner):
         nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
         with self.lock:
             self.optimizer.step()
-            self._sync_inference()
         self.record_loss(loss.item())
+        self._stepped()
         hits = out.logits.argmax(dim=-1) == batch["label"]  # [B]
         return {"loss": loss.item(), **parts, "accuracy": hits[is_new].sum().item() / n_new}
 
@@ -419,8 +420,13 @@ class CNNLearner(Learner):
         if timeframe not in self.timeframes:
             raise ValueError(f"no CNN head for timeframe {timeframe!r}; heads: {self.timeframes}")
 
-    def _sync_inference(self) -> None:
-        self.inference_net.load_state_dict(self.net.state_dict())
+    def _snapshot(self) -> dict:
+        return {"weights": {k: v.clone() for k, v in self.net.state_dict().items()},
+                "target_norm": copy.deepcopy(self.target_norm)}
+
+    def _install(self, snapshot: dict) -> None:
+        self.inference_net.load_state_dict(snapshot["weights"])
+        self._inference_norm = snapshot["target_norm"]
         self._weights_version += 1  # outputs cached under older weights are stale now
 
     # -- checkpoints and memory ----------------------------------------------------------
@@ -458,8 +464,7 @@ class CNNLearner(Learner):
         self.load_training_state(state, self.cfg.learning_rate)
         if "target_norm" in state:
             self.target_norm.load(state["target_norm"])
-        with self.lock:
-            self._sync_inference()
+        self.publish()
 
     def buffer_bytes(self) -> int:
         """The replay rows in use plus the inference copy of the weights."""

@@ -13,6 +13,7 @@ R returns, T timeframes::
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 
 import numpy as np
@@ -48,8 +49,8 @@ class COBNet(nn.Module):
 
 
 class COBLearner(Learner):
-    """Owns the COBNet, Adam and a replay ring. The network has no dropout or batch norm, so
-    train and eval mode agree; predictions and the optimiser step share ``self.lock``."""
+    """Owns the COBNet, Adam, a replay ring and the published copy predictions use. The
+    network has no dropout or batch norm, so train and eval mode agree."""
 
     name = "cob"
     actions = DIRECTION_ACTIONS
@@ -76,6 +77,8 @@ class COBLearner(Learner):
         self.n_returns = n_returns
         self.n_features = n_book_features + 1 + n_returns + len(self.timeframes)
         self.net = seeded(lambda: COBNet(self.n_features, cfg.hidden), seed, self.device)
+        # Predictions use this published copy (see Learner.publish).
+        self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
         self.rng = np.random.default_rng(seed)
         self.buffer = ExampleRing(
@@ -115,7 +118,7 @@ class COBLearner(Learner):
         """argmax direction and its softmax probability (the timeframe is in the state)."""
         x = torch.as_tensor(state, dtype=torch.float32, device=self.device)[None]  # [1, F]
         with self.lock, torch.no_grad():
-            probs = torch.softmax(self.net(x)[0], dim=-1)  # [2]
+            probs = torch.softmax(self.inference_net(x)[0], dim=-1)  # [2]
         action = int(probs.argmax())
         return ModelOutput(action=action, confidence=float(probs[action]))
 
@@ -142,6 +145,7 @@ class COBLearner(Learner):
         with self.lock:
             self.optimizer.step()
         self.record_loss(loss.item())
+        self._stepped()
         n_new = len(experiences)  # the new ones come first in the batch
         hits = logits[:n_new].argmax(dim=-1) == batch["label"][:n_new]  # [n_new]
         return {"loss": loss.item(), "accuracy": hits.sum().item() / n_new}
@@ -188,6 +192,15 @@ class COBLearner(Learner):
         with self.lock:
             self.net.load_state_dict(state["network"])
         self.load_training_state(state, self.cfg.learning_rate)
+        self.publish()
+
+    def _snapshot(self) -> dict:
+        return {"weights": {k: v.clone() for k, v in self.net.state_dict().items()}}
+
+    def _install(self, snapshot: dict) -> None:
+        self.inference_net.load_state_dict(snapshot["weights"])
 
     def buffer_bytes(self) -> int:
-        return self.buffer.nbytes()
+        """The replay ring plus the published copy of the weights."""
+        weights = self.inference_net.state_dict().values()
+        return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)

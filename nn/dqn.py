@@ -86,6 +86,8 @@ class DQNLearner(Learner):
                                 seed, self.device)
         self.target_network = copy.deepcopy(self.q_network)
         self.target_network.requires_grad_(False)
+        # Predictions use this published copy (see Learner.publish); training the online net.
+        self.inference_net = copy.deepcopy(self.q_network).eval().requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate)
         seeds = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(seeds[0])  # exploration
@@ -94,6 +96,7 @@ class DQNLearner(Learner):
             seed=int(seeds[1].generate_state(1)[0]),
         )
         self._epsilon = cfg.epsilon_start
+        self._published_epsilon = self._epsilon  # the epsilon predictions explore with
 
     # -- Learner interface -------------------------------------------------------------
 
@@ -109,7 +112,7 @@ class DQNLearner(Learner):
     def epsilon(self, value: float) -> None:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {value}")
-        self._epsilon = float(value)
+        self._epsilon = self._published_epsilon = float(value)
 
     def encode(self, obs: Observation) -> np.ndarray:
         """The state [state_dim] float32, in this order:
@@ -158,10 +161,9 @@ class DQNLearner(Learner):
             raise ValueError(f"dqn: timeframe {timeframe!r} not in {self.timeframes}")
         x = torch.as_tensor(state, device=self.device).unsqueeze(0)  # [1, D]
         with self.lock:
-            self.q_network.eval()
             with torch.no_grad():
-                q = self.q_network(x)[0]  # [A]
-            explored = bool(self.rng.random() < self._epsilon)
+                q = self.inference_net(x)[0]  # [A]
+            explored = bool(self.rng.random() < self._published_epsilon)
             action = int(self.rng.integers(len(self.actions))) if explored else int(q.argmax())
         confidence = float(torch.softmax(q, dim=0)[action])
         return ModelOutput(action=action, confidence=confidence, explored=explored)
@@ -206,8 +208,17 @@ class DQNLearner(Learner):
         self._epsilon = max(self.cfg.epsilon_min, self._epsilon * self.cfg.epsilon_decay)
         if self.train_steps % self.cfg.target_sync_steps == 0:
             self.sync_target()
+        self._stepped()
         return {"loss": loss.item(), "td_abs_mean": td_abs.mean().item(),
                 "epsilon": self._epsilon, "beta": beta}
+
+    def _snapshot(self) -> dict:
+        return {"weights": {k: v.clone() for k, v in self.q_network.state_dict().items()},
+                "epsilon": self._epsilon}
+
+    def _install(self, snapshot: dict) -> None:
+        self.inference_net.load_state_dict(snapshot["weights"])
+        self._published_epsilon = snapshot["epsilon"]
 
     def sync_target(self) -> None:
         with self.lock:
@@ -246,13 +257,16 @@ class DQNLearner(Learner):
             self.target_network.load_state_dict(state["target_network"])
             self.load_training_state(state, self.cfg.learning_rate)
             self.epsilon = state["epsilon"]
+            self.publish()
 
     def tensors(self):
         yield from super().tensors()
         yield from self.target_network.parameters()
 
     def buffer_bytes(self) -> int:
-        return self.buffer.nbytes()
+        """The replay buffer plus the published copy of the weights."""
+        weights = self.inference_net.state_dict().values()
+        return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, device=self.device)

@@ -14,6 +14,7 @@ import torch
 from core.config import Config
 from core.observations import N_BOOK, N_SCALARS
 from nn.base import Learner, Observation
+from nn.buffers import STORE_DTYPE
 from nn.cnn import CNNLearner
 from nn.cob_rl import COBLearner
 from nn.dqn import DQNLearner
@@ -72,7 +73,10 @@ def estimate_memory(learner: Learner, cfg: Config, buffer_size: int) -> MemoryEs
         weights *= 2
     params = sum(p.numel() * p.element_size() for p in learner.network.parameters())
     state = learner.encode(zero_observation(cfg))
-    per_item = state.nbytes * (2 if isinstance(learner, DQNLearner) else 1) + 64
+    if isinstance(learner, DQNLearner):  # state and next state, stored as float16
+        per_item = 2 * state.size * np.dtype(STORE_DTYPE).itemsize + 64
+    else:
+        per_item = state.nbytes + 64
     return MemoryEstimate(weights, 2 * params, per_item * buffer_size)
 
 

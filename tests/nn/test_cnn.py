@@ -453,3 +453,17 @@ def test_target_norm_by_hand_and_merged_batches_equal_one():
     again.load(norm.state())
     np.testing.assert_array_equal(again.mean, norm.mean)
     np.testing.assert_array_equal(again.std(0), norm.std(0))
+
+
+def test_predictions_wait_for_publish_when_auto_publish_is_off():
+    learner = make_learner()
+    learner.auto_publish = False
+    state = np.random.default_rng(3).standard_normal((5, W)).astype(np.float32)
+    before = learner.predict(state, "1m")
+    learner.learn([experience(state, "1m", BUY) for _ in range(4)])
+    unpublished = learner.predict(state, "1m")
+    assert unpublished.confidence == before.confidence  # same weights, same target statistics
+    np.testing.assert_array_equal(unpublished.ohlcv, before.ohlcv)
+    learner.publish()
+    after = learner.predict(state, "1m")
+    assert after.confidence != before.confidence and learner.published_steps == 1

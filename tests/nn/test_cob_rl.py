@@ -166,7 +166,9 @@ def test_learn_reports_loss_and_accuracy_by_hand():
     stats = learner.learn([experience(s, label) for s, label in zip(states, (UP, DOWN, UP))])
     assert stats["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert stats["accuracy"] == pytest.approx(2 / 3)
-    assert learner.buffer_bytes() == 3 * (10 * 4 + 8 + 4)  # state float32, label int64, weight
+    # ring rows: state float32, label int64, weight; plus the published copy of the weights
+    weights = sum(p.numel() for p in learner.inference_net.parameters()) * 4
+    assert learner.buffer_bytes() == 3 * (10 * 4 + 8 + 4) + weights
 
 
 # ------------------------------------------------------------------- checkpoints

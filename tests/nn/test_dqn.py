@@ -177,6 +177,7 @@ def set_q(net: DuelingQNetwork, value: float, advantage: list[float]) -> None:
 def test_predict_greedy_and_confidence_by_hand():
     learner = make()
     set_q(learner.q_network, 0.5, [1.0, 0.0, -1.0])
+    learner.publish()  # predictions use the published copy of the online network
     # Q = 0.5 + [1, 0, -1] - 0 = [1.5, 0.5, -0.5]; greedy BUY (0)
     # softmax[0] = e^1.5 / (e^1.5 + e^0.5 + e^-0.5) = 1 / (1 + e^-1 + e^-2)
     #            = 1 / (1 + 0.367879 + 0.135335) = 0.665241
@@ -327,12 +328,13 @@ def test_memory_counts_both_networks_and_the_buffer():
     # 5792 + 1056 + 33 + 99 = 6980
     params = (180 * 32 + 32) + (32 * 32 + 32) + (32 + 1) + (3 * 32 + 3)
     assert learner.parameters_count() == params == 6980
-    # before training: online + target float32 weights, no optimiser state, no experiences,
-    # and the PER sum tree: 256 leaves -> 512 float64 nodes x (sum, min, max) = 12288 bytes
-    assert learner.buffer_bytes() == 512 * 8 * 3 == 12288
-    assert learner.memory_bytes() == 2 * 4 * params + 12288
+    # before training: online + target + published float32 weights, no optimiser state, no
+    # experiences, and the PER sum tree: 256 leaves -> 512 float64 nodes x (sum, min, max)
+    # = 12288 bytes; buffer_bytes counts the tree and the published copy
+    assert learner.buffer_bytes() == 512 * 8 * 3 + 4 * params == 12288 + 27920
+    assert learner.memory_bytes() == 3 * 4 * params + 12288
     train(learner, 2)
-    assert learner.buffer_bytes() == learner.buffer.nbytes() > 0
+    assert learner.buffer_bytes() == learner.buffer.nbytes() + 4 * params
     assert learner.memory_bytes() > 4 * 4 * params + learner.buffer_bytes()  # + Adam moments
 
 
@@ -365,3 +367,19 @@ def test_learns_a_contextual_bandit():
         q = learner.q_network(torch.as_tensor(np.stack([states[1.0], states[-1.0]])))
     # Q close to the rewards: [+1, -1, -1] for x = +1 and [-1, +1, -1] for x = -1
     assert torch.allclose(q, torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]]), atol=0.3)
+
+
+def test_predictions_use_the_published_weights_and_epsilon():
+    learner = make()
+    learner.auto_publish = False  # as the evaluator runs it: publish at fixed market times
+    train(learner, 3)
+    assert learner.train_steps == 3 and learner.published_steps == 0
+    assert not same_params(learner.q_network, learner.inference_net)  # trained, not published
+    assert learner.epsilon == pytest.approx(0.3 * 0.995**3)
+    assert learner._published_epsilon == 0.3  # predictions still explore as before
+    learner.publish()
+    assert same_params(learner.q_network, learner.inference_net)
+    assert learner.published_steps == 3 and learner._published_epsilon == learner.epsilon
+    learner.auto_publish = True  # the app: every step publishes
+    train(learner, 1)
+    assert learner.published_steps == 4 and same_params(learner.q_network, learner.inference_net)

@@ -106,18 +106,18 @@ def test_model_over_its_own_limit_is_refused():
 
 
 def test_models_over_the_total_limit_are_refused():
-    # Needs: cnn 32.3 MB, dqn 1040.35 MB (see test_default_estimates_by_hand), cob 1.4 MB.
-    # Each is under 1050 MB, but cnn + dqn = 1072.6 MB is over the total of 1050.
-    cfg = config(**{"models.max_model_mb": 1050, "models.max_total_mb": 1050})
-    with pytest.raises(ModelTooLarge, match=r"models up to 'dqn' need 1073 MB together, over "
-                                            r"models.max_total_mb = 1050"):
+    # Needs: cnn 32.3 MB, dqn 527.46 MB (see test_default_estimates_by_hand), cob 1.4 MB.
+    # Each is under 540 MB, but cnn + dqn = 559.8 MB is over the total of 540.
+    cfg = config(**{"models.max_model_mb": 540, "models.max_total_mb": 540})
+    with pytest.raises(ModelTooLarge, match=r"models up to 'dqn' need 560 MB together, over "
+                                            r"models.max_total_mb = 540"):
         build_learners(cfg)
     # ModelTooLarge is a ValueError, so start-up's config-error handling catches it
     assert issubclass(ModelTooLarge, ValueError)
 
 
 def test_limits_just_above_the_needs_pass():
-    learners = build_learners(config(**{"models.max_model_mb": 1041, "models.max_total_mb": 1075}))
+    learners = build_learners(config(**{"models.max_model_mb": 528, "models.max_total_mb": 562}))
     assert list(learners) == ["cnn", "dqn", "cob"]
 
 
@@ -129,9 +129,9 @@ def test_default_estimates_by_hand(cfg, learners):
     # weights 755460 * 4 B = 3021840, twice with the target net = 6043680
     assert dqn.weights == 6_043_680
     assert dqn.optimiser == 6_043_680  # 2 moments x 3021840
-    # replay: (2689 * 4 B * 2 states + 64) x 50000 = 21576 x 50000
-    assert dqn.replay == 1_078_800_000
-    assert dqn.total == 1_090_887_360  # 1040.35 MB
+    # replay: (2689 * 2 B (float16) * 2 states + 64) x 50000 = 10820 x 50000
+    assert dqn.replay == 541_000_000
+    assert dqn.total == 553_087_360  # 527.46 MB
     cob = estimate_memory(learners["cob"], cfg, cfg.models.cob.buffer_size)
     # 23042 * 4 = 92168; optimiser 184336; replay (44 * 4 + 64) x 5000 = 240 x 5000
     assert (cob.weights, cob.optimiser, cob.replay) == (92_168, 184_336, 1_200_000)
@@ -167,8 +167,8 @@ def test_estimate_small_dqn_by_hand(cfg):
     assert learner.parameters_count() == 4988
     assert est.weights == 2 * 4 * 4988  # online + target: 39904 B
     assert est.optimiser == 2 * 4 * 4988  # 39904 B
-    assert est.replay == (609 * 4 * 2 + 64) * 100  # state and next state: 493600 B
-    assert est.total == 39904 + 39904 + 493600
+    assert est.replay == (609 * 2 * 2 + 64) * 100  # state and next state, float16: 250000 B
+    assert est.total == 39904 + 39904 + 250000
     assert est.total < MB
 
 
