@@ -9,7 +9,7 @@ experiences ``train_due()`` would hand each learner (the service keeps at most 2
 
 Then per model, ``learner.learn(batch)`` is timed on consecutive batches of
 ``training.batch_size['1s']`` of them (after 3 untimed steps that fill the replay ring), against
-a bare loop on a copy of the same network, with its own Adam at the same learning rate, over
+a bare loop on a copy of the same network, with its own optimiser of the same settings, over
 the same rows as tensors built once: forward, loss, ``zero_grad``, backward, ``step`` and
 nothing else (no gradient clipping, no replay bookkeeping, no checks, no ``.item()``).
 
@@ -73,7 +73,7 @@ def collect(cfg, seconds: int) -> tuple[dict, dict]:
 
 def bare_cnn(learner, exps: list, rows: int):
     net = copy.deepcopy(learner.net).train()
-    opt = torch.optim.Adam(net.parameters(), lr=learner.cfg.learning_rate)
+    opt = type(learner.optimizer)(net.parameters(), **learner.optimizer.defaults)
     ex = learner._examples(exps[:rows])
     x, label, conf, ohlcv, weight = (torch.as_tensor(ex[k]) for k in
                                      ("state", "label", "confidence", "ohlcv", "weight"))
@@ -95,7 +95,7 @@ def bare_cnn(learner, exps: list, rows: int):
 def bare_dqn(learner, batch_size: int):
     net = copy.deepcopy(learner.q_network).train()
     target = copy.deepcopy(learner.target_network)
-    opt = torch.optim.Adam(net.parameters(), lr=learner.cfg.learning_rate)
+    opt = type(learner.optimizer)(net.parameters(), **learner.optimizer.defaults)
     b = learner.buffer.sample(batch_size, step=learner.train_steps)
     s, ns, a, r, d, w = (torch.as_tensor(v) for v in
                          (b.states, b.next_states, b.actions, b.rewards, b.dones, b.weights))
@@ -115,7 +115,7 @@ def bare_dqn(learner, batch_size: int):
 
 def bare_cob(learner, exps: list, rows: int):
     net = copy.deepcopy(learner.net).train()
-    opt = torch.optim.Adam(net.parameters(), lr=learner.cfg.learning_rate)
+    opt = type(learner.optimizer)(net.parameters(), **learner.optimizer.defaults)
     ex = learner._examples(exps[:rows])
     x, label, weight = (torch.as_tensor(ex[k]) for k in ("state", "label", "weight"))
 

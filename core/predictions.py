@@ -12,10 +12,14 @@ Status moves one way only: ``pending -> resolved`` or ``pending -> expired``; ev
 is guarded by ``status = 'pending'``, so a resolver and the expiry job can race harmlessly and
 a second resolve of the same prediction is a no-op.
 
-The model state a prediction was made from (``state``, see ``encode_state``) is kept while
-it is pending, so a restart can still turn it into an experience, and dropped on resolution,
-when the experience that needs it has been made (it is 0.3-11 KB per prediction: kept, it
-would grow the file by gigabytes an hour at replay speed).
+Pending predictions are also indexed in memory (they are few: one per model, symbol and
+timeframe, plus any a restart brought back), so resolving a closed candle reads no rows.
+The model state a prediction was made from (``state``, 0.3-11 KB) lives only in that index
+while the process runs, and is written to the file for the predictions still pending at
+``close()``, so a restart can still turn them into experiences. Writing every state and
+clearing it at resolution cost more SQLite time than the rest of the signal cycle's store
+work together; a crash (no ``close()``) loses the states of the predictions then pending,
+which still resolve, only without an experience to train on.
 
 Behind this class's small interface the store can move to PostgreSQL/TimescaleDB without its
 callers changing (see DESIGN.md, "Past one machine").
@@ -29,7 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +213,7 @@ class NewPrediction:
         return (
             self.model, self.model_step, self.symbol, self.timeframe, self.created_ts,
             self.target_ts, self.reference_price, self.action, self.confidence, *pred,
-            encode_state(self.state), int(bool(self.executed)),
+            None, int(bool(self.executed)),  # the state stays in memory (see the module doc)
         )  # fmt: skip
 
 
@@ -279,7 +283,38 @@ class PredictionStore:
         # NORMAL in WAL mode: durable across a process crash, may lose the last commits on
         # power loss; enough for predictions, which the next candle regenerates anyway.
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._closed = False
+        self._pending: dict[int, PendingPrediction] = {}  # id -> pending prediction
+        self._by_candle: dict[tuple[str, str, int], list[int]] = {}  # (symbol, tf, target) -> ids
+        self._schema_ready = False
         self._create_schema()
+        self._schema_ready = True
+        self._load_pending()
+
+    def _load_pending(self) -> None:
+        """(Re)build the in-memory index of pending predictions from the file."""
+        rows = self._conn.execute(
+            f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions WHERE status = 'pending' "
+            "ORDER BY id").fetchall()
+        states = {i: p.state for i, p in self._pending.items() if p.state is not None}
+        self._pending, self._by_candle = {}, {}
+        for row in rows:
+            p = PendingPrediction.from_row(row)
+            self._index(p if p.state is not None or p.id not in states
+                        else replace(p, state=states[p.id]))
+
+    def _index(self, p: PendingPrediction) -> None:
+        self._pending[p.id] = p
+        self._by_candle.setdefault((p.symbol, p.timeframe, p.target_ts), []).append(p.id)
+
+    def _unindex(self, pred_id: int) -> None:
+        p = self._pending.pop(pred_id, None)
+        if p is not None:
+            key = (p.symbol, p.timeframe, p.target_ts)
+            ids = self._by_candle[key]
+            ids.remove(pred_id)
+            if not ids:
+                del self._by_candle[key]
 
     def _create_schema(self) -> None:
         with self._lock:  # executescript commits on its own, so it opens its transaction
@@ -310,6 +345,8 @@ class PredictionStore:
                 self._conn.execute("ROLLBACK TO w" if nested else "ROLLBACK")
                 if nested:
                     self._conn.execute("RELEASE w")
+                if self._schema_ready:
+                    self._load_pending()  # the index may hold changes the file just undid
                 raise
             finally:
                 self._depth -= 1
@@ -335,13 +372,20 @@ class PredictionStore:
 
     def add_many(self, preds: Iterable[NewPrediction]) -> list[int]:
         """Store predictions as pending in one transaction; returns their ids in order."""
+        preds = list(preds)
         rows = []
         for pred in preds:
             if not isinstance(pred, NewPrediction):
                 raise ValueError(f"expected a NewPrediction, got {type(pred).__name__}")
             rows.append(pred.row())
         with self._write() as conn:
-            return [conn.execute(_INSERT, row).lastrowid for row in rows]
+            ids = [conn.execute(_INSERT, row).lastrowid for row in rows]
+            for pred_id, pred in zip(ids, preds):
+                self._index(PendingPrediction(
+                    pred_id, pred.model, pred.model_step, pred.symbol, pred.timeframe,
+                    pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
+                    pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state))
+            return ids
 
     def resolve(self, pred_id: int, resolution: Resolution, resolved_ts: int) -> bool:
         """Fill a pending prediction's outcome; False if it was not pending (already done)."""
@@ -358,7 +402,12 @@ class PredictionStore:
                 )
             rows.append(_resolution_row(resolution, resolved_ts, _integer("id", pred_id)))
         with self._write() as conn:
-            return sum(conn.execute(_RESOLVE, row).rowcount for row in rows)
+            done = 0
+            for row in rows:
+                if conn.execute(_RESOLVE, row).rowcount:
+                    done += 1
+                    self._unindex(row[-1])
+            return done
 
     def mark_executed(self, ids: Iterable[int]) -> int:
         """Flag predictions that executed a paper trade (their experiences weigh more)."""
@@ -366,6 +415,9 @@ class PredictionStore:
         if not ids:
             return 0
         with self._write() as conn:
+            for i in ids:
+                if i in self._pending:
+                    self._pending[i] = replace(self._pending[i], executed=True)
             return sum(conn.execute("UPDATE predictions SET executed = 1 WHERE id = ?",
                                     (i,)).rowcount for i in ids)
 
@@ -374,8 +426,10 @@ class PredictionStore:
         cutoff_ts = _integer("cutoff_ts", cutoff_ts)
         now_ts = _integer("now_ts", now_ts)
         with self._write() as conn:
+            for pred_id in [i for i, p in self._pending.items() if p.target_ts < cutoff_ts]:
+                self._unindex(pred_id)
             return conn.execute(
-                "UPDATE predictions SET status = 'expired', resolved_ts = ? "
+                "UPDATE predictions SET status = 'expired', resolved_ts = ?, state = NULL "
                 "WHERE status = 'pending' AND target_ts < ?",
                 (now_ts, cutoff_ts),
             ).rowcount
@@ -384,23 +438,18 @@ class PredictionStore:
 
     def pending(self, symbol: str, timeframe: str, target_ts: int) -> list[PendingPrediction]:
         """Pending predictions (with their states) of the candle of ``symbol``/``timeframe``
-        that opens at target_ts: what the resolver needs when that candle closes."""
-        rows = self._read(
-            f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions "
-            "WHERE status = 'pending' AND symbol = ? AND timeframe = ? AND target_ts = ? "
-            "ORDER BY id",
-            (symbol, timeframe, _integer("target_ts", target_ts)),
-        )
-        return [PendingPrediction.from_row(row) for row in rows]
+        that opens at target_ts, oldest first: what the resolver needs when that candle
+        closes. From the in-memory index: no SQLite read."""
+        key = (symbol, timeframe, _integer("target_ts", target_ts))
+        with self._lock:
+            return [self._pending[i] for i in self._by_candle.get(key, ())]
 
     def pending_before(self, ts: int) -> list[PendingPrediction]:
         """Pending predictions (with states) whose candle opened before ts, oldest first."""
-        rows = self._read(
-            f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions "
-            "WHERE status = 'pending' AND target_ts < ? ORDER BY target_ts, id",
-            (_integer("ts", ts),),
-        )
-        return [PendingPrediction.from_row(row) for row in rows]
+        ts = _integer("ts", ts)
+        with self._lock:
+            found = [p for p in self._pending.values() if p.target_ts < ts]
+        return sorted(found, key=lambda p: (p.target_ts, p.id))
 
     def recent(
         self,
@@ -480,15 +529,29 @@ class PredictionStore:
 
     def load_state(self, pred_id: int) -> np.ndarray | None:
         """The state a prediction was made from; None if it had none or the id is unknown."""
-        rows = self._read("SELECT state FROM predictions WHERE id = ?", (_integer("id", pred_id),))
+        pred_id = _integer("id", pred_id)
+        with self._lock:
+            if pred_id in self._pending:
+                return self._pending[pred_id].state
+        rows = self._read("SELECT state FROM predictions WHERE id = ?", (pred_id,))
         return decode_state(rows[0][0]) if rows else None
 
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection (idempotent); the file keeps everything committed."""
+        """Write the states of the predictions still pending, then close the connection
+        (idempotent); the file keeps everything committed."""
         with self._lock:
+            if self._closed:
+                return
+            keep = [(encode_state(p.state), i) for i, p in self._pending.items()
+                    if p.state is not None]
+            if keep:
+                with self._write() as conn:
+                    conn.executemany("UPDATE predictions SET state = ? WHERE id = ? "
+                                     "AND status = 'pending'", keep)
             self._conn.close()
+            self._closed = True
 
     def __enter__(self) -> PredictionStore:
         return self

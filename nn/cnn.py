@@ -283,13 +283,15 @@ class CNNLearner(Learner):
         self.net = seeded(lambda: CNNNet(N_CHANNELS, self.timeframes, cfg.dropout), seed,
                           self.device)
         self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self._pair_weights(self.net, self.inference_net)
         self.target_norm = TargetNorm(len(self.timeframes))
         self._inference_norm = copy.deepcopy(self.target_norm)  # what predictions denormalise by
         self._weights_version = 0
         # (symbol, tf) -> (weights version, window, prediction): a coarse timeframe's window
         # changes only when one of its candles closes, so most predict_all calls reuse it.
         self._cache: dict[tuple[str, str], tuple[int, np.ndarray, CNNPrediction]] = {}
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate,
+                                          foreach=True)  # one kernel per op for all tensors
         self.rng = np.random.default_rng(seed)  # replay sampling
         self.buffer = ExampleRing(
             cfg.buffer_size,
@@ -420,12 +422,12 @@ class CNNLearner(Learner):
         if timeframe not in self.timeframes:
             raise ValueError(f"no CNN head for timeframe {timeframe!r}; heads: {self.timeframes}")
 
-    def _snapshot(self) -> dict:
-        return {"weights": {k: v.clone() for k, v in self.net.state_dict().items()},
+    def _snapshot(self, clone: bool) -> dict:
+        return {"weights": self._weights(clone),
                 "target_norm": copy.deepcopy(self.target_norm)}
 
     def _install(self, snapshot: dict) -> None:
-        self.inference_net.load_state_dict(snapshot["weights"])
+        self._load_weights(snapshot["weights"])
         self._inference_norm = snapshot["target_norm"]
         self._weights_version += 1  # outputs cached under older weights are stale now
 

@@ -79,7 +79,9 @@ class COBLearner(Learner):
         self.net = seeded(lambda: COBNet(self.n_features, cfg.hidden), seed, self.device)
         # Predictions use this published copy (see Learner.publish).
         self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self._pair_weights(self.net, self.inference_net)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate,
+                                          foreach=True)  # one kernel per op for all tensors
         self.rng = np.random.default_rng(seed)
         self.buffer = ExampleRing(
             cfg.buffer_size,
@@ -194,11 +196,11 @@ class COBLearner(Learner):
         self.load_training_state(state, self.cfg.learning_rate)
         self.publish()
 
-    def _snapshot(self) -> dict:
-        return {"weights": {k: v.clone() for k, v in self.net.state_dict().items()}}
+    def _snapshot(self, clone: bool) -> dict:
+        return {"weights": self._weights(clone)}
 
     def _install(self, snapshot: dict) -> None:
-        self.inference_net.load_state_dict(snapshot["weights"])
+        self._load_weights(snapshot["weights"])
 
     def buffer_bytes(self) -> int:
         """The replay ring plus the published copy of the weights."""

@@ -88,7 +88,9 @@ class DQNLearner(Learner):
         self.target_network.requires_grad_(False)
         # Predictions use this published copy (see Learner.publish); training the online net.
         self.inference_net = copy.deepcopy(self.q_network).eval().requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate)
+        self._pair_weights(self.q_network, self.inference_net)
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate,
+                                          foreach=True)  # one kernel per op for all tensors
         seeds = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(seeds[0])  # exploration
         self.buffer = PrioritizedReplayBuffer(
@@ -173,8 +175,7 @@ class DQNLearner(Learner):
         bad = [e.action for e in experiences if not 0 <= e.action < len(self.actions)]
         if bad:
             raise ValueError(f"dqn: actions {bad} outside [0, {len(self.actions)})")
-        for exp in experiences:
-            self.buffer.add(exp)  # priority None: the current max
+        self.buffer.add_many(experiences)  # each at the current maximum priority
         batch_size = max(len(experiences), MIN_BATCH)
         if len(self.buffer) < batch_size:
             return None
@@ -212,12 +213,12 @@ class DQNLearner(Learner):
         return {"loss": loss.item(), "td_abs_mean": td_abs.mean().item(),
                 "epsilon": self._epsilon, "beta": beta}
 
-    def _snapshot(self) -> dict:
-        return {"weights": {k: v.clone() for k, v in self.q_network.state_dict().items()},
+    def _snapshot(self, clone: bool) -> dict:
+        return {"weights": self._weights(clone),
                 "epsilon": self._epsilon}
 
     def _install(self, snapshot: dict) -> None:
-        self.inference_net.load_state_dict(snapshot["weights"])
+        self._load_weights(snapshot["weights"])
         self._published_epsilon = snapshot["epsilon"]
 
     def sync_target(self) -> None:

@@ -490,3 +490,39 @@ def test_a_transaction_commits_once_and_a_failed_write_inside_undoes_only_itself
     assert other.execute("SELECT id, confidence FROM predictions ORDER BY id").fetchall() == [
         (first, new().confidence), (second, new().confidence)]  # the 0.5 was undone
     other.close()
+
+
+def test_states_stay_in_memory_until_close_and_a_crash_loses_only_them(tmp_path):
+    path = tmp_path / "p.db"
+    store = PredictionStore(path)
+    state = np.arange(3, dtype=np.float32)
+    kept = store.add(new(state=state))
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT state FROM predictions WHERE id = ?", (kept,)).fetchone() == (None,)
+    np.testing.assert_array_equal(store.pending("ETH/USDT", "1m", T0 + MIN)[0].state, state)
+    # A crash: a second instance opens the file while the first never closed.
+    crashed = PredictionStore(path)
+    survivor = crashed.pending("ETH/USDT", "1m", T0 + MIN)
+    assert [p.id for p in survivor] == [kept] and survivor[0].state is None  # still resolves
+    crashed._conn.close()
+    store.close()  # a clean stop writes the states of what is still pending
+    assert raw.execute("SELECT length(state) > 0 FROM predictions WHERE id = ?",
+                       (kept,)).fetchone() == (1,)
+    raw.close()
+    with PredictionStore(path) as again:
+        np.testing.assert_array_equal(again.pending("ETH/USDT", "1m", T0 + MIN)[0].state, state)
+
+
+def test_the_pending_index_follows_a_rolled_back_write(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add(new())
+            raise RuntimeError("the cycle failed after storing")
+    assert store.pending("ETH/USDT", "1m", T0 + MIN) == []
+    kept = store.add(new())
+    with pytest.raises(sqlite3.IntegrityError):
+        with store._write() as conn:
+            store.resolve_many([(kept, resolution())], T0 + 2 * MIN)
+            conn.execute("INSERT INTO predictions (id) VALUES (?)", (kept,))
+    assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == [kept]  # back again
+    assert store.get(kept)["status"] == "pending"

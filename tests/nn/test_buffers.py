@@ -341,3 +341,59 @@ def test_per_rejects_bad_settings():
         PrioritizedReplayBuffer(8, alpha=1.5, beta_start=0.4, beta_steps=10)
     with pytest.raises(ValueError, match="beta_steps"):
         PrioritizedReplayBuffer(8, alpha=0.6, beta_start=0.4, beta_steps=0)
+
+
+# ------------------------------------------------------------------ vectorised = sequential
+
+
+def test_update_many_and_find_many_match_one_at_a_time():
+    rng = np.random.default_rng(5)
+    one, many = SumTree(37), SumTree(37)  # 64 leaves with padding
+    for _ in range(20):
+        idx = rng.integers(0, 37, size=8)  # repeats: the last write wins
+        p = rng.uniform(0, 3, size=8).round(3)
+        for i, v in zip(idx.tolist(), p.tolist()):
+            one.update(i, v)
+        many.update_many(idx, p)
+        np.testing.assert_array_equal(many._sum, one._sum)  # same additions, same order
+        np.testing.assert_array_equal(many._min, one._min)
+        np.testing.assert_array_equal(many._max, one._max)
+        assert many.filled == one.filled
+    prefixes = np.concatenate([rng.uniform(-1, one.total + 1, 200), [0.0, one.total]])
+    leaves, priorities = many.find_many(prefixes)
+    assert [(int(i), float(p)) for i, p in zip(leaves, priorities)] == \
+        [one.find(float(u)) for u in prefixes]
+    with pytest.raises(IndexError):
+        many.update_many([37], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        many.update_many([1], [np.nan])
+
+
+def test_add_many_matches_add_one_at_a_time():
+    rng = np.random.default_rng(6)
+    exps = [exp(reward=float(r), dim=4, done=bool(r > 0.5)) for r in rng.uniform(0, 1, 11)]
+    one, many = per(capacity=8), per(capacity=8)  # 11 > 8: wraps and overwrites
+    for e in exps[:5]:
+        one.add(e)
+    many.add_many(exps[:5])
+    one.update_priorities([0, 3], [2.0, 0.5])
+    many.update_priorities([0, 3], [2.0, 0.5])
+    for e in exps[5:]:
+        one.add(e)
+    assert many.add_many(exps[5:]).tolist() == [5, 6, 7, 0, 1, 2]
+    assert len(one) == len(many) == 8 and one.nbytes() == many.nbytes()
+    np.testing.assert_array_equal(many.tree._sum, one.tree._sum)
+    for a, b in zip(one._storage, many._storage):
+        np.testing.assert_array_equal(a.state, b.state)
+        assert (a.next_state is None) == (b.next_state is None) and a.reward == b.reward
+
+
+def test_add_many_refuses_a_bad_list_whole():
+    buf = per(capacity=8)
+    buf.add_many([exp(dim=4)])
+    bad = [exp(dim=4), Experience(state=np.zeros(4), action=0, reward=float("inf"))]
+    with pytest.raises(ValueError, match="reward"):
+        buf.add_many(bad)
+    with pytest.raises(ValueError, match="5 values; this buffer holds 4"):
+        buf.add_many([exp(dim=5)])
+    assert len(buf) == 1 and buf.tree.filled == 1
