@@ -10,8 +10,10 @@ experiences ``train_due()`` would hand each learner (the service keeps at most 2
 Then per model, ``learner.learn(batch)`` is timed on consecutive batches of
 ``training.batch_size['1s']`` of them (after 3 untimed steps that fill the replay ring), against
 a bare loop on a copy of the same network, with its own optimiser of the same settings, over
-the same rows as tensors built once: forward, loss, ``zero_grad``, backward, ``step`` and
-nothing else (no gradient clipping, no replay bookkeeping, no checks, no ``.item()``).
+the same rows as tensors built once: forward, loss, ``zero_grad``, backward, the same global
+gradient-norm clipping (part of the update's maths, like Adam), ``step`` and nothing else (no
+replay bookkeeping, no input checks, no loss check, no copy of the weights for prediction, no
+``.item()``).
 
 - cnn: ``learn`` trains on the new batch plus as many replayed rows (2 x batch); the bare loop
   runs the 1s head on those rows with CE + 0.5 BCE + MSE, weighted, as ``cnn_loss``.
@@ -38,6 +40,9 @@ import torch.nn.functional as F
 from core.clock import ManualClock
 from core.config import load_config
 from core.services import build_services
+from nn.cnn import GRAD_CLIP as cnn_clip
+from nn.cob_rl import GRAD_CLIP as cob_clip
+from nn.dqn import GRAD_CLIP as dqn_clip
 from nn.dqn import double_dqn_targets
 
 
@@ -87,6 +92,7 @@ def bare_cnn(learner, exps: list, rows: int):
         loss = (w * (ce + 0.5 * bce + mse)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cnn_clip)
         opt.step()
 
     return step
@@ -108,6 +114,7 @@ def bare_dqn(learner, batch_size: int):
         loss = (w * F.smooth_l1_loss(q, y, reduction="none")).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), dqn_clip)
         opt.step()
 
     return step
@@ -125,6 +132,7 @@ def bare_cob(learner, exps: list, rows: int):
         loss = (w * F.cross_entropy(logits, label, reduction="none")).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cob_clip)
         opt.step()
 
     return step

@@ -150,9 +150,10 @@ class Learner(ABC):
         return [src.clone() if clone else src for src, _ in self._weight_pairs]
 
     def _load_weights(self, weights: list[torch.Tensor]) -> None:
+        if len(weights) != len(self._weight_pairs):
+            raise ValueError(f"{len(weights)} tensors for {len(self._weight_pairs)} weights")
         with torch.no_grad():
-            for (_, dst), src in zip(self._weight_pairs, weights, strict=True):
-                dst.copy_(src)
+            torch._foreach_copy_([dst for _, dst in self._weight_pairs], weights)
 
     def _snapshot(self, clone: bool) -> dict:
         """What predictions read; ``clone=False`` may return live objects that ``_install``

@@ -14,6 +14,7 @@ R returns, T timeframes::
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict
 
 import numpy as np
@@ -80,6 +81,7 @@ class COBLearner(Learner):
         # Predictions use this published copy (see Learner.publish).
         self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
         self._pair_weights(self.net, self.inference_net)
+        self._params = list(self.net.parameters())
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate,
                                           foreach=True)  # one kernel per op for all tensors
         self.rng = np.random.default_rng(seed)
@@ -139,18 +141,19 @@ class COBLearner(Learner):
         logits = self.net(batch["state"])  # [B, 2]
         w = batch["weight"] / batch["weight"].sum()  # [B]
         loss = (w * F.cross_entropy(logits, batch["label"], reduction="none")).sum()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"COB loss is {loss.item()}")
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"COB loss is {value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
+        nn.utils.clip_grad_norm_(self._params, GRAD_CLIP)
         with self.lock:
             self.optimizer.step()
-        self.record_loss(loss.item())
+        self.record_loss(value)
         self._stepped()
         n_new = len(experiences)  # the new ones come first in the batch
-        hits = logits[:n_new].argmax(dim=-1) == batch["label"][:n_new]  # [n_new]
-        return {"loss": loss.item(), "accuracy": hits.sum().item() / n_new}
+        hits = logits.detach()[:n_new].cpu().numpy().argmax(axis=-1) == new["label"]  # [n_new]
+        return {"loss": value, "accuracy": int(hits.sum()) / n_new}
 
     def _examples(self, experiences: list[Experience]) -> dict[str, np.ndarray]:
         labels = [e.label for e in experiences]
