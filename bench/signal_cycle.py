@@ -112,9 +112,10 @@ def instrument(service) -> tuple[Timings, dict]:
     for name, net in forwards.items():
         t.wrap(net, "forward", f"fwd.{name}", keep_inputs=True)
     t.wrap(service.builder, "build", "obs")
-    t.wrap(learners["cnn"], "predict_all", "cnn.predict_all")
+    t.wrap(learners["cnn"], "predict_many", "cnn.predict_many")
     for learner in learners.values():
         t.wrap(learner, "encode", "encode")
+    t.wrap(service, "_decide", "decide")
     t.wrap(service, "_resolve", "resolve")
     t.wrap(service, "_predict", "predict")
     t.wrap(service.store, "pending", "store.pending")
@@ -194,12 +195,13 @@ def report(t: Timings, r: dict, replayed: list[float], forwards: dict) -> None:
 
     row("cycle (process_closes)", cycles)
     for label, key in (("  observation build", "obs"),
-                       ("  cnn.predict_all (1 fwd per tf)", "cnn.predict_all"),
+                       ("  cnn.predict_many (1 fwd per head)", "cnn.predict_many"),
                        ("  encode (3 models)", "encode"),
+                       ("  decide (dqn, cob: 1 fwd each)", "decide"),
                        ("  resolve", "resolve"),
-                       ("    store.pending (SQLite read)", "store.pending"),
+                       ("    store.pending (memory index)", "store.pending"),
                        ("    store.resolve_many (write)", "store.resolve_many"),
-                       ("  predict (dqn/cob fwd, store)", "predict"),
+                       ("  predict (rows, store)", "predict"),
                        ("    store.add_many (write)", "store.add_many"),
                        ("bare forwards, in the cycle", "fwd"),
                        *((f"  {name}", f"fwd.{name}") for name in forwards)):

@@ -69,6 +69,20 @@ class Rates:
         return len(self.events) / span
 
 
+@dataclass(eq=False)
+class _Close:
+    """One closed candle on its way through process_closes."""
+
+    symbol: str
+    tf: str
+    candle: Candle
+    close_ts: int
+    obs: object
+    cnn: dict | None = None  # the CNN's output per timeframe
+    states: dict = field(default_factory=dict)  # model -> encoded state
+    outputs: dict | None = None  # model -> ModelOutput, when this close predicts
+
+
 class LiveTrainingService:
     def __init__(self, cfg: Config, market: MarketService, store: PredictionStore,
                  learners: dict[str, Learner], checkpoints: CheckpointManager):
@@ -141,7 +155,13 @@ class LiveTrainingService:
         self._closes.append((symbol, tf, candle))
 
     def process_closes(self) -> int:
-        """Resolve and predict for every queued candle close; returns how many were handled."""
+        """Resolve and predict for every queued candle close; returns how many were handled.
+
+        In phases, so each model runs one forward pass for all the closes of the batch (both
+        symbols' candles of a market second): observations, the CNN over all of them, every
+        model's state, the predictions, then per close (one savepoint each) resolution and
+        storage. A close that fails in any phase is left out and reported; the others go on.
+        """
         batch = []
         while self._closes:
             batch.append(self._closes.popleft())
@@ -150,38 +170,76 @@ class LiveTrainingService:
         # Predict only from the newest close of each (symbol, tf): if the job fell behind, it
         # catches up instead of predicting candles that already closed.
         newest = {(s, tf): c.ts for s, tf, c in batch}
-        caches: dict[int, dict] = {}
         failed: list[Exception] = []
+        closes = self._observe(batch, failed)
+        closes = self._encode(closes, failed)
+        predicting = [c for c in closes
+                      if self.active and newest[(c.symbol, c.tf)] == c.candle.ts]
+        self._decide(predicting)
         with self.store.transaction():  # one commit for the whole batch
-            for symbol, tf, candle in batch:
+            for c in closes:
                 try:
-                    self._process_close(symbol, tf, candle, newest, caches)
+                    with self.store.transaction():  # a close's writes stand or fall together
+                        self._resolve(c.symbol, c.tf, c.candle, c.states, c.close_ts)
+                        if c.outputs:
+                            self._predict(c)
                 except Exception as exc:  # one bad close must not undo or stop the others
-                    exc.add_note(f"while processing the {symbol} {tf} candle at {candle.ts}")
-                    failed.append(exc)
+                    self._failed(failed, exc, c.symbol, c.tf, c.candle)
         if failed:
             raise failed[0]  # reported by guarded() once the good closes are committed
         return len(batch)
 
-    def _process_close(self, symbol: str, tf: str, candle: Candle, newest: dict,
-                       caches: dict) -> None:
-        close_ts = candle.ts + self.tf_ms[tf]
-        obs = self.builder.build(symbol, tf, close_ts, caches.setdefault(close_ts, {}))
-        states, outputs = self._encode(obs)
-        with self.store.transaction():  # its resolutions and predictions stand or fall together
-            self._resolve(symbol, tf, candle, states, close_ts)
-            if self.active and newest[(symbol, tf)] == candle.ts:
-                self._predict(obs, states, outputs, close_ts)
+    @staticmethod
+    def _failed(failed: list, exc: Exception, symbol: str, tf: str, candle: Candle) -> None:
+        exc.add_note(f"while processing the {symbol} {tf} candle at {candle.ts}")
+        failed.append(exc)
 
-    def _encode(self, obs) -> tuple[dict[str, np.ndarray], dict]:
-        outputs = {}
+    def _observe(self, batch, failed: list) -> list[_Close]:
+        caches: dict[int, dict] = {}  # close time -> windows shared by its observations
+        closes = []
+        for symbol, tf, candle in batch:
+            close_ts = candle.ts + self.tf_ms[tf]
+            try:
+                obs = self.builder.build(symbol, tf, close_ts, caches.setdefault(close_ts, {}))
+            except Exception as exc:
+                self._failed(failed, exc, symbol, tf, candle)
+                continue
+            closes.append(_Close(symbol, tf, candle, close_ts, obs))
+        return closes
+
+    def _encode(self, closes: list[_Close], failed: list) -> list[_Close]:
+        """The CNN over every observation (its outputs feed the DQN), then each model's state;
+        the closes whose states could be made."""
         cnn = self.learners.get("cnn")
-        if cnn is not None:
-            per_tf = cnn.predict_all(obs)
-            outputs["cnn"] = per_tf
-            obs.extras["cnn_hidden"] = np.stack([per_tf[tf].hidden for tf in per_tf])
-            obs.extras["cnn_probs"] = np.stack([per_tf[tf].probs for tf in per_tf])
-        return {name: learner.encode(obs) for name, learner in self.learners.items()}, outputs
+        if cnn is not None and closes:
+            for c, per_tf in zip(closes, cnn.predict_many([c.obs for c in closes])):
+                c.cnn = per_tf
+                c.obs.extras["cnn_hidden"] = np.stack([per_tf[tf].hidden for tf in per_tf])
+                c.obs.extras["cnn_probs"] = np.stack([per_tf[tf].probs for tf in per_tf])
+        good = []
+        for c in closes:
+            try:
+                c.states = {name: lrn.encode(c.obs) for name, lrn in self.learners.items()}
+            except Exception as exc:
+                self._failed(failed, exc, c.symbol, c.tf, c.candle)
+                continue
+            good.append(c)
+        return good
+
+    def _decide(self, closes: list[_Close]) -> None:
+        """Every model's prediction for each close, one batched call per model."""
+        if not closes:
+            return
+        for c in closes:
+            c.outputs = {}
+        for name, learner in self.learners.items():
+            if name == "cnn" and all(c.cnn is not None for c in closes):
+                outs = [c.cnn[c.tf] for c in closes]
+            else:
+                outs = learner.predict_many([c.states[name] for c in closes],
+                                            [c.tf for c in closes])
+            for c, out in zip(closes, outs):
+                c.outputs[name] = out
 
     def _resolve(self, symbol: str, tf: str, candle: Candle, states: dict, close_ts: int) -> None:
         pending = self.store.pending(symbol, tf, candle.ts)
@@ -224,8 +282,8 @@ class LiveTrainingService:
                 self.dropped_experiences[model] += len(waiting) - limit
                 del waiting[:-limit]
 
-    def _predict(self, obs, states: dict, outputs: dict, close_ts: int) -> None:
-        symbol, tf = obs.symbol, obs.timeframe
+    def _predict(self, c: _Close) -> None:
+        symbol, tf, close_ts = c.symbol, c.tf, c.close_ts
         reference = self.market.store.closed(symbol, tf, 1)
         if not len(reference):
             return
@@ -233,17 +291,14 @@ class LiveTrainingService:
         target_ts = close_ts  # the next candle opens where this one closed
         rows = []
         for name, learner in self.learners.items():
-            if name == "cnn" and "cnn" in outputs:
-                out = outputs["cnn"][tf]
-            else:
-                out = learner.predict(states[name], tf)
+            out = c.outputs[name]
             action = learner.actions[out.action]
             ohlcv = absolute_ohlcv(ref_price, out.ohlcv) if out.ohlcv is not None else None
             rows.append(NewPrediction(
                 model=name, model_step=learner.published_steps, symbol=symbol, timeframe=tf,
                 created_ts=close_ts, target_ts=target_ts, reference_price=ref_price,
                 action=action, confidence=float(out.confidence), predicted_ohlcv=ohlcv,
-                state=states[name],
+                state=c.states[name],
             ))
         ids = self.store.add_many(rows)
         for pid, row in zip(ids, rows):

@@ -112,6 +112,10 @@ class Learner(ABC):
     @abstractmethod
     def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput: ...
 
+    def predict_many(self, states: list[np.ndarray], timeframes: list[str]) -> list[ModelOutput]:
+        """``predict`` for several states; models override it with one batched forward."""
+        return [self.predict(s, tf) for s, tf in zip(states, timeframes, strict=True)]
+
     @abstractmethod
     def learn(self, experiences: list[Experience]) -> dict[str, float] | None: ...
 

@@ -325,32 +325,49 @@ class CNNLearner(Learner):
 
     def predict_all(self, obs: Observation) -> dict[str, CNNPrediction]:
         """Every timeframe that has both a head and a window in ``obs``, each through its own
-        head (the DQN's input: hidden layers and action probabilities per timeframe).
+        head (the DQN's input: hidden layers and action probabilities per timeframe)."""
+        return self.predict_many([obs])[0]
+
+    def predict_many(self, observations: list[Observation]) -> list[dict[str, CNNPrediction]]:
+        """``predict_all`` for several observations (both symbols' closes of one market
+        second), with one forward per timeframe head for all of them.
 
         An output is reused while the window and the weights are unchanged (the eval-mode
         inference copy is deterministic), which saves most forwards: only the timeframe that
-        just closed has a new window.
+        just closed has a new window. The observation builder hands out the same read-only
+        array while a timeframe has no new candle, and the cache holds it, so identity is a
+        safe first test.
         """
-        tfs = [tf for tf in self.timeframes if tf in obs.windows]
-        outs = {}
+        found: list[dict[str, CNNPrediction]] = [{} for _ in observations]
+        todo: dict[str, list[tuple[str, np.ndarray, list[int]]]] = {}  # tf -> windows to run
         with self.lock, torch.no_grad():
-            for tf in tfs:
-                window = obs.windows[tf]
-                cached = self._cache.get((obs.symbol, tf))
-                # The observation builder hands out the same read-only array while a timeframe
-                # has no new candle; the cache holds it, so identity is a safe first test.
-                if cached and cached[0] == self._weights_version and (
-                        cached[1] is window or np.array_equal(cached[1], window)):
-                    outs[tf] = cached[2]
-                    continue
-                x = left_pad(window, self.cfg.window)
-                out = _prediction(self.inference_net(
-                    torch.as_tensor(x, device=self.device)[None], tf),  # [1, 5, L] in
-                    self._inference_norm, self.timeframes.index(tf))
-                kept = window if not window.flags.writeable else np.array(window)
-                self._cache[(obs.symbol, tf)] = (self._weights_version, kept, out)
-                outs[tf] = out
-        return outs
+            for i, obs in enumerate(observations):
+                for tf in self.timeframes:
+                    window = obs.windows.get(tf)
+                    if window is None:
+                        continue
+                    cached = self._cache.get((obs.symbol, tf))
+                    if cached and cached[0] == self._weights_version and (
+                            cached[1] is window or np.array_equal(cached[1], window)):
+                        found[i][tf] = cached[2]
+                        continue
+                    runs = todo.setdefault(tf, [])
+                    same = [r for r in runs if r[0] == obs.symbol and r[1] is window]
+                    if same:  # two closes of one symbol in this batch share the window
+                        same[0][2].append(i)
+                    else:
+                        runs.append((obs.symbol, window, [i]))
+            for tf, runs in todo.items():
+                x = np.stack([left_pad(window, self.cfg.window) for _, window, _ in runs])
+                out = self.inference_net(torch.as_tensor(x, device=self.device), tf)  # [B, ...]
+                tf_index = self.timeframes.index(tf)
+                for row, (symbol, window, users) in enumerate(runs):
+                    pred = _prediction(out, self._inference_norm, tf_index, row)
+                    kept = window if not window.flags.writeable else np.array(window)
+                    self._cache[(symbol, tf)] = (self._weights_version, kept, pred)
+                    for i in users:
+                        found[i][tf] = pred
+        return [{tf: f[tf] for tf in self.timeframes if tf in f} for f in found]
 
     # -- training ------------------------------------------------------------------------
 
@@ -474,13 +491,14 @@ class CNNLearner(Learner):
         return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
 
 
-def _prediction(out: CNNOutput, norm: TargetNorm, tf_index: int) -> CNNPrediction:
-    probs = torch.softmax(out.logits[0], dim=-1)  # [3]
+def _prediction(out: CNNOutput, norm: TargetNorm, tf_index: int, row: int = 0) -> CNNPrediction:
+    """Row ``row`` of a batch's output as a prediction."""
+    probs = torch.softmax(out.logits[row], dim=-1)  # [3]
     return CNNPrediction(
-        action=int(out.logits[0].argmax()),
-        confidence=float(out.confidence[0]),
-        ohlcv=norm.denormalise(tf_index, out.ohlcv[0].cpu().numpy()),  # [5], target units
-        hidden=out.hidden[0].cpu().numpy(),  # [64]
+        action=int(out.logits[row].argmax()),
+        confidence=float(out.confidence[row]),
+        ohlcv=norm.denormalise(tf_index, out.ohlcv[row].cpu().numpy()),  # [5], target units
+        hidden=out.hidden[row].cpu().numpy(),  # [64]
         probs=probs.cpu().numpy(),
     )
 

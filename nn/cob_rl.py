@@ -120,11 +120,19 @@ class COBLearner(Learner):
 
     def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput:
         """argmax direction and its softmax probability (the timeframe is in the state)."""
-        x = torch.as_tensor(state, dtype=torch.float32, device=self.device)[None]  # [1, F]
+        return self.predict_many([state], [timeframe])[0]
+
+    def predict_many(self, states: list[np.ndarray], timeframes: list[str]) -> list[ModelOutput]:
+        """``predict`` for several states in one forward pass."""
+        if not states:
+            return []
+        x = torch.as_tensor(np.stack(states).astype(np.float32, copy=False),
+                            device=self.device)  # [N, F]
         with self.lock, torch.no_grad():
-            probs = torch.softmax(self.inference_net(x)[0], dim=-1)  # [2]
-        action = int(probs.argmax())
-        return ModelOutput(action=action, confidence=float(probs[action]))
+            probs = torch.softmax(self.inference_net(x), dim=-1).cpu().numpy()  # [N, 2]
+        actions = probs.argmax(axis=1)
+        return [ModelOutput(action=int(a), confidence=float(probs[row, a]))
+                for row, a in enumerate(actions)]
 
     def learn(self, experiences: list[Experience]) -> dict[str, float] | None:
         """One Adam step of weighted cross-entropy on the new experiences plus as many replayed

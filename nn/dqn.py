@@ -156,19 +156,33 @@ class DQNLearner(Learner):
         all three are equal, near 1 when one dominates by a few reward units. It is reported
         for the chosen action, so an explored (random) action usually has low confidence.
         """
-        state = np.asarray(state, dtype=np.float32)
-        if state.shape != (self.state_dim,):
-            raise ValueError(f"dqn: state of shape {state.shape}, expected ({self.state_dim},)")
-        if timeframe not in self.timeframes:
-            raise ValueError(f"dqn: timeframe {timeframe!r} not in {self.timeframes}")
-        x = torch.as_tensor(state, device=self.device).unsqueeze(0)  # [1, D]
+        return self.predict_many([state], [timeframe])[0]
+
+    def predict_many(self, states: list[np.ndarray], timeframes: list[str]) -> list[ModelOutput]:
+        """``predict`` for several states in one forward pass; the exploration draws are made
+        row by row in order, so the result equals calling ``predict`` on each in turn."""
+        if not states:
+            return []
+        for state, timeframe in zip(states, timeframes, strict=True):
+            shape = np.shape(state)
+            if shape != (self.state_dim,):
+                raise ValueError(f"dqn: state of shape {shape}, expected ({self.state_dim},)")
+            if timeframe not in self.timeframes:
+                raise ValueError(f"dqn: timeframe {timeframe!r} not in {self.timeframes}")
+        x = torch.as_tensor(np.stack(states).astype(np.float32, copy=False),
+                            device=self.device)  # [N, D]
+        outs = []
         with self.lock:
             with torch.no_grad():
-                q = self.inference_net(x)[0]  # [A]
-            explored = bool(self.rng.random() < self._published_epsilon)
-            action = int(self.rng.integers(len(self.actions))) if explored else int(q.argmax())
-        confidence = float(torch.softmax(q, dim=0)[action])
-        return ModelOutput(action=action, confidence=confidence, explored=explored)
+                q = self.inference_net(x)  # [N, A]
+            greedy = q.argmax(dim=1).tolist()
+            for row in range(len(states)):
+                explored = bool(self.rng.random() < self._published_epsilon)
+                action = int(self.rng.integers(len(self.actions))) if explored else greedy[row]
+                outs.append((action, explored))
+        probs = torch.softmax(q, dim=1).cpu().numpy()  # [N, A]
+        return [ModelOutput(action=a, confidence=float(probs[row, a]), explored=explored)
+                for row, (a, explored) in enumerate(outs)]
 
     def learn(self, experiences: list[Experience]) -> dict[str, float] | None:
         """Store ``experiences``, then one Double-DQN step on a prioritised batch."""

@@ -467,3 +467,24 @@ def test_predictions_wait_for_publish_when_auto_publish_is_off():
     learner.publish()
     after = learner.predict(state, "1m")
     assert after.confidence != before.confidence and learner.published_steps == 1
+
+
+def test_predict_many_runs_one_forward_per_head_for_all_symbols():
+    learner = make_learner()
+    rng = np.random.default_rng(4)
+    eth = {tf: trend_window(rng, 0.001) for tf in TFS}
+    btc = {tf: trend_window(rng, -0.001) for tf in TFS}
+    batch = [Observation("ETH/USDT", "1s", 0, eth, {}, np.zeros(0)),
+             Observation("BTC/USDT", "1s", 0, btc, {}, np.zeros(0)),
+             Observation("ETH/USDT", "1m", 0, eth, {}, np.zeros(0))]  # ETH's windows again
+    calls = []
+    forward = learner.inference_net.forward
+    learner.inference_net.forward = lambda x, tf: calls.append((tf, len(x))) or forward(x, tf)
+    outs = learner.predict_many(batch)
+    assert sorted(calls) == sorted((tf, 2) for tf in TFS)  # ETH and BTC rows, once each
+    assert outs[2]["1h"] is outs[0]["1h"]  # the repeated ETH windows share their outputs
+    for obs, out in zip(batch[:2], outs):
+        alone = make_learner().predict_all(obs)  # same seed, fresh cache, batch of one
+        for tf in TFS:
+            np.testing.assert_allclose(out[tf].probs, alone[tf].probs, rtol=1e-5)
+            np.testing.assert_allclose(out[tf].hidden, alone[tf].hidden, rtol=1e-5, atol=1e-6)

@@ -197,3 +197,14 @@ def test_state_dict_round_trip_is_exact(tmp_path):
 def test_load_state_dict_rejects_another_layout():
     with pytest.raises(ValueError, match="layout"):
         make_learner().load_state_dict(make_learner(n_returns=5).state_dict())
+
+
+def test_predict_many_equals_predict_one_by_one():
+    learner = make_learner()
+    states = np.random.default_rng(4).standard_normal((6, learner.n_features)).astype(np.float32)
+    batched = learner.predict_many(list(states), ["1m"] * 6)
+    for state, out in zip(states, batched):
+        single = learner.predict(state, "1m")
+        assert out.action == single.action
+        assert out.confidence == pytest.approx(single.confidence, rel=1e-5)
+    assert learner.predict_many([], []) == []

@@ -383,3 +383,19 @@ def test_predictions_use_the_published_weights_and_epsilon():
     learner.auto_publish = True  # the app: every step publishes
     train(learner, 1)
     assert learner.published_steps == 4 and same_params(learner.q_network, learner.inference_net)
+
+
+def test_predict_many_equals_predict_one_by_one_exploration_included():
+    rng = np.random.default_rng(9)
+    states = [rng.normal(size=make().state_dim).astype(np.float32) for _ in range(20)]
+    tfs = [TFS[i % len(TFS)] for i in range(20)]
+    one, many = make(seed=3), make(seed=3)
+    one.epsilon = many.epsilon = 0.5  # half the actions explored: the draws must line up
+    singles = [one.predict(s, tf) for s, tf in zip(states, tfs)]
+    batched = many.predict_many(states, tfs)
+    assert [(o.action, o.explored) for o in batched] == [(o.action, o.explored) for o in singles]
+    assert any(o.explored for o in batched) and not all(o.explored for o in batched)
+    np.testing.assert_allclose([o.confidence for o in batched],
+                               [o.confidence for o in singles], rtol=1e-5)
+    with pytest.raises(ValueError, match="timeframe"):
+        many.predict_many(states[:1], ["5m"])
