@@ -8,7 +8,6 @@ write a new item's priority and pick the indices of a batch.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import NamedTuple
 
@@ -77,7 +76,7 @@ class SumTree:
         self.filled += int(np.count_nonzero(self._min[nodes] == np.inf))
         self._sum[nodes] = self._min[nodes] = self._max[nodes] = p[keep]
         while nodes[0] > 1:  # every leaf is at the same depth: levels end at the root together
-            nodes = np.unique(nodes // 2)
+            nodes = nodes // 2  # a parent listed twice is recomputed twice, to the same value
             left, right = 2 * nodes, 2 * nodes + 1
             self._sum[nodes] = self._sum[left] + self._sum[right]
             self._min[nodes] = np.minimum(self._min[left], self._min[right])
@@ -150,8 +149,15 @@ class Batch(NamedTuple):
 class ReplayBuffer:
     """Uniform replay over a ring of ``capacity`` experiences; sampling with replacement.
 
-    Subclasses change how priorities are kept by overriding two hooks: ``_on_write`` (a slot
-    was just (over)written) and ``_sample_indices`` (pick a batch's slots and their
+    Experiences live in preallocated numpy columns (states and next states as float16 rows,
+    actions, rewards, weights, timeframe codes), as Stable-Baselines3 keeps its buffers: no
+    object per experience, nothing to allocate or free once the ring has gone round, so memory
+    grows while the ring fills and stays put after (``np.zeros`` pages are only touched when
+    first written). The state columns are created at the first add, when the state size is
+    known; a later experience of another size is refused.
+
+    Subclasses change how priorities are kept by overriding two hooks: ``_on_write_many``
+    (slots were just (over)written) and ``_sample_indices`` (pick a batch's slots and their
     importance-sampling weights).
     """
 
@@ -160,11 +166,17 @@ class ReplayBuffer:
             raise ValueError(f"replay buffer capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.rng = np.random.default_rng(seed)
-        self._storage: list[Experience | None] = [None] * capacity
         self._next = 0  # slot the next add writes
         self._size = 0
         self._state_dim: int | None = None  # fixed by the first experience
-        self._nbytes = 0  # running total of the stored experiences' arrays
+        self._states: np.ndarray | None = None  # [capacity, D] STORE_DTYPE
+        self._next_states: np.ndarray | None = None  # [capacity, D], zeros where done
+        self._has_next = np.zeros(capacity, dtype=bool)
+        self._actions = np.zeros(capacity, dtype=np.int64)
+        self._rewards = np.zeros(capacity, dtype=np.float32)
+        self._weights = np.zeros(capacity, dtype=np.float32)
+        self._tf = np.zeros(capacity, dtype=np.int16)  # index into self._tf_names
+        self._tf_names: list[str] = []
 
     def __len__(self) -> int:
         return self._size
@@ -173,54 +185,64 @@ class ReplayBuffer:
         """Store ``exp`` (states as float16, see STORE_DTYPE), overwriting the oldest when full.
 
         ``priority`` is the raw priority p > 0 for prioritised buffers (None: the current
-        maximum); the uniform buffer ignores it.
+        maximum); the uniform buffer ignores it. Returns the slot.
         """
-        exp = self._checked(exp)
-        index = self._next
-        old = self._storage[index]
-        if old is not None:
-            self._nbytes -= _experience_nbytes(old)
-        self._storage[index] = exp
-        self._nbytes += _experience_nbytes(exp)
-        self._on_write(index, priority)
-        self._next = (index + 1) % self.capacity
-        self._size = min(self._size + 1, self.capacity)
-        return index
+        slot = int(self.add_many([exp])[0])
+        if priority is not None:
+            self._set_priority(slot, priority)
+        return slot
 
     def add_many(self, exps: list[Experience]) -> np.ndarray:
-        """``add`` for a list, checked and converted in one numpy pass; their slots [N]. All
-        are checked before any is stored: a bad one leaves the buffer as it was."""
+        """Store a list, checked and converted in one numpy pass; their slots [N]. All are
+        checked before any is stored: a bad one leaves the buffer as it was."""
         if not exps:
             return np.empty(0, dtype=np.int64)
         states = _stored_rows([e.state for e in exps], "state")
-        if self._state_dim is not None and states.shape[1] != self._state_dim:
-            raise ValueError(f"experience state has {states.shape[1]} values; this buffer "
-                             f"holds {self._state_dim}")
-        has_next = [e.next_state is not None for e in exps]
+        dim = states.shape[1]
+        if self._state_dim is not None and dim != self._state_dim:
+            raise ValueError(f"experience state has {dim} values; this buffer holds "
+                             f"{self._state_dim}")
+        has_next = np.array([e.next_state is not None for e in exps])
         nexts = (_stored_rows([e.next_state for e in exps if e.next_state is not None],
-                              "next_state") if any(has_next) else None)
-        if nexts is not None and nexts.shape[1] != states.shape[1]:
+                              "next_state") if has_next.any() else None)
+        if nexts is not None and nexts.shape[1] != dim:
             raise ValueError(f"experience next_state has {nexts.shape[1]} values; "
-                             f"this buffer holds {states.shape[1]}")
+                             f"this buffer holds {dim}")
         for e in exps:
             if not math.isfinite(e.reward) or not math.isfinite(e.weight) or e.weight < 0:
                 raise ValueError(f"experience reward {e.reward} / weight {e.weight} not usable")
-        self._state_dim = states.shape[1]
+        if self._states is None:
+            self._state_dim = dim
+            self._states = np.zeros((self.capacity, dim), dtype=STORE_DTYPE)
+            self._next_states = np.zeros((self.capacity, dim), dtype=STORE_DTYPE)
         slots = (self._next + np.arange(len(exps))) % self.capacity
-        k = 0
-        for slot, exp, state, nxt in zip(slots.tolist(), exps, states, has_next):
-            old = self._storage[slot]
-            if old is not None:
-                self._nbytes -= _experience_nbytes(old)
-            stored = dataclasses.replace(exp, state=state.copy(),
-                                         next_state=nexts[k].copy() if nxt else None)
-            k += nxt
-            self._storage[slot] = stored
-            self._nbytes += _experience_nbytes(stored)
+        if len(exps) > self.capacity:  # only the newest fit; earlier ones would be overwritten
+            keep = slice(len(exps) - self.capacity, None)
+            return self._write(slots[keep], exps[keep], states[keep], has_next[keep],
+                               nexts, int(has_next[: keep.start].sum()), len(exps))
+        return self._write(slots, exps, states, has_next, nexts, 0, len(exps))
+
+    def _write(self, slots, exps, states, has_next, nexts, next_offset: int, n_added: int):
+        self._states[slots] = states
+        self._has_next[slots] = has_next
+        if nexts is not None:
+            self._next_states[slots[has_next]] = \
+                nexts[next_offset: next_offset + int(has_next.sum())]
+        if not has_next.all():
+            self._next_states[slots[~has_next]] = 0
+        self._actions[slots] = [e.action for e in exps]
+        self._rewards[slots] = [e.reward for e in exps]
+        self._weights[slots] = [e.weight for e in exps]
+        self._tf[slots] = [self._tf_code(e.timeframe) for e in exps]
         self._on_write_many(slots)
         self._next = int((slots[-1] + 1) % self.capacity)
-        self._size = min(self._size + len(exps), self.capacity)
+        self._size = min(self._size + n_added, self.capacity)
         return slots
+
+    def _tf_code(self, name: str) -> int:
+        if name not in self._tf_names:
+            self._tf_names.append(name)
+        return self._tf_names.index(name)
 
     def sample(self, batch_size: int, step: int = 0) -> Batch:
         """``batch_size`` experiences; ``step`` (training steps so far) anneals PER's beta."""
@@ -232,16 +254,20 @@ class ReplayBuffer:
         return self._gather(indices, is_weights)
 
     def nbytes(self) -> int:
-        """Bytes held by the stored experiences' arrays (object overhead not counted)."""
-        return self._nbytes
+        """Bytes of the rows in use (states, next states and the per-experience columns)."""
+        row = (self._has_next.itemsize + self._actions.itemsize + self._rewards.itemsize
+               + self._weights.itemsize + self._tf.itemsize)
+        if self._states is not None:
+            row += self._states.itemsize * self._state_dim * 2
+        return self._size * row
 
     # -- hooks -------------------------------------------------------------------------
 
-    def _on_write(self, index: int, priority: float | None) -> None:
-        """Slot ``index`` now holds a new experience. Uniform replay keeps no priorities."""
-
     def _on_write_many(self, indices: np.ndarray) -> None:
         """Slots ``indices`` now hold new experiences (added with the default priority)."""
+
+    def _set_priority(self, index: int, priority: float) -> None:
+        """An explicit priority for one slot; the uniform buffer has none."""
 
     def _sample_indices(self, batch_size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Slots [B] int64 and importance-sampling weights [B] float64 (all 1 here)."""
@@ -250,60 +276,31 @@ class ReplayBuffer:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _checked(self, exp: Experience) -> Experience:
-        state = _stored(exp.state, "state")  # a copy: callers may reuse theirs
-        if self._state_dim is None:
-            self._state_dim = state.size
-        if state.size != self._state_dim:
-            raise ValueError(
-                f"experience state has {state.size} values; this buffer holds {self._state_dim}"
-            )
-        next_state = exp.next_state
-        if next_state is not None:
-            next_state = _stored(next_state, "next_state")
-            if next_state.size != self._state_dim:
-                raise ValueError(f"experience next_state has {next_state.size} values; "
-                                 f"this buffer holds {self._state_dim}")
-        if not math.isfinite(exp.reward) or not math.isfinite(exp.weight) or exp.weight < 0:
-            raise ValueError(f"experience reward {exp.reward} / weight {exp.weight} not usable")
-        return dataclasses.replace(exp, state=state, next_state=next_state)
-
     def _gather(self, indices: np.ndarray, is_weights: np.ndarray) -> Batch:
-        exps = [self._storage[i] for i in indices]
-        assert all(e is not None for e in exps), "sampled an empty slot"
-        dim = self._state_dim or 0
-        zeros = np.zeros(dim, dtype=STORE_DTYPE)
+        indices = np.asarray(indices, dtype=np.int64)
         return Batch(
-            states=_from_store(np.stack([e.state for e in exps])),  # [B, D]
-            actions=np.array([e.action for e in exps], dtype=np.int64),  # [B]
-            rewards=np.array([e.reward for e in exps], dtype=np.float32),  # [B]
-            next_states=_from_store(np.stack([zeros if e.next_state is None else e.next_state
-                                              for e in exps])),  # [B, D]
-            dones=np.array([e.next_state is None for e in exps], dtype=np.float32),  # [B]
-            weights=(is_weights * np.array([e.weight for e in exps])).astype(np.float32),
-            indices=np.asarray(indices, dtype=np.int64),
-            timeframes=[e.timeframe for e in exps],
+            states=_from_store(self._states[indices]),  # [B, D]
+            actions=self._actions[indices],  # [B]
+            rewards=self._rewards[indices],  # [B]
+            next_states=_from_store(self._next_states[indices]),  # [B, D], zeros where done
+            dones=(~self._has_next[indices]).astype(np.float32),  # [B]
+            weights=(is_weights * self._weights[indices]).astype(np.float32),  # [B]
+            indices=indices,
+            timeframes=[self._tf_names[c] for c in self._tf[indices]],
         )
 
 
 # States are kept as float16: half the memory of float32 (a full default DQN buffer, 50,000 x
-# state and next state of 2,717 values, is 0.54 GB instead of 1.09 GB) and ~3 significant
+# state and next state of 2,689 values, is 0.54 GB instead of 1.08 GB) and ~3 significant
 # digits, plenty for normalised features; batches come out as float32.
 STORE_DTYPE = np.float16
 
 
-def _stored(values, name: str) -> np.ndarray:
-    out = np.array(values, dtype=np.float32).reshape(-1)
-    if not np.all(np.isfinite(out)) or np.any(np.abs(out) > np.finfo(STORE_DTYPE).max):
-        raise ValueError(f"experience {name} holds NaN, inf or values beyond "
-                         f"+-{np.finfo(STORE_DTYPE).max:g} (stored as {np.dtype(STORE_DTYPE)})")
-    return _to_store(out)
-
-
 def _stored_rows(values: list, name: str) -> np.ndarray:
-    """Many states as rows [N, D] of STORE_DTYPE, checked like ``_stored``."""
+    """States as rows [N, D] of STORE_DTYPE; NaN, inf or values float16 cannot hold refused."""
     rows = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in values])
-    if not np.all(np.isfinite(rows)) or np.abs(rows).max() > np.finfo(STORE_DTYPE).max:
+    # one pass: the max of |x| is NaN if any x is NaN, inf if any is infinite
+    if not np.abs(rows).max() <= np.finfo(STORE_DTYPE).max:
         raise ValueError(f"experience {name} holds NaN, inf or values beyond "
                          f"+-{np.finfo(STORE_DTYPE).max:g} (stored as {np.dtype(STORE_DTYPE)})")
     return _to_store(rows)
@@ -316,11 +313,6 @@ def _to_store(rows: np.ndarray) -> np.ndarray:
 
 def _from_store(rows: np.ndarray) -> np.ndarray:
     return torch.from_numpy(np.ascontiguousarray(rows)).float().numpy()
-
-
-def _experience_nbytes(exp: Experience) -> int:
-    arrays = (exp.state, exp.next_state, exp.target_ohlcv)
-    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -364,19 +356,18 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         tree = self.tree
         return super().nbytes() + tree._sum.nbytes + tree._min.nbytes + tree._max.nbytes
 
-    def _on_write(self, index: int, priority: float | None) -> None:
-        if priority is None:
-            # max over stored p^alpha is (max p)^alpha since x -> x^alpha is monotone.
-            value = self.tree.max_priority if len(self) else 1.0
-        else:
-            if not (math.isfinite(priority) and priority > 0):
-                raise ValueError(f"priority must be finite and > 0, got {priority}")
-            value = priority**self.alpha
-        self.tree.update(index, value)
+    def add(self, exp: Experience, priority: float | None = None) -> int:
+        if priority is not None and not (math.isfinite(priority) and priority > 0):
+            raise ValueError(f"priority must be finite and > 0, got {priority}")
+        return super().add(exp, priority)
+
+    def _set_priority(self, index: int, priority: float) -> None:
+        self.tree.update(index, priority**self.alpha)
 
     def _on_write_many(self, indices: np.ndarray) -> None:
         # Each new one gets the maximum: writing the maximum never lowers it, so it is the
-        # same for the whole list.
+        # same for the whole list (max over stored p^alpha is (max p)^alpha: x^alpha is
+        # monotone).
         value = self.tree.max_priority if len(self) else 1.0
         self.tree.update_many(indices, np.full(len(indices), value))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -207,9 +208,10 @@ class DQNLearner(Learner):
                                            self.cfg.gamma)  # [B]
         q = self.q_network(states).gather(1, actions.unsqueeze(1)).squeeze(1)  # [B]
         loss = (weights * F.smooth_l1_loss(q, td_target, reduction="none")).mean()
-        if not torch.isfinite(loss):
+        value = loss.item()
+        if not math.isfinite(value):
             # Refuse to step: NaN weights would poison every later prediction.
-            raise FloatingPointError(f"dqn: non-finite loss {loss.item()} at step "
+            raise FloatingPointError(f"dqn: non-finite loss {value} at step "
                                      f"{self.train_steps}; weights left unchanged")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,12 +221,12 @@ class DQNLearner(Learner):
 
         td_abs = (td_target - q.detach()).abs()  # [B]
         self.buffer.update_priorities(batch.indices, td_abs.cpu().numpy())
-        self.record_loss(loss.item())  # also counts the step
+        self.record_loss(value)  # also counts the step
         self._epsilon = max(self.cfg.epsilon_min, self._epsilon * self.cfg.epsilon_decay)
         if self.train_steps % self.cfg.target_sync_steps == 0:
             self.sync_target()
         self._stepped()
-        return {"loss": loss.item(), "td_abs_mean": td_abs.mean().item(),
+        return {"loss": value, "td_abs_mean": float(td_abs.mean()),
                 "epsilon": self._epsilon, "beta": beta}
 
     def _snapshot(self, clone: bool) -> dict:

@@ -182,17 +182,30 @@ def test_buffer_copies_states_and_leaves_caller_experience_alone():
     assert buf.sample(1).states[0, 0] == 1.0
 
 
-def test_nbytes_counts_stored_arrays():
+def test_nbytes_counts_the_rows_in_use():
+    # a row: state + next state 2 x 4 float16 = 16 B, has_next 1, action 8, reward 4,
+    # weight 4, timeframe code 2 -> 35 B
     buf = ReplayBuffer(2)
-    buf.add(exp(dim=4))  # state + next_state: 2 x 4 float16 = 16 bytes
-    buf.add(exp(dim=4, done=True))  # state only: 8 bytes
-    assert buf.nbytes() == 24
-    buf.add(exp(dim=4, done=True))  # overwrites the first: 24 - 16 + 8 = 16
-    assert buf.nbytes() == 16
+    assert buf.nbytes() == 0
+    buf.add(exp(dim=4))
+    buf.add(exp(dim=4, done=True))  # a done row takes the same room (next state zeros)
+    assert buf.nbytes() == 2 * 35
+    buf.add(exp(dim=4, done=True))  # overwrites the first: still two rows
+    assert buf.nbytes() == 70
     tree_bytes = 3 * 2 * 2 * 8  # capacity 2 -> 2 leaves -> 4-node arrays x (sum, min, max)
     pbuf = per(capacity=2)
     pbuf.add(exp(dim=4, done=True))
-    assert pbuf.nbytes() == 8 + tree_bytes
+    assert pbuf.nbytes() == 35 + tree_bytes
+
+
+def test_a_list_longer_than_the_ring_keeps_its_newest():
+    buf = ReplayBuffer(3)
+    exps = [exp(reward=float(r), dim=2, done=r % 2 == 0) for r in range(5)]  # 0, 2, 4 done
+    assert buf.add_many(exps).tolist() == [2, 0, 1]  # slots of rewards 2, 3, 4
+    batch = buf._gather(np.arange(3), np.ones(3))
+    assert batch.rewards.tolist() == [3.0, 4.0, 2.0]
+    assert batch.dones.tolist() == [0.0, 1.0, 1.0]
+    np.testing.assert_array_equal(batch.next_states[0], [4.0, 4.0])  # reward 3: state 3 + 1
 
 
 def test_states_are_stored_as_float16_and_sampled_as_float32():
@@ -383,9 +396,9 @@ def test_add_many_matches_add_one_at_a_time():
     assert many.add_many(exps[5:]).tolist() == [5, 6, 7, 0, 1, 2]
     assert len(one) == len(many) == 8 and one.nbytes() == many.nbytes()
     np.testing.assert_array_equal(many.tree._sum, one.tree._sum)
-    for a, b in zip(one._storage, many._storage):
-        np.testing.assert_array_equal(a.state, b.state)
-        assert (a.next_state is None) == (b.next_state is None) and a.reward == b.reward
+    a, b = one._gather(np.arange(8), np.ones(8)), many._gather(np.arange(8), np.ones(8))
+    for field in ("states", "next_states", "dones", "rewards", "actions", "weights"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
 def test_add_many_refuses_a_bad_list_whole():
