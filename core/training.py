@@ -113,6 +113,8 @@ class LiveTrainingService:
         self._last_checkpoint_step = {name: 0 for name in learners}
         self._lock = threading.Lock()
         self._status_cache: tuple[float, dict] | None = None
+        self._status_lock = threading.Lock()  # the first computation
+        self._refreshing = threading.Lock()  # held while a background refresh runs
         self._quality_cache: tuple[float, dict, int] | None = None
         market.store.subscribe(self._on_close)
 
@@ -124,7 +126,7 @@ class LiveTrainingService:
                 self.active = True
                 self.started_at_ms = self.market.clock.now_ms()
                 log.info("live training started")
-        self._status_cache = None
+        self.invalidate_status()
         return self.cached_status()
 
     def stop(self) -> dict:
@@ -134,7 +136,7 @@ class LiveTrainingService:
         if was_active:
             self.save_checkpoints()
             log.info("live training stopped")
-        self._status_cache = None
+        self.invalidate_status()
         return self.cached_status()
 
     # -- jobs ---------------------------------------------------------------------------
@@ -438,14 +440,40 @@ class LiveTrainingService:
         self._quality_cache = (now, quality, resolved)
         return quality
 
+    STATUS_MAX_STALE_S = 2.0  # an older copy is recomputed on the request, not in the background
+
     def cached_status(self, max_age_s: float = 0.5) -> dict:
-        """The published status, recomputed at most every max_age_s (REST and page read this)."""
-        now = time.monotonic()
+        """The published status (REST and the page read this), at most max_age_s old plus
+        one refresh. A stale copy is refreshed on a background thread while callers keep
+        getting the current one, so no request waits for the store's aggregate queries or
+        the models' baseline comparison (hundreds of ms with many predictions stored), and
+        twenty clients arriving together start one refresh, not twenty."""
         cached = self._status_cache
-        if cached is None or now - cached[0] > max_age_s:
-            cached = (now, self.status())
-            self._status_cache = cached
+        if cached is None or time.monotonic() - cached[0] > self.STATUS_MAX_STALE_S:
+            # Nothing published yet (start, stop), or nobody asked for a while: compute it
+            # here, once; callers arriving meanwhile wait for that one computation.
+            with self._status_lock:
+                cached = self._status_cache
+                if cached is None or time.monotonic() - cached[0] > self.STATUS_MAX_STALE_S:
+                    cached = self._status_cache = (time.monotonic(), self.status())
+                return cached[1]
+        if time.monotonic() - cached[0] > max_age_s and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh_status, name="status-refresh",
+                             daemon=True).start()
         return cached[1]
+
+    def invalidate_status(self) -> None:
+        """The next status read recomputes (after start/stop, or when a caller must see the
+        jobs' latest effects)."""
+        self._status_cache = None
+
+    def _refresh_status(self) -> None:
+        try:
+            self._status_cache = (time.monotonic(), self.status())
+        except Exception:  # keep serving the last good copy; say why
+            log.exception("status refresh failed")
+        finally:
+            self._refreshing.release()
 
     def status(self) -> dict:
         accuracy = self.store.accuracy()

@@ -102,6 +102,7 @@ def test_resolved_predictions_carry_actuals_and_rewards(trained):
 
 def test_rest_status_agrees_with_the_store(trained):
     client = create_app(trained.config, trained.market, trained.training).server.test_client()
+    trained.training.invalidate_status()  # the copy published before the run is stale
     status = client.get("/api/live-training/status").get_json()
     counts = trained.training.store.counts()
     for name, m in status["models"].items():

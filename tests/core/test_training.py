@@ -174,3 +174,40 @@ def test_a_close_that_fails_keeps_the_others_and_is_reported(tmp_path):
     after = training.store.counts()
     assert all(after[m]["resolved"] > before[m]["resolved"] for m in ("cnn", "dqn", "cob"))
     services.stop()
+
+
+def test_a_stale_status_is_refreshed_once_in_the_background(tmp_path):
+    import threading
+    import time
+
+    services = make_services(tmp_path)
+    training = services.training
+    first = training.cached_status()
+    computed, release = [], threading.Event()
+    real_status = training.status
+
+    def slow_status():  # a refresh that takes as long as the test says
+        computed.append(1)
+        release.wait(5)
+        return {**real_status(), "marker": len(computed)}
+
+    training.status = slow_status
+    training._status_cache = (time.monotonic() - 1.0, first)  # 1 s old: stale, not abandoned
+    got, threads = [], [threading.Thread(target=lambda: got.append(training.cached_status()))
+                        for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(2)
+    assert len(got) == 20 and all(g is first for g in got)  # nobody waited for the refresh
+    assert computed == [1]  # twenty stale reads, one refresh
+    release.set()
+    for _ in range(100):
+        if training.cached_status().get("marker") == 1:
+            break
+        time.sleep(0.01)
+    assert training.cached_status()["marker"] == 1
+    # a copy older than STATUS_MAX_STALE_S is recomputed on the request itself
+    training._status_cache = (time.monotonic() - training.STATUS_MAX_STALE_S - 1, first)
+    assert training.cached_status()["marker"] == 2
+    services.stop()
