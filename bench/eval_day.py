@@ -19,6 +19,7 @@ last line is machine readable:
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import tempfile
 import time
@@ -54,6 +55,7 @@ def main() -> None:
         src = services.market.source
         src.backfill()
         services.training.start()
+        gc.freeze()  # as app.py and the evaluate command do after start-up
         setup_s = time.perf_counter() - t_build
         start = src.start_ms
         end = min(src.data_end, start + int(args.hours * 3_600_000))

@@ -22,6 +22,12 @@ replay bookkeeping, no input checks, no loss check, no copy of the weights for p
   loop does the same maths on one sampled batch.
 - cob: like the CNN, 2 x batch rows, weighted cross-entropy.
 
+Each model is timed twice: ``filling``, right after the first steps, while its replay buffer
+fills (the buffer's pages are written for the first time: page faults, expensive in a VM), and
+``learn``, once the buffer has been filled to capacity from the collected experiences, as it
+is for the rest of a long run (the DQN's 50,000 after ~7 market hours). The ``learn`` row is
+the steady state the target is checked on; both are printed.
+
 Samples/s counts the rows that go through the forward and backward pass per second.
 """
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import statistics
 import tempfile
 import time
@@ -43,7 +50,9 @@ from core.services import build_services
 from nn.cnn import GRAD_CLIP as cnn_clip
 from nn.cob_rl import GRAD_CLIP as cob_clip
 from nn.dqn import GRAD_CLIP as dqn_clip
-from nn.dqn import double_dqn_targets
+from nn.dqn import DQNLearner, double_dqn_targets
+
+ROUNDS = 5  # learn and bare alternate in this many blocks
 
 
 def timed_loop(step, steps: int, seconds: float) -> tuple[int, float, list[float]]:
@@ -57,6 +66,37 @@ def timed_loop(step, steps: int, seconds: float) -> tuple[int, float, list[float
         if time.perf_counter() - t_start > seconds:
             break
     return len(times), time.perf_counter() - t_start, times
+
+
+def compare(learn_step, bare, args) -> tuple:
+    """Time learn and bare in alternate blocks, so a change in the machine's load hits both
+    alike; (learn steps, wall, times), (bare steps, wall, times)."""
+    learn, base = [0, 0.0, []], [0, 0.0, []]
+    per_block = max(1, args.steps // ROUNDS)
+    for _ in range(ROUNDS):
+        for acc, step in ((learn, learn_step), (base, bare)):
+            n, w, t = timed_loop(step, per_block, args.seconds / ROUNDS)
+            acc[0], acc[1], acc[2] = acc[0] + n, acc[1] + w, acc[2] + t
+    return learn, base
+
+
+def report(name: str, case: str, rows: int, learn: list, base: list) -> None:
+    rate_l, rate_b = rows * learn[0] / learn[1], rows * base[0] / base[1]
+    for label, (steps, _, times), rate in ((case, learn, rate_l), ("bare", base, rate_b)):
+        ratio = f"{rate_b / rate_l:.2f}x" if label != "bare" else ""
+        print(f"{name:<6}{label:<8}{rows:>10}{steps:>7}{statistics.median(times):>9.2f}"
+              f"{np.percentile(times, 99):>9.2f}{rate:>11,.0f}{ratio:>12}")
+
+
+def fill_buffer(learner, pool: list) -> None:
+    """Fill the learner's replay buffer to capacity with the collected experiences."""
+    if isinstance(learner, DQNLearner):
+        while len(learner.buffer) < learner.buffer.capacity:
+            learner.buffer.add_many(pool)
+    else:
+        examples = learner._examples(pool)
+        while len(learner.buffer) < learner.buffer.capacity:
+            learner.buffer.add(examples)
 
 
 def collect(cfg, seconds: int) -> tuple[dict, dict]:
@@ -141,7 +181,7 @@ def bare_cob(learner, exps: list, rows: int):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--collect", type=int, default=180, help="market seconds replayed for data")
-    p.add_argument("--steps", type=int, default=100, help="training steps timed per case")
+    p.add_argument("--steps", type=int, default=200, help="training steps timed per case")
     p.add_argument("--seconds", type=float, default=12.0, help="wall limit per case")
     p.add_argument("--batch", type=int, help="experiences per learn() (default: the 1s batch)")
     args = p.parse_args()
@@ -153,6 +193,7 @@ def main() -> None:
         batch = args.batch or cfg.training.batch_size["1s"]
         t0 = time.perf_counter()
         services, pools = collect(cfg, args.collect)
+        gc.freeze()  # as app.py does after start-up
         print(f"training throughput, torch threads {torch.get_num_threads()}, batch {batch} "
               f"experiences (1s), collected from {args.collect} market s in "
               f"{time.perf_counter() - t0:.1f} s: "
@@ -173,7 +214,6 @@ def main() -> None:
 
             for _ in range(3):  # fill the replay ring / buffer so every step is full size
                 learn_step()
-            steps_l, wall_l, times_l = timed_loop(learn_step, args.steps, args.seconds)
             if name == "dqn":
                 rows = max(batch, 8)
                 bare = bare_dqn(learner, rows)
@@ -182,13 +222,12 @@ def main() -> None:
                 bare = (bare_cnn if name == "cnn" else bare_cob)(learner, pool, rows)
             for _ in range(3):
                 bare()
-            steps_b, wall_b, times_b = timed_loop(bare, args.steps, args.seconds)
-            rate_l, rate_b = rows * steps_l / wall_l, rows * steps_b / wall_b
-            for case, steps, times, rate in (("learn", steps_l, times_l, rate_l),
-                                             ("bare", steps_b, times_b, rate_b)):
-                ratio = f"{rate_b / rate_l:.2f}x" if case == "learn" else ""
-                print(f"{name:<6}{case:<8}{rows:>10}{steps:>7}{statistics.median(times):>9.2f}"
-                      f"{np.percentile(times, 99):>9.2f}{rate:>11,.0f}{ratio:>12}")
+            # First while the replay buffer fills (its pages are written for the first time),
+            # then with it full, as it is for the rest of a long run.
+            for case in ("filling", "learn"):
+                if case == "learn":
+                    fill_buffer(learner, pool)
+                report(name, case, rows, *compare(learn_step, bare, args))
         print("learn/bare: how many times slower learn() is than the bare loop (time per row)")
         services.stop()
 

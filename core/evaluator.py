@@ -11,6 +11,7 @@ the resolved predictions are scored against the baselines (core/evaluation.py) a
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -248,6 +249,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
     src = services.market.source
     src.backfill()
     services.training.start()
+    gc.freeze()  # as app.py does: what lives for the whole run stays out of full collections
     start = src.start_ms
     end = src.data_end if end_ms is None else min(end_ms, src.data_end)
     log.info("evaluating %s from %d to %d", src.recording.name, start, end)

@@ -32,11 +32,12 @@ class SumTree:
             raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.size = 1 << max(0, math.ceil(math.log2(capacity)))  # leaves incl. padding
-        self._sum = np.zeros(2 * self.size, dtype=np.float64)
-        # Unfilled leaves hold +inf in the min tree and -inf in the max tree so that min and
-        # max are taken over filled leaves only.
-        self._min = np.full(2 * self.size, np.inf, dtype=np.float64)
-        self._max = np.full(2 * self.size, -np.inf, dtype=np.float64)
+        # One [3, 2 * size] array (sum, min, max) so a level of update_many is one gather per
+        # child and one write. Unfilled leaves hold +inf in the min tree and -inf in the max
+        # tree so that min and max are taken over filled leaves only.
+        self._tree = np.stack([np.zeros(2 * self.size), np.full(2 * self.size, np.inf),
+                               np.full(2 * self.size, -np.inf)])
+        self._sum, self._min, self._max = self._tree  # views
         self.filled = 0  # number of leaves that have ever been written
 
     def update(self, index: int, priority: float) -> None:
@@ -75,12 +76,12 @@ class SumTree:
         nodes = self.size + idx[keep]
         self.filled += int(np.count_nonzero(self._min[nodes] == np.inf))
         self._sum[nodes] = self._min[nodes] = self._max[nodes] = p[keep]
+        tree = self._tree
         while nodes[0] > 1:  # every leaf is at the same depth: levels end at the root together
             nodes = nodes // 2  # a parent listed twice is recomputed twice, to the same value
-            left, right = 2 * nodes, 2 * nodes + 1
-            self._sum[nodes] = self._sum[left] + self._sum[right]
-            self._min[nodes] = np.minimum(self._min[left], self._min[right])
-            self._max[nodes] = np.maximum(self._max[left], self._max[right])
+            left, right = tree[:, 2 * nodes], tree[:, 2 * nodes + 1]  # [3, k] each
+            tree[:, nodes] = (left[0] + right[0], np.minimum(left[1], right[1]),
+                              np.maximum(left[2], right[2]))
 
     def find_many(self, prefix_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``find`` for many prefix sums at once, walking all of them down level by level;
@@ -298,12 +299,14 @@ STORE_DTYPE = np.float16
 
 def _stored_rows(values: list, name: str) -> np.ndarray:
     """States as rows [N, D] of STORE_DTYPE; NaN, inf or values float16 cannot hold refused."""
-    rows = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in values])
-    # one pass: the max of |x| is NaN if any x is NaN, inf if any is infinite
-    if not np.abs(rows).max() <= np.finfo(STORE_DTYPE).max:
+    rows = torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32).reshape(-1)
+                                      for v in values])).to(torch.float16)
+    # One check after the conversion: NaN stays NaN, and inf or anything beyond float16's
+    # range has become inf.
+    if not bool(torch.isfinite(rows).all()):
         raise ValueError(f"experience {name} holds NaN, inf or values beyond "
                          f"+-{np.finfo(STORE_DTYPE).max:g} (stored as {np.dtype(STORE_DTYPE)})")
-    return _to_store(rows)
+    return rows.numpy()
 
 
 def _to_store(rows: np.ndarray) -> np.ndarray:
