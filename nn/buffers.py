@@ -83,6 +83,24 @@ class SumTree:
             tree[:, nodes] = (left[0] + right[0], np.minimum(left[1], right[1]),
                               np.maximum(left[2], right[2]))
 
+    def update_range(self, start: int, stop: int, priority: float) -> None:
+        """Leaves start..stop-1 all get ``priority``; parents are recomputed over the
+        contiguous range of each level with slices (no index arrays)."""
+        if not 0 <= start < stop <= self.capacity:
+            raise IndexError(f"SumTree range [{start}, {stop}) outside [0, {self.capacity})")
+        if not (math.isfinite(priority) and priority >= 0):
+            raise ValueError(f"priority must be finite and >= 0, got {priority}")
+        tree = self._tree
+        lo, hi = self.size + start, self.size + stop  # half-open range of nodes
+        self.filled += int(np.count_nonzero(tree[1, lo:hi] == np.inf))
+        tree[:, lo:hi] = priority
+        while lo > 1:
+            lo, hi = lo // 2, (hi + 1) // 2
+            left, right = tree[:, 2 * lo:2 * hi:2], tree[:, 2 * lo + 1:2 * hi:2]
+            tree[0, lo:hi] = left[0] + right[0]
+            np.minimum(left[1], right[1], out=tree[1, lo:hi])
+            np.maximum(left[2], right[2], out=tree[2, lo:hi])
+
     def find_many(self, prefix_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``find`` for many prefix sums at once, walking all of them down level by level;
         returns the leaves [B] int64 and their priorities [B]."""
@@ -194,21 +212,28 @@ class ReplayBuffer:
         return slot
 
     def add_many(self, exps: list[Experience]) -> np.ndarray:
-        """Store a list, checked and converted in one numpy pass; their slots [N]. All are
-        checked before any is stored: a bad one leaves the buffer as it was."""
+        """Store a list, checked and converted in one pass; their slots [N]. All are checked
+        before any is stored: a bad one leaves the buffer as it was.
+
+        A transition's next state is usually the very array that is the state of the next
+        transition of its stream (the live service encodes one state per closed candle), so
+        the arrays are converted once each, by identity, and gathered into both columns."""
         if not exps:
             return np.empty(0, dtype=np.int64)
-        states = _stored_rows([e.state for e in exps], "state")
-        dim = states.shape[1]
+        if len(exps) > self.capacity:  # only the newest fit; earlier ones would be overwritten
+            exps = exps[len(exps) - self.capacity:]
+        index: dict[int, int] = {}
+        arrays: list = []
+        for e in exps:
+            for a in (e.state, e.next_state):
+                if a is not None and id(a) not in index:
+                    index[id(a)] = len(arrays)
+                    arrays.append(a)
+        rows = _stored_rows(arrays, "state")  # [U, D] float16
+        dim = rows.shape[1]
         if self._state_dim is not None and dim != self._state_dim:
             raise ValueError(f"experience state has {dim} values; this buffer holds "
                              f"{self._state_dim}")
-        has_next = np.array([e.next_state is not None for e in exps])
-        nexts = (_stored_rows([e.next_state for e in exps if e.next_state is not None],
-                              "next_state") if has_next.any() else None)
-        if nexts is not None and nexts.shape[1] != dim:
-            raise ValueError(f"experience next_state has {nexts.shape[1]} values; "
-                             f"this buffer holds {dim}")
         for e in exps:
             if not math.isfinite(e.reward) or not math.isfinite(e.weight) or e.weight < 0:
                 raise ValueError(f"experience reward {e.reward} / weight {e.weight} not usable")
@@ -216,28 +241,26 @@ class ReplayBuffer:
             self._state_dim = dim
             self._states = np.zeros((self.capacity, dim), dtype=STORE_DTYPE)
             self._next_states = np.zeros((self.capacity, dim), dtype=STORE_DTYPE)
-        slots = (self._next + np.arange(len(exps))) % self.capacity
-        if len(exps) > self.capacity:  # only the newest fit; earlier ones would be overwritten
-            keep = slice(len(exps) - self.capacity, None)
-            return self._write(slots[keep], exps[keep], states[keep], has_next[keep],
-                               nexts, int(has_next[: keep.start].sum()), len(exps))
-        return self._write(slots, exps, states, has_next, nexts, 0, len(exps))
-
-    def _write(self, slots, exps, states, has_next, nexts, next_offset: int, n_added: int):
-        self._states[slots] = states
-        self._has_next[slots] = has_next
-        if nexts is not None:
-            self._next_states[slots[has_next]] = \
-                nexts[next_offset: next_offset + int(has_next.sum())]
-        if not has_next.all():
-            self._next_states[slots[~has_next]] = 0
-        self._actions[slots] = [e.action for e in exps]
-        self._rewards[slots] = [e.reward for e in exps]
-        self._weights[slots] = [e.weight for e in exps]
-        self._tf[slots] = [self._tf_code(e.timeframe) for e in exps]
+        n = len(exps)
+        has_next = np.array([e.next_state is not None for e in exps])
+        state_rows = np.array([index[id(e.state)] for e in exps])
+        next_rows = np.array([index[id(e.next_state)] if e.next_state is not None else 0
+                              for e in exps])
+        for ring, mine in _ring_parts(self._next, n, self.capacity):
+            self._states[ring] = rows[state_rows[mine]]
+            nxt = rows[next_rows[mine]]
+            nxt[~has_next[mine]] = 0  # done: no next state (row 0 was a placeholder)
+            self._next_states[ring] = nxt
+            self._has_next[ring] = has_next[mine]
+            part = exps[mine]
+            self._actions[ring] = [e.action for e in part]
+            self._rewards[ring] = [e.reward for e in part]
+            self._weights[ring] = [e.weight for e in part]
+            self._tf[ring] = [self._tf_code(e.timeframe) for e in part]
+        slots = (self._next + np.arange(n)) % self.capacity
         self._on_write_many(slots)
-        self._next = int((slots[-1] + 1) % self.capacity)
-        self._size = min(self._size + n_added, self.capacity)
+        self._next = int((self._next + n) % self.capacity)
+        self._size = min(self._size + n, self.capacity)
         return slots
 
     def _tf_code(self, name: str) -> int:
@@ -309,6 +332,16 @@ def _stored_rows(values: list, name: str) -> np.ndarray:
     return rows.numpy()
 
 
+def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
+    """The ring slots start, start + 1, ... (n of them, n <= capacity) as at most two slices,
+    each with the slice of the n items that goes there."""
+    first = min(n, capacity - start)
+    parts = [(slice(start, start + first), slice(0, first))]
+    if first < n:
+        parts.append((slice(0, n - first), slice(first, n)))
+    return parts
+
+
 def _to_store(rows: np.ndarray) -> np.ndarray:
     # torch converts float32 <-> float16 with vector instructions, ~20x numpy's astype
     return torch.from_numpy(np.ascontiguousarray(rows)).to(torch.float16).numpy()
@@ -372,7 +405,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         # same for the whole list (max over stored p^alpha is (max p)^alpha: x^alpha is
         # monotone).
         value = self.tree.max_priority if len(self) else 1.0
-        self.tree.update_many(indices, np.full(len(indices), value))
+        start = int(indices[0])
+        for ring, _ in _ring_parts(start, len(indices), self.capacity):  # consecutive slots
+            self.tree.update_range(ring.start, ring.stop, value)
 
     def _sample_indices(self, batch_size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         # Stratified: split [0, total) into B equal segments and draw once in each.

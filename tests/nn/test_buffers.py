@@ -201,11 +201,26 @@ def test_nbytes_counts_the_rows_in_use():
 def test_a_list_longer_than_the_ring_keeps_its_newest():
     buf = ReplayBuffer(3)
     exps = [exp(reward=float(r), dim=2, done=r % 2 == 0) for r in range(5)]  # 0, 2, 4 done
-    assert buf.add_many(exps).tolist() == [2, 0, 1]  # slots of rewards 2, 3, 4
+    assert buf.add_many(exps).tolist() == [0, 1, 2]  # rewards 2, 3, 4; 0 and 1 never stored
     batch = buf._gather(np.arange(3), np.ones(3))
-    assert batch.rewards.tolist() == [3.0, 4.0, 2.0]
-    assert batch.dones.tolist() == [0.0, 1.0, 1.0]
-    np.testing.assert_array_equal(batch.next_states[0], [4.0, 4.0])  # reward 3: state 3 + 1
+    assert batch.rewards.tolist() == [2.0, 3.0, 4.0]
+    assert batch.dones.tolist() == [1.0, 0.0, 1.0]
+    np.testing.assert_array_equal(batch.next_states[1], [4.0, 4.0])  # reward 3: state 3 + 1
+    np.testing.assert_array_equal(batch.next_states[0], [0.0, 0.0])  # done: zeros
+    assert buf.add_many([exp(reward=5.0, dim=2)]).tolist() == [0]  # the oldest goes first
+
+
+def test_a_shared_array_is_stored_as_both_states():
+    buf = ReplayBuffer(4)
+    a, b, c = (np.full(3, v, np.float32) for v in (1.0, 2.0, 3.0))
+    # a chain: (a -> b), (b -> c), as the service makes them (the next state of one is the
+    # very array that is the state of the next)
+    buf.add_many([Experience(state=a, action=0, reward=0.0, next_state=b),
+                  Experience(state=b, action=1, reward=0.0, next_state=c)])
+    batch = buf._gather(np.arange(2), np.ones(2))
+    np.testing.assert_array_equal(batch.states, [a, b])
+    np.testing.assert_array_equal(batch.next_states, [b, c])
+    assert batch.actions.tolist() == [0, 1]
 
 
 def test_states_are_stored_as_float16_and_sampled_as_float32():
@@ -410,3 +425,19 @@ def test_add_many_refuses_a_bad_list_whole():
     with pytest.raises(ValueError, match="5 values; this buffer holds 4"):
         buf.add_many([exp(dim=5)])
     assert len(buf) == 1 and buf.tree.filled == 1
+
+
+def test_update_range_matches_one_at_a_time():
+    rng = np.random.default_rng(8)
+    one, ranged = SumTree(37), SumTree(37)
+    for start, stop in ((0, 5), (30, 37), (3, 31), (36, 37), (0, 37)):
+        value = round(float(rng.uniform(0.1, 3)), 3)
+        for i in range(start, stop):
+            one.update(i, value)
+        ranged.update_range(start, stop, value)
+        np.testing.assert_array_equal(ranged._sum, one._sum)
+        np.testing.assert_array_equal(ranged._min, one._min)
+        np.testing.assert_array_equal(ranged._max, one._max)
+        assert ranged.filled == one.filled
+    with pytest.raises(IndexError):
+        ranged.update_range(30, 38, 1.0)
