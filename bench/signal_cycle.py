@@ -5,14 +5,16 @@
 The real services (build_services, bundled replay, a temporary runtime_dir, fresh weights) are
 driven by hand, with no real-time clock and no scheduler, so every run is the same: after the
 backfill, live training is started and for each market second the replay emits one 1s candle
-per symbol, then ``LiveTrainingService.process_closes()`` is timed: the cycle that, for every
-closed candle, builds the observation, runs the CNN over every timeframe, encodes each model's
-state, resolves the predictions that targeted the candle (SQLite reads and writes, experiences)
-and stores the next predictions. Every 60 s a 1m candle closes too.
+per symbol, then ``LiveTrainingService.process_closes()`` is timed: the cycle that builds the
+observation of every closed candle, runs the CNN over them (one batched pass per timeframe
+whose window changed), encodes each model's state, lets the DQN and the order-book model
+decide (one batched pass each), resolves the predictions that targeted each candle (in-memory
+pending index, SQLite writes, experiences) and stores the next predictions. Every 60 s a 1m
+candle closes too.
 
 In the same run the networks' ``forward`` methods are wrapped (inside this process only) to
-add up the time spent in the bare forward passes during the cycle: the CNN inference copy
-(one pass per timeframe per close), the DQN's Q-network and the order-book net. Overhead ratio
+add up the time spent in the bare forward passes during the cycle: the CNN inference copy,
+the DQN's published Q-network and the order-book net. Overhead ratio
 = cycle / forward sum. The inputs of those passes are kept and replayed afterwards in a tight
 ``torch.no_grad()`` loop as a check (per cycle the fastest of 3 passes). Pieces of the cycle
 are timed the same way (inclusive: nested rows are part of the row above). ``signal_job()`` is

@@ -179,7 +179,7 @@ def main() -> None:
                   f"{dict(skips.skipped) or 'none'}")
             print(f"uncached status() with {rows:,} predictions stored: p50 "
                   f"{statistics.median(t_status):.2f} ms, max {max(t_status):.2f} ms "
-                  f"(REST serves a copy at most 0.5 s old)")
+                  f"(REST serves the published copy, refreshed in the background when over 0.5 s old)")
         finally:
             if server is not None:
                 server.shutdown()

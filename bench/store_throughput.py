@@ -7,7 +7,8 @@ Each case uses a fresh core.predictions.PredictionStore file in a temp dir.
 * insert, add_many of 6: what the live loop writes per candle (3 models x 2 symbols), one
   transaction per batch; and single add() (one transaction per prediction).
 * resolve per candle: for every candle (symbol, 1s, target_ts) holding pending predictions,
-  store.pending() (reads them back with their states) then one resolve_many() of them: what
+  store.pending() (from the store's in-memory index of pending predictions, states
+  included) then one resolve_many() of them: what
   core.training does when a candle closes. The Resolution objects are built with
   core.rewards.resolve beforehand, outside the timing.
 * resolve_many of all n pending predictions in one call (one transaction).
@@ -117,7 +118,7 @@ def main() -> None:
             row(f"resolve_many of {n:,} in one call", wall, n)
             res["resolve_many_all_s"] = wall
         size = (Path(tmp) / "a.sqlite").stat().st_size
-    print(f"store file after {n:,} resolved (states dropped on resolve): {size / 2**20:.1f} MB")
+    print(f"store file after {n:,} resolved (states never written: kept in memory while pending): {size / 2**20:.1f} MB")
     print("RESULT " + " ".join(f"{k}={v:.4g}" for k, v in res.items()))
 
 
