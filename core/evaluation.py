@@ -20,6 +20,12 @@ momentum        sign of the previous candle's change (HOLD if 0 or   0.5
 random_like     drawn with the model's own action frequencies        model mean
 ==============  ===================================================  ==========
 
+A direction model (the order-book model: UP/DOWN only, never HOLD) faces the baselines in its
+own terms: buy-and-hold says UP, momentum UP or DOWN (UP when the previous candle was flat or
+unknown: no information, the long side, as buy-and-hold), random draws UP/DOWN with its
+frequencies; always-HOLD is not applicable (a model that cannot say HOLD is not beaten by one
+that always does on flat 1s candles), so its figures are NaN and it is never the best baseline.
+
 Confidence only scales the reward (x ``0.5 + confidence``) and sets calibration. 0.5 is the
 reward table's neutral x1.0 and says "no idea"; a baseline has no confidence of its own, so its
 ECE is just ``|accuracy - 0.5|``. The random baseline borrows the model's mean confidence so
@@ -272,6 +278,15 @@ def momentum(previous_changes: Any) -> Baseline:
     return Baseline(actions, np.full(len(prev), BASELINE_CONFIDENCE))
 
 
+def as_direction(baseline: Baseline) -> Baseline:
+    """A baseline in a direction model's terms: BUY -> UP, SELL -> DOWN, HOLD -> UP."""
+    mapped = np.array([_DIRECTION_OF[str(a)] for a in baseline.actions], dtype=object)
+    return Baseline(mapped, baseline.confidences)
+
+
+_DIRECTION_OF = {"BUY": "UP", "SELL": "DOWN", "HOLD": "UP", "UP": "UP", "DOWN": "DOWN"}
+
+
 def random_like(
     model_actions: Sequence[str] | np.ndarray,
     rng: np.random.Generator | int,
@@ -429,14 +444,22 @@ def _evaluate_group(
         "momentum": momentum(prev),
         "random_like": random_like(actions, rng, float(confidences.mean())),
     }
+    if set(actions.tolist()) <= {"UP", "DOWN"}:  # a direction model: see the module doc
+        del baselines["always_hold"]
+        baselines = {name: as_direction(b) for name, b in baselines.items()}
     scoring = {k: options[k] for k in ("size_usd", "bins", "hold_band")}
     out: dict[str, Any] = dict(zip(("model", "symbol", "timeframe"), key))
     out["n"] = len(actions)
-    out.update(score(actions, confidences, ref, nxt, fee_rate, **scoring))
-    for name, (b_actions, b_conf) in baselines.items():
+    mine = score(actions, confidences, ref, nxt, fee_rate, **scoring)
+    out.update(mine)
+    for name in BASELINES:
+        if name not in baselines:  # not applicable to this model: NaN, never the best
+            out.update({f"{name}_{metric}": math.nan for metric in mine})
+            continue
+        b_actions, b_conf = baselines[name]
         for metric, value in score(b_actions, b_conf, ref, nxt, fee_rate, **scoring).items():
             out[f"{name}_{metric}"] = value
-    best = max(BASELINES, key=lambda name: out[f"{name}_accuracy"])  # ties: first listed
+    best = max(baselines, key=lambda name: out[f"{name}_accuracy"])  # ties: first listed
     diff, low, high = paired_bootstrap_ci(
         correctness(actions, changes, options["hold_band"]),
         correctness(baselines[best].actions, changes, options["hold_band"]),

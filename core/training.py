@@ -18,6 +18,7 @@ training only while active.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -529,6 +530,7 @@ def _quality(rows: pd.DataFrame, fee_rate: float, seed: int) -> dict | None:
         return float(np.average(table[column].to_numpy(float), weights=weights))
 
     baselines = {b: pooled(f"{b}_accuracy") for b in evaluation.BASELINES}
+    baselines = {b: v for b, v in baselines.items() if not math.isnan(v)}  # applicable ones
     best = max(baselines, key=baselines.get)
     conf = rows["confidence"].to_numpy(float)
     correct = rows["action_correct"].astype(bool).to_numpy()

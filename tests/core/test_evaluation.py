@@ -497,3 +497,22 @@ def test_score_bundles_the_metrics():
         {"accuracy": 0.5, "mean_reward": 0.06925, "ece": 0.225, "pnl": 33.0,
          "pnl_per_trade": 5.5, "trades": 6, "wins": 3}
     )  # fmt: skip
+
+
+def test_a_direction_model_faces_the_baselines_in_up_down_terms():
+    # The order-book model on the hand set: changes +.02 -.01 -.005 +.003 +.01 0 +.01 +.03
+    cob = ["UP", "DOWN", "UP", "UP", "DOWN", "UP", "DOWN", "UP"]
+    r = compare(store_rows(actions=cob, model="cob"), fee_rate=0.001, seed=1).iloc[0]
+    # right: rows 0, 1, 3, 7 (UP iff change > 0, DOWN iff < 0; row 5 is flat: wrong) -> .5
+    assert r["accuracy"] == 0.5
+    # always HOLD is not something a direction model can say: not applicable, never the best
+    assert math.isnan(r["always_hold_accuracy"]) and math.isnan(r["always_hold_pnl"])
+    # buy-and-hold says UP: right on rows 0, 3, 4, 6, 7 -> .625
+    assert r["buy_and_hold_accuracy"] == 0.625
+    # momentum UP (unknown) UP DOWN DOWN UP UP UP (flat -> UP) UP: right 0, 2, 4, 6, 7 -> .625
+    assert r["momentum_accuracy"] == 0.625
+    # a tie goes to the first listed applicable baseline
+    assert r["best_baseline"] == "buy_and_hold"
+    assert r["accuracy_diff"] == pytest.approx(0.5 - 0.625)
+    # the random baseline draws from the model's own actions: UP and DOWN only
+    assert 0.0 <= r["random_like_accuracy"] <= 1.0
