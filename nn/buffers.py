@@ -18,13 +18,17 @@ from nn.base import Experience
 
 
 class SumTree:
-    """Binary tree over ``capacity`` leaves whose internal nodes hold sums (and min, max).
+    """Binary tree over ``capacity`` leaves whose internal nodes hold sums.
 
     Leaves are padded to the next power of two so that they sit left to right in data-index
     order: ``find`` walks prefix sums in the order 0, 1, 2, ... Padding leaves hold 0 and are
     never returned. Root at node 1, children of node i at 2i and 2i+1, leaf j at ``size + j``.
     Each parent is recomputed from its two children on update (not patched by a delta), so the
     sums carry no drift however many updates they see.
+
+    The smallest and largest priority (for importance weights and new experiences) are taken
+    over the leaves when asked, once per training step: one vectorised pass over 65,536
+    leaves costs less than keeping min and max trees up to date on every write.
     """
 
     def __init__(self, capacity: int):
@@ -32,29 +36,27 @@ class SumTree:
             raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.size = 1 << max(0, math.ceil(math.log2(capacity)))  # leaves incl. padding
-        # One [3, 2 * size] array (sum, min, max) so a level of update_many is one gather per
-        # child and one write. Unfilled leaves hold +inf in the min tree and -inf in the max
-        # tree so that min and max are taken over filled leaves only.
-        self._tree = np.stack([np.zeros(2 * self.size), np.full(2 * self.size, np.inf),
-                               np.full(2 * self.size, -np.inf)])
-        self._sum, self._min, self._max = self._tree  # views
+        self._sum = np.zeros(2 * self.size, dtype=np.float64)
+        self._filled = np.zeros(capacity, dtype=bool)  # leaves ever written
         self.filled = 0  # number of leaves that have ever been written
+
+    @property
+    def _leaves(self) -> np.ndarray:
+        return self._sum[self.size: self.size + self.capacity]
 
     def update(self, index: int, priority: float) -> None:
         if not 0 <= index < self.capacity:
             raise IndexError(f"SumTree index {index} outside [0, {self.capacity})")
         if not (math.isfinite(priority) and priority >= 0):
             raise ValueError(f"priority must be finite and >= 0, got {priority}")
-        node = self.size + index
-        if self._min[node] == np.inf:  # first write to this leaf
+        if not self._filled[index]:  # first write to this leaf
+            self._filled[index] = True
             self.filled += 1
-        self._sum[node] = self._min[node] = self._max[node] = priority
+        node = self.size + index
+        self._sum[node] = priority
         node //= 2
         while node >= 1:
-            left, right = 2 * node, 2 * node + 1
-            self._sum[node] = self._sum[left] + self._sum[right]
-            self._min[node] = min(self._min[left], self._min[right])
-            self._max[node] = max(self._max[left], self._max[right])
+            self._sum[node] = self._sum[2 * node] + self._sum[2 * node + 1]
             node //= 2
 
     def update_many(self, indices: np.ndarray, priorities: np.ndarray) -> None:
@@ -73,15 +75,15 @@ class SumTree:
             raise ValueError(f"priorities must be finite and >= 0, got {p.tolist()}")
         _, last = np.unique(idx[::-1], return_index=True)  # the last write of each leaf
         keep = idx.size - 1 - last
-        nodes = self.size + idx[keep]
-        self.filled += int(np.count_nonzero(self._min[nodes] == np.inf))
-        self._sum[nodes] = self._min[nodes] = self._max[nodes] = p[keep]
-        tree = self._tree
+        leaves = idx[keep]
+        self.filled += int(np.count_nonzero(~self._filled[leaves]))
+        self._filled[leaves] = True
+        nodes = self.size + leaves
+        tree = self._sum
+        tree[nodes] = p[keep]
         while nodes[0] > 1:  # every leaf is at the same depth: levels end at the root together
             nodes = nodes // 2  # a parent listed twice is recomputed twice, to the same value
-            left, right = tree[:, 2 * nodes], tree[:, 2 * nodes + 1]  # [3, k] each
-            tree[:, nodes] = (left[0] + right[0], np.minimum(left[1], right[1]),
-                              np.maximum(left[2], right[2]))
+            tree[nodes] = tree[2 * nodes] + tree[2 * nodes + 1]
 
     def update_range(self, start: int, stop: int, priority: float) -> None:
         """Leaves start..stop-1 all get ``priority``; parents are recomputed over the
@@ -90,16 +92,14 @@ class SumTree:
             raise IndexError(f"SumTree range [{start}, {stop}) outside [0, {self.capacity})")
         if not (math.isfinite(priority) and priority >= 0):
             raise ValueError(f"priority must be finite and >= 0, got {priority}")
-        tree = self._tree
+        self.filled += int(np.count_nonzero(~self._filled[start:stop]))
+        self._filled[start:stop] = True
+        tree = self._sum
         lo, hi = self.size + start, self.size + stop  # half-open range of nodes
-        self.filled += int(np.count_nonzero(tree[1, lo:hi] == np.inf))
-        tree[:, lo:hi] = priority
+        tree[lo:hi] = priority
         while lo > 1:
             lo, hi = lo // 2, (hi + 1) // 2
-            left, right = tree[:, 2 * lo:2 * hi:2], tree[:, 2 * lo + 1:2 * hi:2]
-            tree[0, lo:hi] = left[0] + right[0]
-            np.minimum(left[1], right[1], out=tree[1, lo:hi])
-            np.maximum(left[2], right[2], out=tree[2, lo:hi])
+            np.add(tree[2 * lo:2 * hi:2], tree[2 * lo + 1:2 * hi:2], out=tree[lo:hi])
 
     def find_many(self, prefix_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``find`` for many prefix sums at once, walking all of them down level by level;
@@ -126,12 +126,20 @@ class SumTree:
     @property
     def max_priority(self) -> float:
         """Largest priority over filled leaves; 0.0 while none is filled."""
-        return float(self._max[1]) if self.filled else 0.0
+        if not self.filled:
+            return 0.0
+        if self.filled == self.capacity:
+            return float(self._leaves.max())
+        return float(np.max(self._leaves, where=self._filled, initial=-np.inf))
 
     @property
     def min_priority(self) -> float:
         """Smallest priority over filled leaves; 0.0 while none is filled."""
-        return float(self._min[1]) if self.filled else 0.0
+        if not self.filled:
+            return 0.0
+        if self.filled == self.capacity:
+            return float(self._leaves.min())
+        return float(np.min(self._leaves, where=self._filled, initial=np.inf))
 
     def find(self, prefix_sum: float) -> tuple[int, float]:
         """The leaf j with sum(p[:j]) <= prefix_sum < sum(p[:j+1]), and its priority.
@@ -322,14 +330,15 @@ STORE_DTYPE = np.float16
 
 def _stored_rows(values: list, name: str) -> np.ndarray:
     """States as rows [N, D] of STORE_DTYPE; NaN, inf or values float16 cannot hold refused."""
-    rows = torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32).reshape(-1)
-                                      for v in values])).to(torch.float16)
+    rows = np.stack([np.asarray(v).reshape(-1) for v in values])
+    if rows.dtype != STORE_DTYPE:  # (the DQN's states already are)
+        rows = to_store(rows.astype(np.float32, copy=False))
     # One check after the conversion: NaN stays NaN, and inf or anything beyond float16's
     # range has become inf.
-    if not bool(torch.isfinite(rows).all()):
+    if not bool(torch.isfinite(torch.from_numpy(rows)).all()):
         raise ValueError(f"experience {name} holds NaN, inf or values beyond "
                          f"+-{np.finfo(STORE_DTYPE).max:g} (stored as {np.dtype(STORE_DTYPE)})")
-    return rows.numpy()
+    return rows
 
 
 def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
@@ -342,7 +351,7 @@ def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
     return parts
 
 
-def _to_store(rows: np.ndarray) -> np.ndarray:
+def to_store(rows: np.ndarray) -> np.ndarray:
     # torch converts float32 <-> float16 with vector instructions, ~20x numpy's astype
     return torch.from_numpy(np.ascontiguousarray(rows)).to(torch.float16).numpy()
 
@@ -390,7 +399,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def nbytes(self) -> int:
         tree = self.tree
-        return super().nbytes() + tree._sum.nbytes + tree._min.nbytes + tree._max.nbytes
+        return super().nbytes() + tree._sum.nbytes + tree._filled.nbytes
 
     def add(self, exp: Experience, priority: float | None = None) -> int:
         if priority is not None and not (math.isfinite(priority) and priority > 0):

@@ -24,7 +24,7 @@ from torch import nn
 from core.config import DQNConfig
 from core.features import N_CHANNELS
 from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
-from nn.buffers import PrioritizedReplayBuffer
+from nn.buffers import PrioritizedReplayBuffer, to_store
 
 MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
 GRAD_CLIP = 10.0  # max global grad norm
@@ -118,7 +118,7 @@ class DQNLearner(Learner):
         self._epsilon = self._published_epsilon = float(value)
 
     def encode(self, obs: Observation) -> np.ndarray:
-        """The state [state_dim] float32, in this order:
+        """The state [state_dim] float16 (see STORE_DTYPE in nn/buffers.py), in this order:
 
         1. ``obs.scalars`` [n_scalars];
         2. per timeframe, ``obs.windows[tf][:, -window:]`` [5, window] flattened row by row,
@@ -143,10 +143,12 @@ class DQNLearner(Learner):
             self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
             np.eye(n_tf, dtype=np.float32)[self.timeframes.index(obs.timeframe)],
         ]
-        state = np.concatenate(parts)  # [state_dim]
+        # float16, the replay buffer's storage type: the state a prediction is made from is
+        # exactly the one it is later trained on, and half the bytes to keep while pending.
+        state = to_store(np.concatenate(parts))  # [state_dim]
         if not np.isfinite(state).all():
             raise ValueError(f"dqn: non-finite values in the observation of {obs.symbol} "
-                             f"{obs.timeframe} at {obs.ts}")
+                             f"{obs.timeframe} at {obs.ts} (or beyond float16's +-65504)")
         return state
 
     def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput:

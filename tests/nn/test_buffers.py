@@ -192,7 +192,7 @@ def test_nbytes_counts_the_rows_in_use():
     assert buf.nbytes() == 2 * 35
     buf.add(exp(dim=4, done=True))  # overwrites the first: still two rows
     assert buf.nbytes() == 70
-    tree_bytes = 3 * 2 * 2 * 8  # capacity 2 -> 2 leaves -> 4-node arrays x (sum, min, max)
+    tree_bytes = 2 * 2 * 8 + 2  # capacity 2 -> 2 leaves -> 4 float64 nodes, 2 "filled" flags
     pbuf = per(capacity=2)
     pbuf.add(exp(dim=4, done=True))
     assert pbuf.nbytes() == 35 + tree_bytes
@@ -384,8 +384,7 @@ def test_update_many_and_find_many_match_one_at_a_time():
             one.update(i, v)
         many.update_many(idx, p)
         np.testing.assert_array_equal(many._sum, one._sum)  # same additions, same order
-        np.testing.assert_array_equal(many._min, one._min)
-        np.testing.assert_array_equal(many._max, one._max)
+        assert (many.min_priority, many.max_priority) == (one.min_priority, one.max_priority)
         assert many.filled == one.filled
     prefixes = np.concatenate([rng.uniform(-1, one.total + 1, 200), [0.0, one.total]])
     leaves, priorities = many.find_many(prefixes)
@@ -436,8 +435,7 @@ def test_update_range_matches_one_at_a_time():
             one.update(i, value)
         ranged.update_range(start, stop, value)
         np.testing.assert_array_equal(ranged._sum, one._sum)
-        np.testing.assert_array_equal(ranged._min, one._min)
-        np.testing.assert_array_equal(ranged._max, one._max)
+        assert (ranged.min_priority, ranged.max_priority) == (one.min_priority, one.max_priority)
         assert ranged.filled == one.filled
     with pytest.raises(IndexError):
         ranged.update_range(30, 38, 1.0)

@@ -112,8 +112,9 @@ def test_state_dim_and_encode_layout():
         scalars=np.array([0.1, 0.2, 0.3]),
     )
     s = learner.encode(obs)
-    assert s.shape == (179,) and s.dtype == np.float32
-    np.testing.assert_allclose(s[0:3], [0.1, 0.2, 0.3], rtol=1e-6)
+    # float16, as the replay buffer keeps it: small integers exact, 0.1 within 2^-11
+    assert s.shape == (179,) and s.dtype == np.float16
+    np.testing.assert_allclose(s[0:3], [0.1, 0.2, 0.3], rtol=2**-11)
     # own 1m at [3, 43): each row left-padded with 3 zeros, rows 1..5, 6..10, ...
     np.testing.assert_array_equal(s[3:11], [0, 0, 0, 1, 2, 3, 4, 5])
     np.testing.assert_array_equal(s[11:19], [0, 0, 0, 6, 7, 8, 9, 10])
@@ -134,7 +135,7 @@ def test_state_dim_and_encode_layout():
     obs.timeframe = "1m"
     s = learner.encode(obs)
     np.testing.assert_array_equal(s[163:171], np.arange(8.0))
-    np.testing.assert_allclose(s[171:177], [0.2, 0.3, 0.5, 0.6, 0.3, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(s[171:177], [0.2, 0.3, 0.5, 0.6, 0.3, 0.1], rtol=2**-11)
     np.testing.assert_array_equal(s[177:179], [1.0, 0.0])
 
 
@@ -159,6 +160,10 @@ def test_encode_rejects_bad_observations():
     obs = random_obs(rng, learner)
     obs.scalars[0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
+        learner.encode(obs)
+    obs = random_obs(rng, learner)
+    obs.scalars[0] = 1e6  # float16 holds at most 65504
+    with pytest.raises(ValueError, match="beyond float16"):
         learner.encode(obs)
 
 
@@ -329,10 +334,10 @@ def test_memory_counts_both_networks_and_the_buffer():
     params = (180 * 32 + 32) + (32 * 32 + 32) + (32 + 1) + (3 * 32 + 3)
     assert learner.parameters_count() == params == 6980
     # before training: online + target + published float32 weights, no optimiser state, no
-    # experiences, and the PER sum tree: 256 leaves -> 512 float64 nodes x (sum, min, max)
-    # = 12288 bytes; buffer_bytes counts the tree and the published copy
-    assert learner.buffer_bytes() == 512 * 8 * 3 + 4 * params == 12288 + 27920
-    assert learner.memory_bytes() == 3 * 4 * params + 12288
+    # experiences, and the PER sum tree: 256 leaves -> 512 float64 nodes = 4096 bytes, plus
+    # 256 "filled" flags; buffer_bytes counts the tree and the published copy
+    assert learner.buffer_bytes() == 512 * 8 + 256 + 4 * params == 4352 + 27920
+    assert learner.memory_bytes() == 3 * 4 * params + 4352
     train(learner, 2)
     assert learner.buffer_bytes() == learner.buffer.nbytes() + 4 * params
     assert learner.memory_bytes() > 4 * 4 * params + learner.buffer_bytes()  # + Adam moments
@@ -364,7 +369,7 @@ def test_learns_a_contextual_bandit():
     assert learner.predict(states[1.0], "1m").action == 0
     assert learner.predict(states[-1.0], "1m").action == 1
     with torch.no_grad():
-        q = learner.q_network(torch.as_tensor(np.stack([states[1.0], states[-1.0]])))
+        q = learner.q_network(torch.as_tensor(np.stack([states[1.0], states[-1.0]])).float())
     # Q close to the rewards: [+1, -1, -1] for x = +1 and [-1, +1, -1] for x = -1
     assert torch.allclose(q, torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]]), atol=0.3)
 
