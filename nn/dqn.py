@@ -24,7 +24,7 @@ from torch import nn
 from core.config import DQNConfig
 from core.features import N_CHANNELS
 from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
-from nn.buffers import PrioritizedReplayBuffer, to_store
+from nn.buffers import PrioritizedReplayBuffer, all_finite, to_store
 
 MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
 GRAD_CLIP = 10.0  # max global grad norm
@@ -146,7 +146,7 @@ class DQNLearner(Learner):
         # float16, the replay buffer's storage type: the state a prediction is made from is
         # exactly the one it is later trained on, and half the bytes to keep while pending.
         state = to_store(np.concatenate(parts))  # [state_dim]
-        if not np.isfinite(state).all():
+        if not all_finite(state):
             raise ValueError(f"dqn: non-finite values in the observation of {obs.symbol} "
                              f"{obs.timeframe} at {obs.ts} (or beyond float16's +-65504)")
         return state

@@ -439,3 +439,12 @@ def test_update_range_matches_one_at_a_time():
         assert ranged.filled == one.filled
     with pytest.raises(IndexError):
         ranged.update_range(30, 38, 1.0)
+
+
+def test_all_finite_reads_the_float16_exponent():
+    from nn.buffers import all_finite
+
+    ok = np.array([0.0, -0.0, 1.0, -65504.0, 6e-8, np.float16(65504)], dtype=np.float16)
+    assert all_finite(ok)
+    for bad in (np.inf, -np.inf, np.nan):
+        assert not all_finite(np.append(ok, np.float16(bad)))
