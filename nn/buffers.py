@@ -108,13 +108,14 @@ class SumTree:
             raise ValueError("SumTree.find on a tree whose total priority is 0")
         prefix = np.clip(np.asarray(prefix_sums, dtype=np.float64).reshape(-1), 0.0, self.total)
         node = np.ones(prefix.shape, dtype=np.int64)
+        sums = self._sum
         for _ in range(self.size.bit_length() - 1):  # the depth of the leaves
             left = 2 * node
-            left_sum, right_sum = self._sum[left], self._sum[left + 1]
-            go_left = (prefix < left_sum) | (right_sum <= 0)
-            prefix = np.where(go_left, prefix, prefix - left_sum)
-            node = np.where(go_left, left, left + 1)
-        return node - self.size, self._sum[node]
+            left_sum = sums[left]
+            go_right = (prefix >= left_sum) & (sums[left + 1] > 0)
+            prefix = prefix - left_sum * go_right
+            node = left + go_right
+        return node - self.size, sums[node]
 
     def __getitem__(self, index: int) -> float:
         return float(self._sum[self.size + index])
@@ -318,7 +319,7 @@ class ReplayBuffer:
             dones=(~self._has_next[indices]).astype(np.float32),  # [B]
             weights=(is_weights * self._weights[indices]).astype(np.float32),  # [B]
             indices=indices,
-            timeframes=[self._tf_names[c] for c in self._tf[indices]],
+            timeframes=[self._tf_names[c] for c in self._tf[indices].tolist()],
         )
 
 
