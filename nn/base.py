@@ -16,6 +16,7 @@ Adding a model means a new module with a Learner subclass and one line in ``nn/r
 
 from __future__ import annotations
 
+import copy
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -143,12 +144,15 @@ class Learner(ABC):
             self._install(snapshot)
             self.published_steps = snapshot["steps"]
 
-    def _pair_weights(self, trained: torch.nn.Module, inference: torch.nn.Module) -> None:
-        """Remember which tensor of ``inference`` mirrors which of ``trained`` (parameters and
-        buffers, in state_dict order): publishing then copies tensor by tensor, without
-        load_state_dict's per-module bookkeeping (it cost ~13% of a small model's step)."""
+    def _inference_copy(self, trained: torch.nn.Module) -> torch.nn.Module:
+        """The copy of ``trained`` that predictions use: eval mode, no gradients. Remembers
+        which of its tensors mirrors which of ``trained`` (parameters and buffers, in
+        state_dict order): publishing then copies tensor by tensor, without load_state_dict's
+        per-module bookkeeping (it cost ~13% of a small model's step)."""
+        inference = copy.deepcopy(trained).eval().requires_grad_(False)
         self._weight_pairs = list(zip(trained.state_dict().values(),
                                       inference.state_dict().values(), strict=True))
+        return inference
 
     def _weights(self, clone: bool) -> list[torch.Tensor]:
         return [src.clone() if clone else src for src, _ in self._weight_pairs]

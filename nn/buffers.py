@@ -45,19 +45,7 @@ class SumTree:
         return self._sum[self.size: self.size + self.capacity]
 
     def update(self, index: int, priority: float) -> None:
-        if not 0 <= index < self.capacity:
-            raise IndexError(f"SumTree index {index} outside [0, {self.capacity})")
-        if not (math.isfinite(priority) and priority >= 0):
-            raise ValueError(f"priority must be finite and >= 0, got {priority}")
-        if not self._filled[index]:  # first write to this leaf
-            self._filled[index] = True
-            self.filled += 1
-        node = self.size + index
-        self._sum[node] = priority
-        node //= 2
-        while node >= 1:
-            self._sum[node] = self._sum[2 * node] + self._sum[2 * node + 1]
-            node //= 2
+        self.update_many([index], [priority])
 
     def update_many(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         """``update`` for many leaves at once (a leaf listed twice keeps its last priority):
@@ -72,7 +60,7 @@ class SumTree:
         if idx.min() < 0 or idx.max() >= self.capacity:
             raise IndexError(f"SumTree indices {idx.tolist()} outside [0, {self.capacity})")
         if not (np.all(np.isfinite(p)) and np.all(p >= 0)):
-            raise ValueError(f"priorities must be finite and >= 0, got {p.tolist()}")
+            raise ValueError(f"priority must be finite and >= 0, got {p.tolist()}")
         _, last = np.unique(idx[::-1], return_index=True)  # the last write of each leaf
         keep = idx.size - 1 - last
         leaves = idx[keep]
@@ -148,19 +136,8 @@ class SumTree:
         ``prefix_sum`` is clipped into [0, total]; a subtree holding 0 is never entered, so the
         leaf returned always has a positive priority (while the total is positive).
         """
-        if self.total <= 0:
-            raise ValueError("SumTree.find on a tree whose total priority is 0")
-        prefix = min(max(prefix_sum, 0.0), self.total)
-        node = 1
-        while node < self.size:
-            left = 2 * node
-            left_sum, right_sum = self._sum[left], self._sum[left + 1]
-            if prefix < left_sum or right_sum <= 0:
-                node = left
-            else:
-                prefix -= left_sum
-                node = left + 1
-        return node - self.size, float(self._sum[node])
+        leaves, priorities = self.find_many([prefix_sum])
+        return int(leaves[0]), float(priorities[0])
 
 
 class Batch(NamedTuple):

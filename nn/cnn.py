@@ -282,8 +282,7 @@ class CNNLearner(Learner):
             parse_timeframe(tf)  # raises ValueError on a bad name
         self.net = seeded(lambda: CNNNet(N_CHANNELS, self.timeframes, cfg.dropout), seed,
                           self.device)
-        self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self._pair_weights(self.net, self.inference_net)
+        self.inference_net = self._inference_copy(self.net)
         self.target_norm = TargetNorm(len(self.timeframes))
         self._inference_norm = copy.deepcopy(self.target_norm)  # what predictions denormalise by
         self._weights_version = 0

@@ -13,7 +13,6 @@ R returns, T timeframes::
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict
 
@@ -79,8 +78,7 @@ class COBLearner(Learner):
         self.n_features = n_book_features + 1 + n_returns + len(self.timeframes)
         self.net = seeded(lambda: COBNet(self.n_features, cfg.hidden), seed, self.device)
         # Predictions use this published copy (see Learner.publish).
-        self.inference_net = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self._pair_weights(self.net, self.inference_net)
+        self.inference_net = self._inference_copy(self.net)
         self._params = list(self.net.parameters())
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate,
                                           foreach=True)  # one kernel per op for all tensors

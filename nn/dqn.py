@@ -88,8 +88,7 @@ class DQNLearner(Learner):
         self.target_network = copy.deepcopy(self.q_network)
         self.target_network.requires_grad_(False)
         # Predictions use this published copy (see Learner.publish); training the online net.
-        self.inference_net = copy.deepcopy(self.q_network).eval().requires_grad_(False)
-        self._pair_weights(self.q_network, self.inference_net)
+        self.inference_net = self._inference_copy(self.q_network)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate,
                                           foreach=True)  # one kernel per op for all tensors
         seeds = np.random.SeedSequence(seed).spawn(2)

@@ -374,26 +374,43 @@ def test_per_rejects_bad_settings():
 # ------------------------------------------------------------------ vectorised = sequential
 
 
-def test_update_many_and_find_many_match_one_at_a_time():
+def check_tree(tree: SumTree, expected: dict[int, float]) -> None:
+    """The tree against what was written: leaves, every parent = its children, min/max."""
+    leaves = np.zeros(tree.size)
+    for i, v in expected.items():
+        leaves[i] = v
+    np.testing.assert_array_equal(tree._sum[tree.size:], leaves)
+    parents = np.arange(1, tree.size)
+    np.testing.assert_array_equal(tree._sum[parents],
+                                  tree._sum[2 * parents] + tree._sum[2 * parents + 1])
+    assert tree.filled == len(expected)
+    assert (tree.min_priority, tree.max_priority) == (min(expected.values()),
+                                                      max(expected.values()))
+
+
+def test_update_many_keeps_every_sum_and_find_many_walks_the_prefix_sums():
     rng = np.random.default_rng(5)
-    one, many = SumTree(37), SumTree(37)  # 64 leaves with padding
+    tree, written = SumTree(37), {}  # 64 leaves with padding
     for _ in range(20):
         idx = rng.integers(0, 37, size=8)  # repeats: the last write wins
-        p = rng.uniform(0, 3, size=8).round(3)
-        for i, v in zip(idx.tolist(), p.tolist()):
-            one.update(i, v)
-        many.update_many(idx, p)
-        np.testing.assert_array_equal(many._sum, one._sum)  # same additions, same order
-        assert (many.min_priority, many.max_priority) == (one.min_priority, one.max_priority)
-        assert many.filled == one.filled
-    prefixes = np.concatenate([rng.uniform(-1, one.total + 1, 200), [0.0, one.total]])
-    leaves, priorities = many.find_many(prefixes)
-    assert [(int(i), float(p)) for i, p in zip(leaves, priorities)] == \
-        [one.find(float(u)) for u in prefixes]
+        p = rng.uniform(0.001, 3, size=8).round(3)
+        tree.update_many(idx, p)
+        written.update(zip(idx.tolist(), p.tolist()))
+        check_tree(tree, written)
+    # find: the leaf whose cumulative-sum interval holds u (searchsorted on the leaves)
+    cumsum = np.cumsum(tree._sum[tree.size:])
+    inside = rng.uniform(0, tree.total, 200)
+    leaves, priorities = tree.find_many(inside)
+    np.testing.assert_array_equal(leaves, np.searchsorted(cumsum, inside, side="right"))
+    np.testing.assert_array_equal(priorities, tree._sum[tree.size + leaves])
+    # outside [0, total] it is clipped: the first and the last leaf holding a priority
+    filled = sorted(i for i, v in written.items() if v > 0)
+    assert tree.find_many([-1.0])[0].tolist() == [filled[0]]
+    assert tree.find_many([tree.total + 1])[0].tolist() == [filled[-1]]
     with pytest.raises(IndexError):
-        many.update_many([37], [1.0])
+        tree.update_many([37], [1.0])
     with pytest.raises(ValueError, match="finite"):
-        many.update_many([1], [np.nan])
+        tree.update_many([1], [np.nan])
 
 
 def test_add_many_matches_add_one_at_a_time():
@@ -426,19 +443,16 @@ def test_add_many_refuses_a_bad_list_whole():
     assert len(buf) == 1 and buf.tree.filled == 1
 
 
-def test_update_range_matches_one_at_a_time():
+def test_update_range_keeps_every_sum():
     rng = np.random.default_rng(8)
-    one, ranged = SumTree(37), SumTree(37)
+    tree, written = SumTree(37), {}
     for start, stop in ((0, 5), (30, 37), (3, 31), (36, 37), (0, 37)):
         value = round(float(rng.uniform(0.1, 3)), 3)
-        for i in range(start, stop):
-            one.update(i, value)
-        ranged.update_range(start, stop, value)
-        np.testing.assert_array_equal(ranged._sum, one._sum)
-        assert (ranged.min_priority, ranged.max_priority) == (one.min_priority, one.max_priority)
-        assert ranged.filled == one.filled
+        tree.update_range(start, stop, value)
+        written.update(dict.fromkeys(range(start, stop), value))
+        check_tree(tree, written)
     with pytest.raises(IndexError):
-        ranged.update_range(30, 38, 1.0)
+        tree.update_range(30, 38, 1.0)
 
 
 def test_all_finite_reads_the_float16_exponent():
