@@ -187,15 +187,22 @@ def normalised_window(candles: npt.ArrayLike, length: int) -> npt.NDArray[np.flo
     if len(a) == 0:
         raise ValueError("candles is empty; need at least one row")
     a = a[-length:]
-    prices, vol = a[:, 1:5], a[:, 5]
-    if not np.all(np.isfinite(prices)) or np.any(prices <= 0):
+    n = len(a)
+    # Checked on the results (this runs for every closed candle): a price <= 0, NaN or inf
+    # makes a non-finite log, a NaN or inf volume a non-finite log1p.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_prices = np.log(a[:, 1:5])  # [n, 4]
+    if not np.isfinite(log_prices.sum()):
         raise ValueError("candle prices must be finite and > 0")
-    if not np.all(np.isfinite(vol)) or np.any(vol < 0):
+    vol = a[:, 5]
+    if not vol.min() >= 0:
         raise ValueError("candle volumes must be finite and >= 0")
-    lv, n = np.log1p(vol), len(a)
-    sd = lv.std()
+    lv = np.log1p(vol)
+    if not np.isfinite(lv.sum()):
+        raise ValueError("candle volumes must be finite and >= 0")
     out = np.zeros((N_CHANNELS, length), dtype=np.float32)
-    out[:4, length - n :] = np.log(prices / prices[-1, 3]).T
+    out[:4, length - n :] = (log_prices - log_prices[-1, 3]).T
+    sd = lv.std()
     out[4, length - n :] = (lv - lv.mean()) / sd if sd > 0 else 0.0
     return out
 
@@ -230,11 +237,16 @@ def _book_side(levels: npt.ArrayLike, name: str, descending: bool) -> FloatArray
         raise ValueError(f"{name} must have shape [K, 2] (price, size), got {a.shape}")
     if len(a) == 0:
         raise ValueError(f"{name} side of the book is empty")
-    if not np.all(np.isfinite(a)) or np.any(a <= 0):
+    # Two reductions check everything (a NaN makes the minimum NaN, so the test fails): this
+    # runs for every observation of every closed candle.
+    lowest = a.min(axis=0)
+    if not (lowest[0] > 0 and lowest[1] > 0 and a.max() < np.inf):
         raise ValueError(f"{name} prices and sizes must be finite and > 0")
-    steps = np.diff(a[:, 0]) * (-1 if descending else 1)
-    if np.any(steps < 0):
-        raise ValueError(f"{name} must be sorted by price, {'de' if descending else 'a'}scending")
+    if len(a) > 1:
+        steps = a[1:, 0] - a[:-1, 0]
+        if steps.max() > 0 if descending else steps.min() < 0:
+            raise ValueError(f"{name} must be sorted by price, "
+                             f"{'de' if descending else 'a'}scending")
     return a
 
 
@@ -260,11 +272,11 @@ def book_features(
     b = _book_side(bids, "bids", descending=True)
     a = _book_side(asks, "asks", descending=False)
     _check_period(top_n, "top_n")
-    (bid_px, bid_sz), (ask_px, ask_sz) = b[0], a[0]
+    (bid_px, bid_sz), (ask_px, ask_sz) = b[0].tolist(), a[0].tolist()
     if bid_px >= ask_px:
         raise ValueError(f"crossed or locked book: best bid {bid_px} >= best ask {ask_px}")
     mid, spread = (bid_px + ask_px) / 2.0, ask_px - bid_px
-    top_b, top_a = b[:top_n, 1].sum(), a[:top_n, 1].sum()
+    top_b, top_a = float(b[:top_n, 1].sum()), float(a[:top_n, 1].sum())
     out = {
         "mid": mid,
         "spread": spread,
@@ -272,10 +284,18 @@ def book_features(
         "imbalance": (top_b - top_a) / (top_b + top_a),
         "micro_price": (bid_px * ask_sz + ask_px * bid_sz) / (bid_sz + ask_sz),
     }
-    for band in bands:
-        bps = round(band * 1e4)  # round: 0.001 * 1e4 is not exactly 10 in floats
-        out[f"bid_depth_{bps}bps"] = float(b[b[:, 0] >= mid * (1 - band), 1].sum())
-        out[f"ask_depth_{bps}bps"] = float(a[a[:, 0] <= mid * (1 + band), 1].sum())
+    # Sides are sorted, so the levels within a band are a prefix of each: one binary search
+    # for all bands, then the cumulative size at each prefix end.
+    band = np.asarray(bands, dtype=np.float64)
+    n_bid = np.searchsorted(-b[:, 0], -mid * (1 - band), side="right")  # bids >= mid(1-band)
+    n_ask = np.searchsorted(a[:, 0], mid * (1 + band), side="right")  # asks <= mid(1+band)
+    bid_cum, ask_cum = np.cumsum(b[:, 1]).tolist(), np.cumsum(a[:, 1]).tolist()
+    bid_depth = [bid_cum[i - 1] if i else 0.0 for i in n_bid.tolist()]
+    ask_depth = [ask_cum[i - 1] if i else 0.0 for i in n_ask.tolist()]
+    for i, width in enumerate(bands):
+        bps = round(width * 1e4)  # round: 0.001 * 1e4 is not exactly 10 in floats
+        out[f"bid_depth_{bps}bps"] = bid_depth[i]
+        out[f"ask_depth_{bps}bps"] = ask_depth[i]
     return {k: float(v) for k, v in out.items()}
 
 

@@ -13,7 +13,7 @@ the exchange streams write into and the page reads from.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -97,23 +97,30 @@ def _levels(levels: npt.ArrayLike, name: str) -> np.ndarray:
         return np.empty((0, 2))
     if a.ndim != 2 or a.shape[1] != 2:
         raise ValueError(f"{name} must have shape [K, 2] (price, size), got {a.shape}")
-    if not np.all(np.isfinite(a)) or np.any(a[:, 0] <= 0) or np.any(a[:, 1] < 0):
+    lowest = a.min(axis=0)  # NaN anywhere makes it NaN, and the test below fails
+    if not (lowest[0] > 0 and lowest[1] >= 0 and a.max() < np.inf):
         raise ValueError(f"{name}: prices must be finite and > 0, sizes finite and >= 0")
-    return a[a[:, 1] > 0]
+    return a if lowest[1] > 0 else a[a[:, 1] > 0]
 
 
 def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: int) -> np.ndarray:
     """Sum each exchange's sizes per bucket; keep the ``levels`` buckets nearest the mid."""
     n_ex = len(sides)
-    scaled = [s[:, 0] / width for s in sides]
-    idx = [np.floor(x + _EDGE_EPS) if is_bid else np.ceil(x - _EDGE_EPS) for x in scaled]
-    bucket = np.concatenate(idx).astype(np.int64)  # [N] bucket number = price // width
-    col = np.concatenate([np.full(len(s), j) for j, s in enumerate(sides)])  # [N]
-    size = np.concatenate([s[:, 1] for s in sides])  # [N]
+    if n_ex == 1:  # the common case in replay: nothing to concatenate
+        price, size, col = sides[0][:, 0], sides[0][:, 1], 0
+    else:
+        price = np.concatenate([s[:, 0] for s in sides])  # [N]
+        size = np.concatenate([s[:, 1] for s in sides])  # [N]
+        col = np.repeat(np.arange(n_ex), [len(s) for s in sides])  # [N] exchange column
+    scaled = price / width
+    bucket = (np.floor(scaled + _EDGE_EPS) if is_bid else np.ceil(scaled - _EDGE_EPS)).astype(
+        np.int64)  # [N] bucket number = price // width
     uniq, inv = np.unique(bucket, return_inverse=True)  # uniq ascending
     grid = np.bincount(inv * n_ex + col, weights=size,  # [B, E]: one pass, no np.add.at
                        minlength=len(uniq) * n_ex).reshape(len(uniq), n_ex)
-    out = np.column_stack([uniq * width, grid])  # [B, 1 + E]
+    out = np.empty((len(uniq), 1 + n_ex))  # [B, 1 + E]
+    out[:, 0] = uniq * width
+    out[:, 1:] = grid
     if is_bid:
         out = out[::-1]  # best (highest) bucket first
     return out[:levels]
@@ -125,13 +132,15 @@ def consolidate(
     ts: int,
     bucket_bps: float = 1.0,
     levels: int = 20,
+    stale: tuple[str, ...] = (),
 ) -> ConsolidatedBook:
     """Merge per-exchange books (``{exchange: (bids [K, 2], asks [K, 2])}``) into buckets.
 
     The best bid is the highest bid on any exchange and the best ask the lowest ask; they need
     not be sorted. If the best bid is above the best ask (exchanges disagree, e.g. one is
     lagging) the result is marked ``crossed`` rather than refused; equal prices (locked) are not
-    crossed. Exchange columns are in sorted name order. Raises ValueError on malformed levels,
+    crossed. Exchange columns are in sorted name order; ``stale`` names the exchanges left out
+    for being too old (see ``ConsolidatedBooks``). Raises ValueError on malformed levels,
     if no exchange has a bid or an ask, or on a non-positive ``bucket_bps``/``levels``.
     """
     if not bucket_bps > 0:
@@ -143,8 +152,8 @@ def consolidate(
     asks = [_levels(books[ex][1], f"{ex} asks") for ex in exchanges]
     if not any(len(b) for b in bids) or not any(len(a) for a in asks):
         raise ValueError(f"{symbol}: need at least one bid and one ask across {exchanges}")
-    best_bid = max(float(b[:, 0].max()) for b in bids if len(b))
-    best_ask = min(float(a[:, 0].min()) for a in asks if len(a))
+    best_bid = max(b[:, 0].max() for b in bids if len(b)).item()
+    best_ask = min(a[:, 0].min() for a in asks if len(a)).item()
     mid = (best_bid + best_ask) / 2.0
     width = mid * bucket_bps / 1e4
     return ConsolidatedBook(
@@ -158,6 +167,7 @@ def consolidate(
         best_bid=best_bid,
         best_ask=best_ask,
         crossed=best_bid > best_ask,
+        stale=stale,
     )
 
 
@@ -229,5 +239,4 @@ class ConsolidatedBooks:
         if not fresh:
             return None
         stale = tuple(sorted(set(mine) - set(fresh)))
-        cob = consolidate(symbol, fresh, ts, self.bucket_bps, self.levels)
-        return replace(cob, stale=stale)
+        return consolidate(symbol, fresh, ts, self.bucket_bps, self.levels, stale)

@@ -144,6 +144,59 @@ def test_scalars_are_zeros_below_two_candles(n):
     assert not out.any()
 
 
+def reference_scalars(c: np.ndarray) -> np.ndarray:
+    """SCALAR_NAMES computed with core.features, the definitions scalar_features follows."""
+    out = np.zeros(N_SCALARS)
+    if len(c) < 2:
+        return out
+    close, volume = c[:, 4], c[:, 5]
+    sma5, sma10 = close[-5:].mean(), close[-10:].mean()
+    vr = features.volume_ratio(volume, 20)[-1] if len(c) > 20 else np.nan
+    rsi = features.rsi(close[-60:], 14)[-1] if len(c) > 15 else np.nan
+    pivots = [0.0] * 4
+    window = c[-120:]
+    if len(window) >= 7:
+        for level, found in enumerate(features.williams_pivots(window[:, 2], window[:, 3],
+                                                               levels=2, strength=2)):
+            for slot, kind in enumerate(("high", "low")):
+                prices = [p.price for p in found if p.kind == kind]
+                if prices:
+                    pivots[2 * level + slot] = prices[-1] / close[-1] - 1.0
+    out[:13] = [
+        *(features.returns(close, k)[-1] if len(c) > k else 0.0 for k in (1, 5, 10)),
+        features.log_returns(close)[1:][-20:].std() if len(c) > 2 else 0.0,
+        math.log1p(vr) if np.isfinite(vr) else 0.0,
+        close[-1] / sma5 - 1.0, close[-1] / sma10 - 1.0, sma5 / sma10 - 1.0,
+        (rsi - 50.0) / 50.0 if np.isfinite(rsi) else 0.0,
+        *pivots,
+    ]
+    if len(c) >= 21:
+        logret = features.log_returns(close)[-20:]
+        regime = features.market_regime(close[-21:], window=20, vol_threshold=max(
+            1e-9, 3 * np.median(np.abs(logret))))
+        out[13 + ["trending", "ranging", "volatile"].index(regime.label)] = 1.0
+        out[16] = regime.efficiency
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_scalars_equal_the_features_library(seed):
+    # Random walks of every length from 0 to 130 candles, calm to wild, sometimes with ties
+    # (rounded prices) or zero volume: the fast path agrees with core.features everywhere.
+    rng = np.random.default_rng(seed)
+    for n in range(seed, 131, 12):
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001 * (1 + seed % 5), n)))
+        high = close * (1 + rng.uniform(0, 0.002, n))
+        low = close * (1 - rng.uniform(0, 0.002, n))
+        if seed % 3 == 0:
+            close, high, low = np.round(close, 1), np.round(high, 1), np.round(low, 1)
+            high, low = np.maximum(high, close), np.minimum(low, close)
+        volume = rng.uniform(0, 10, n) * (seed % 4 != 1)
+        arr = np.column_stack([np.arange(n) * 1000.0, close, high, low, close, volume])
+        np.testing.assert_allclose(scalar_features(arr), reference_scalars(arr),
+                                   atol=1e-6, rtol=1e-5, err_msg=f"{n} candles")
+
+
 # -- book_vector -----------------------------------------------------------------------
 
 
