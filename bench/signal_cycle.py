@@ -9,8 +9,8 @@ per symbol, then ``LiveTrainingService.process_closes()`` is timed: the cycle th
 observation of every closed candle, runs the CNN over them (one batched pass per timeframe
 whose window changed), encodes each model's state, lets the DQN and the order-book model
 decide (one batched pass each), resolves the predictions that targeted each candle (in-memory
-pending index, SQLite writes, experiences) and stores the next predictions. Every 60 s a 1m
-candle closes too.
+pending index, rewards, experiences), makes the next predictions' rows and writes both in one
+SQLite transaction. Every 60 s a 1m candle closes too.
 
 In the same run the networks' ``forward`` methods are wrapped (inside this process only) to
 add up the time spent in the bare forward passes during the cycle: the CNN inference copy,
@@ -121,8 +121,7 @@ def instrument(service) -> tuple[Timings, dict]:
     t.wrap(service, "_resolve", "resolve")
     t.wrap(service, "_predict", "predict")
     t.wrap(service.store, "pending", "store.pending")
-    t.wrap(service.store, "resolve_many", "store.resolve_many")
-    t.wrap(service.store, "add_many", "store.add_many")
+    t.wrap(service.store, "record", "store.record")
     return t, forwards
 
 
@@ -200,11 +199,10 @@ def report(t: Timings, r: dict, replayed: list[float], forwards: dict) -> None:
                        ("  cnn.predict_many (1 fwd per head)", "cnn.predict_many"),
                        ("  encode (3 models)", "encode"),
                        ("  decide (dqn, cob: 1 fwd each)", "decide"),
-                       ("  resolve", "resolve"),
+                       ("  resolve (outcomes, experiences)", "resolve"),
                        ("    store.pending (memory index)", "store.pending"),
-                       ("    store.resolve_many (write)", "store.resolve_many"),
-                       ("  predict (rows, store)", "predict"),
-                       ("    store.add_many (write)", "store.add_many"),
+                       ("  predict (new rows)", "predict"),
+                       ("  store.record (one write)", "store.record"),
                        ("bare forwards, in the cycle", "fwd"),
                        *((f"  {name}", f"fwd.{name}") for name in forwards)):
         row(label, part(key), key)

@@ -218,9 +218,9 @@ class NewPrediction:
 
 
 _INSERT = (
-    "INSERT INTO predictions (model, model_step, symbol, timeframe, created_ts, target_ts, "
+    "INSERT INTO predictions (id, model, model_step, symbol, timeframe, created_ts, target_ts, "
     "reference_price, action, confidence, pred_open, pred_high, pred_low, pred_close, "
-    "pred_volume, state, executed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "pred_volume, state, executed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _RESOLVE = (
     "UPDATE predictions SET actual_open = ?, actual_high = ?, actual_low = ?, actual_close = ?, "
@@ -372,20 +372,7 @@ class PredictionStore:
 
     def add_many(self, preds: Iterable[NewPrediction]) -> list[int]:
         """Store predictions as pending in one transaction; returns their ids in order."""
-        preds = list(preds)
-        rows = []
-        for pred in preds:
-            if not isinstance(pred, NewPrediction):
-                raise ValueError(f"expected a NewPrediction, got {type(pred).__name__}")
-            rows.append(pred.row())
-        with self._write() as conn:
-            ids = [conn.execute(_INSERT, row).lastrowid for row in rows]
-            for pred_id, pred in zip(ids, preds):
-                self._index(PendingPrediction(
-                    pred_id, pred.model, pred.model_step, pred.symbol, pred.timeframe,
-                    pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
-                    pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state))
-            return ids
+        return self.record([], preds)[1]
 
     def resolve(self, pred_id: int, resolution: Resolution, resolved_ts: int) -> bool:
         """Fill a pending prediction's outcome; False if it was not pending (already done)."""
@@ -393,21 +380,53 @@ class PredictionStore:
 
     def resolve_many(self, items: Iterable[tuple[int, Resolution]], resolved_ts: int) -> int:
         """Resolve pending predictions in one transaction; returns how many were pending."""
-        resolved_ts = _integer("resolved_ts", resolved_ts)
-        rows = []
-        for pred_id, resolution in items:
+        return self.record([(pred_id, r, resolved_ts) for pred_id, r in items], [])[0]
+
+    def record(self, resolved: Iterable[tuple[int, Resolution, int]],
+               new: Iterable[NewPrediction]) -> tuple[int, list[int]]:
+        """One write transaction: fill the outcome of ``resolved`` (id, resolution, resolved
+        market time) and store ``new`` as pending. Returns how many of ``resolved`` were still
+        pending (the others were expired or resolved already: left as they are) and the new
+        predictions' ids, in order.
+
+        A signal cycle writes everything it resolved and predicted with this: one statement
+        per kind of row (``executemany``) instead of one per row."""
+        res_rows = []
+        for pred_id, resolution, resolved_ts in resolved:
             if not isinstance(resolution, Resolution):
                 raise ValueError(
                     f"expected a Resolution for id {pred_id}, got {type(resolution).__name__}"
                 )
-            rows.append(_resolution_row(resolution, resolved_ts, _integer("id", pred_id)))
+            res_rows.append(_resolution_row(resolution, _integer("resolved_ts", resolved_ts),
+                                            _integer("id", pred_id)))
+        preds = list(new)
+        for pred in preds:
+            if not isinstance(pred, NewPrediction):
+                raise ValueError(f"expected a NewPrediction, got {type(pred).__name__}")
         with self._write() as conn:
-            done = 0
-            for row in rows:
-                if conn.execute(_RESOLVE, row).rowcount:
-                    done += 1
+            # The in-memory index says what is pending (every change to it happens under the
+            # lock held here), so only those rows are written and counted.
+            pending = []
+            for row in res_rows:
+                if row[-1] in self._pending:  # once: the first resolution of an id wins
                     self._unindex(row[-1])
-            return done
+                    pending.append(row)
+            if pending:
+                conn.executemany(_RESOLVE, pending)
+            ids: list[int] = []
+            if preds:
+                # The ids SQLite would give (max + 1 onwards), chosen here so one executemany
+                # can insert them all; BEGIN IMMEDIATE holds the write lock, so no other
+                # connection can take them meanwhile.
+                first = (conn.execute("SELECT max(id) FROM predictions").fetchone()[0] or 0) + 1
+                ids = list(range(first, first + len(preds)))
+                conn.executemany(_INSERT, [(i, *p.row()) for i, p in zip(ids, preds)])
+                for pred_id, pred in zip(ids, preds):
+                    self._index(PendingPrediction(
+                        pred_id, pred.model, pred.model_step, pred.symbol, pred.timeframe,
+                        pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
+                        pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state))
+            return len(pending), ids
 
     def mark_executed(self, ids: Iterable[int]) -> int:
         """Flag predictions that executed a paper trade (their experiences weigh more)."""

@@ -162,8 +162,10 @@ class LiveTrainingService:
 
         In phases, so each model runs one forward pass for all the closes of the batch (both
         symbols' candles of a market second): observations, the CNN over all of them, every
-        model's state, the predictions, then per close (one savepoint each) resolution and
-        storage. A close that fails in any phase is left out and reported; the others go on.
+        model's state, the predictions, then per close the resolutions, experiences and new
+        rows (in memory), and one write for the whole batch. A close that fails in any phase
+        before the write is left out and reported; the others go on. Experiences, votes and
+        counts change only once the write has committed.
         """
         batch = []
         while self._closes:
@@ -179,15 +181,22 @@ class LiveTrainingService:
         predicting = [c for c in closes
                       if self.active and newest[(c.symbol, c.tf)] == c.candle.ts]
         self._decide(predicting)
-        with self.store.transaction():  # one commit for the whole batch
-            for c in closes:
-                try:
-                    with self.store.transaction():  # a close's writes stand or fall together
-                        self._resolve(c.symbol, c.tf, c.candle, c.states, c.close_ts)
-                        if c.outputs:
-                            self._predict(c)
-                except Exception as exc:  # one bad close must not undo or stop the others
-                    self._failed(failed, exc, c.symbol, c.tf, c.candle)
+        resolved, experiences, rows, made = [], [], [], []
+        for c in closes:
+            try:
+                c_resolved, c_experiences = self._resolve(c)
+                c_rows = self._predict(c) if c.outputs else []
+            except Exception as exc:  # one bad close must not undo or stop the others
+                self._failed(failed, exc, c.symbol, c.tf, c.candle)
+                continue
+            resolved += c_resolved
+            experiences += c_experiences
+            rows += c_rows
+            made.append((c, len(c_rows)))
+        _, ids = self.store.record(resolved, rows)  # one transaction for the whole batch
+        for model, tf, exp in experiences:
+            self._queue(model, tf, exp)
+        self._predicted(made, rows, ids)
         if failed:
             raise failed[0]  # reported by guarded() once the good closes are committed
         return len(batch)
@@ -244,22 +253,25 @@ class LiveTrainingService:
             for c, out in zip(closes, outs):
                 c.outputs[name] = out
 
-    def _resolve(self, symbol: str, tf: str, candle: Candle, states: dict, close_ts: int) -> None:
-        pending = self.store.pending(symbol, tf, candle.ts)
+    def _resolve(self, c: _Close) -> tuple[list, list]:
+        """The predictions that targeted this candle, resolved: (id, resolution, market time)
+        rows for the store and the (model, tf, experience) each makes."""
+        pending = self.store.pending(c.symbol, c.tf, c.candle.ts)
         if not pending:
-            return
+            return [], []
+        candle = c.candle
         actual = (candle.open, candle.high, candle.low, candle.close, candle.volume)
-        resolved = []
+        resolved, experiences = [], []
         for p in pending:
             r = resolve(p.action, p.confidence, p.reference_price, p.predicted_ohlcv, actual)
-            resolved.append((p.id, r))
+            resolved.append((p.id, r, c.close_ts))
             learner = self.learners.get(p.model)
             if learner is None or p.state is None:
                 continue
-            exp = self._experience(learner, p, r, states.get(p.model), tf)
+            exp = self._experience(learner, p, r, c.states.get(p.model), c.tf)
             if exp is not None:
-                self._queue(p.model, tf, exp)
-        self.store.resolve_many(resolved, close_ts)
+                experiences.append((p.model, c.tf, exp))
+        return resolved, experiences
 
     def _experience(self, learner: Learner, p, r, next_state, tf: str) -> Experience | None:
         weight = self.cfg.training.trade_weight if p.executed else 1.0
@@ -285,34 +297,38 @@ class LiveTrainingService:
                 self.dropped_experiences[model] += len(waiting) - limit
                 del waiting[:-limit]
 
-    def _predict(self, c: _Close) -> None:
-        symbol, tf, close_ts = c.symbol, c.tf, c.close_ts
-        reference = self.market.store.closed(symbol, tf, 1)
-        if not len(reference):
-            return
-        ref_price = float(reference[-1, 4])
-        target_ts = close_ts  # the next candle opens where this one closed
+    def _predict(self, c: _Close) -> list[NewPrediction]:
+        """Every model's prediction of the next candle, from the one that just closed."""
+        ref_price = float(c.candle.close)  # the reference: the close the models just saw
         rows = []
         for name, learner in self.learners.items():
             out = c.outputs[name]
-            action = learner.actions[out.action]
             ohlcv = absolute_ohlcv(ref_price, out.ohlcv) if out.ohlcv is not None else None
             rows.append(NewPrediction(
-                model=name, model_step=learner.published_steps, symbol=symbol, timeframe=tf,
-                created_ts=close_ts, target_ts=target_ts, reference_price=ref_price,
-                action=action, confidence=float(out.confidence), predicted_ohlcv=ohlcv,
-                state=c.states[name],
+                model=name, model_step=learner.published_steps, symbol=c.symbol,
+                timeframe=c.tf, created_ts=c.close_ts,
+                target_ts=c.close_ts,  # the next candle opens where this one closed
+                reference_price=ref_price, action=learner.actions[out.action],
+                confidence=float(out.confidence), predicted_ohlcv=ohlcv, state=c.states[name],
             ))
-        ids = self.store.add_many(rows)
-        for pid, row in zip(ids, rows):
-            learner = self.learners[row.model]
-            learner.note_prediction({"id": pid, "symbol": symbol, "timeframe": tf,
-                                     "action": row.action, "confidence": row.confidence,
-                                     "created_ts": close_ts, "target_ts": target_ts})
-            if row.action in ("BUY", "SELL", "HOLD"):
-                self._votes[symbol][(row.model, tf)] = Vote(row.model, tf, row.action,
-                                                            row.confidence, pid)
-        self.prediction_rate.add(len(rows))
+        return rows
+
+    def _predicted(self, made: list[tuple[_Close, int]], rows: list[NewPrediction],
+                   ids: list[int]) -> None:
+        """Once stored: each model's last prediction and count, the votes the signal fuses."""
+        k = 0
+        for c, n in made:
+            for pid, row in zip(ids[k : k + n], rows[k : k + n]):
+                self.learners[row.model].note_prediction({
+                    "id": pid, "symbol": c.symbol, "timeframe": c.tf, "action": row.action,
+                    "confidence": row.confidence, "created_ts": row.created_ts,
+                    "target_ts": row.target_ts})
+                if row.action in ("BUY", "SELL", "HOLD"):
+                    self._votes[c.symbol][(row.model, c.tf)] = Vote(row.model, c.tf, row.action,
+                                                                    row.confidence, pid)
+            k += n
+        if rows:
+            self.prediction_rate.add(len(rows))
 
     def train_due(self) -> int:
         """One training step for every (model, timeframe) with a full batch waiting."""

@@ -204,6 +204,8 @@ def left_pad(window: np.ndarray, length: int) -> np.ndarray:
     window = np.asarray(window, dtype=np.float32)
     if window.ndim != 2:
         raise ValueError(f"window must be [channels, length], got shape {window.shape}")
+    if window.shape[1] == length:
+        return window  # already the right length (the usual case): no copy
     out = np.zeros((window.shape[0], length), dtype=np.float32)
     tail = window[:, -length:]
     out[:, length - tail.shape[1] :] = tail
@@ -223,6 +225,7 @@ class TargetNorm:
         self.count = np.zeros(n_groups)
         self.mean = np.zeros((n_groups, dim))
         self.m2 = np.zeros((n_groups, dim))
+        self._scale: tuple | None = None  # ((group, count), std, mean) of the last denormalise
 
     def update(self, groups: np.ndarray, x: np.ndarray) -> None:
         for g in np.unique(groups):
@@ -245,7 +248,12 @@ class TargetNorm:
         return ((x - self.mean[groups]) / self.std(groups)).astype(np.float32)
 
     def denormalise(self, g: int, x: np.ndarray) -> np.ndarray:
-        return (x * self.std(g) + self.mean[g]).astype(np.float32)
+        """Standardised ``x`` [..., 5] of group ``g`` back in target units (float32)."""
+        key = (g, self.count[g])  # the statistics of g change only with its count
+        if self._scale is None or self._scale[0] != key:
+            self._scale = (key, self.std(g), self.mean[g].copy())
+        _, std, mean = self._scale
+        return (x * std + mean).astype(np.float32)
 
     def state(self) -> dict:
         return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
@@ -254,6 +262,7 @@ class TargetNorm:
         self.count = np.asarray(state["count"], dtype=np.float64)
         self.mean = np.asarray(state["mean"], dtype=np.float64)
         self.m2 = np.asarray(state["m2"], dtype=np.float64)
+        self._scale = None
 
 
 class CNNLearner(Learner):
@@ -312,7 +321,8 @@ class CNNLearner(Learner):
 
     def encode(self, obs: Observation) -> np.ndarray:
         """float32 [5, window]: the observed timeframe's window, last ``window`` candles,
-        left-padded with zeros when shorter."""
+        left-padded with zeros when shorter (the window itself when it fits: the builder's
+        windows are read-only)."""
         return left_pad(obs.windows[obs.timeframe], self.cfg.window)
 
     def predict(self, state: np.ndarray, timeframe: str) -> CNNPrediction:
@@ -320,7 +330,7 @@ class CNNLearner(Learner):
         x = torch.as_tensor(state, dtype=torch.float32, device=self.device)[None]  # [1, 5, L]
         with self.lock, torch.no_grad():
             out = self.inference_net(x, timeframe)
-            return _prediction(out, self._inference_norm, self.timeframes.index(timeframe))
+            return _predictions(out, self._inference_norm, self.timeframes.index(timeframe))[0]
 
     def predict_all(self, obs: Observation) -> dict[str, CNNPrediction]:
         """Every timeframe that has both a head and a window in ``obs``, each through its own
@@ -359,9 +369,8 @@ class CNNLearner(Learner):
             for tf, runs in todo.items():
                 x = np.stack([left_pad(window, self.cfg.window) for _, window, _ in runs])
                 out = self.inference_net(torch.as_tensor(x, device=self.device), tf)  # [B, ...]
-                tf_index = self.timeframes.index(tf)
-                for row, (symbol, window, users) in enumerate(runs):
-                    pred = _prediction(out, self._inference_norm, tf_index, row)
+                preds = _predictions(out, self._inference_norm, self.timeframes.index(tf))
+                for pred, (symbol, window, users) in zip(preds, runs):
                     kept = window if not window.flags.writeable else np.array(window)
                     self._cache[(symbol, tf)] = (self._weights_version, kept, pred)
                     for i in users:
@@ -490,16 +499,15 @@ class CNNLearner(Learner):
         return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
 
 
-def _prediction(out: CNNOutput, norm: TargetNorm, tf_index: int, row: int = 0) -> CNNPrediction:
-    """Row ``row`` of a batch's output as a prediction."""
-    probs = torch.softmax(out.logits[row], dim=-1)  # [3]
-    return CNNPrediction(
-        action=int(out.logits[row].argmax()),
-        confidence=float(out.confidence[row]),
-        ohlcv=norm.denormalise(tf_index, out.ohlcv[row].cpu().numpy()),  # [5], target units
-        hidden=out.hidden[row].cpu().numpy(),  # [64]
-        probs=probs.cpu().numpy(),
-    )
+def _predictions(out: CNNOutput, norm: TargetNorm, tf_index: int) -> list[CNNPrediction]:
+    """A batch's output [B, ...] as B predictions (each row a view of one array per field)."""
+    probs = torch.softmax(out.logits, dim=-1).cpu().numpy()  # [B, 3]
+    actions = out.logits.argmax(dim=-1).tolist()  # [B]
+    confidence = out.confidence.tolist()  # [B]
+    ohlcv = norm.denormalise(tf_index, out.ohlcv.cpu().numpy())  # [B, 5], target units
+    hidden = out.hidden.cpu().numpy()  # [B, 64]
+    return [CNNPrediction(action=actions[i], confidence=confidence[i], ohlcv=ohlcv[i],
+                          hidden=hidden[i], probs=probs[i]) for i in range(len(actions))]
 
 
 def _check_examples(batch: dict[str, np.ndarray], state_shape: tuple[int, int]) -> None:

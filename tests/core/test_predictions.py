@@ -526,3 +526,29 @@ def test_the_pending_index_follows_a_rolled_back_write(store):
             conn.execute("INSERT INTO predictions (id) VALUES (?)", (kept,))
     assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == [kept]  # back again
     assert store.get(kept)["status"] == "pending"
+
+
+def test_record_resolves_and_adds_in_one_transaction(store):
+    old = store.add_many([new(target_ts=T0 + MIN), new(model="dqn", target_ts=T0 + MIN)])
+    first = store.add(new(target_ts=T0 + 2 * MIN))
+    store.resolve(first, resolution(), T0 + 2 * MIN + 1)  # resolved already: left as it is
+    done, ids = store.record(
+        [(old[0], resolution(), T0 + 2 * MIN), (old[0], resolution(), T0 + 9 * MIN),  # twice: once
+         (old[1], resolution(), T0 + 2 * MIN + 2), (first, resolution(), T0 + 9 * MIN)],
+        [new(target_ts=T0 + 3 * MIN), new(model="cob", action="UP", target_ts=T0 + 3 * MIN)])
+    assert done == 2
+    assert ids == [first + 1, first + 2]  # the ids SQLite would have given, in order
+    assert store.get(old[0])["resolved_ts"] == T0 + 2 * MIN  # the first resolution of it won
+    assert store.get(old[1])["resolved_ts"] == T0 + 2 * MIN + 2
+    assert store.get(first)["resolved_ts"] == T0 + 2 * MIN + 1
+    assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + 3 * MIN)] == ids
+    assert not store.pending("ETH/USDT", "1m", T0 + MIN)
+    assert store.add(new()) == first + 3  # SQLite carries on after them
+
+
+def test_a_failing_record_changes_nothing(store):
+    pending = store.add(new(target_ts=T0 + MIN))
+    with pytest.raises(ValueError, match="expected a NewPrediction"):
+        store.record([(pending, resolution(), T0 + 2 * MIN)], [new(), "not a prediction"])
+    assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == [pending]
+    assert store.counts()["cnn"] == {"pending": 1, "resolved": 0, "expired": 0}
