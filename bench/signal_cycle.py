@@ -9,16 +9,17 @@ per symbol, then ``LiveTrainingService.process_closes()`` is timed: the cycle th
 observation of every closed candle, runs the CNN over them (one batched pass per timeframe
 whose window changed), encodes each model's state, lets the DQN and the order-book model
 decide (one batched pass each), resolves the predictions that targeted each candle (in-memory
-pending index, rewards, experiences), makes the next predictions' rows and writes both in one
-SQLite transaction. Every 60 s a 1m candle closes too.
+pending index, rewards, experiences), makes the next predictions' rows and records both in the
+store's memory. Every 60 s a 1m candle closes too.
 
 In the same run the networks' ``forward`` methods are wrapped (inside this process only) to
 add up the time spent in the bare forward passes during the cycle: the CNN inference copy,
 the DQN's published Q-network and the order-book net. Overhead ratio
-= cycle / forward sum. The inputs of those passes are kept and replayed afterwards in a tight
+= cycle / forward sum. The store writes what the cycles recorded in a job of its own (every
+0.5 wall s in the app; here every 10 market s, timed apart and shown beside the cycle). The inputs of those passes are kept and replayed afterwards in a tight
 ``torch.no_grad()`` loop as a check (per cycle the fastest of 3 passes). Pieces of the cycle
-are timed the same way (inclusive: nested rows are part of the row above). ``signal_job()`` is
-timed every 10 market seconds, as the scheduler runs it. ``train_due()`` runs untimed between
+are timed the same way (inclusive: nested rows are part of the row above). ``signal_job()`` and
+``flush_job()`` are timed every 10 market seconds. ``train_due()`` runs untimed between
 cycles (``--no-train``: never), as the training thread would, so the models and their replay
 buffers change as in the app. Pauses of Python's garbage collector during the run are counted:
 a full collection stops every thread, and shows up as the slowest cycles.
@@ -128,7 +129,7 @@ def instrument(service) -> tuple[Timings, dict]:
 def run(cfg, services, clock, t: Timings, seconds: int, warmup: int, train: bool) -> dict:
     """One market second per step: emit, time process_closes; signal_job every 10 s."""
     src, service = services.market.source, services.training
-    out = {"cycles": [], "closes": [], "signal": [], "inputs": [], "train_s": 0.0}
+    out = {"cycles": [], "closes": [], "signal": [], "flush": [], "inputs": [], "train_s": 0.0}
     signal_every = int(cfg.scheduler.signal_interval_s)
     wall0 = time.perf_counter()
     for i in range(1, warmup + seconds + 1):
@@ -149,8 +150,11 @@ def run(cfg, services, clock, t: Timings, seconds: int, warmup: int, train: bool
         if i % signal_every == 0:
             t0 = time.perf_counter()
             service.signal_job()
+            t1 = time.perf_counter()
+            service.flush_job()
             if keep:
-                out["signal"].append((time.perf_counter() - t0) * 1000)
+                out["signal"].append((t1 - t0) * 1000)
+                out["flush"].append((time.perf_counter() - t1) * 1000)
         if train:
             t0 = time.perf_counter()
             service.train_due()
@@ -202,7 +206,7 @@ def report(t: Timings, r: dict, replayed: list[float], forwards: dict) -> None:
                        ("  resolve (outcomes, experiences)", "resolve"),
                        ("    store.pending (memory index)", "store.pending"),
                        ("  predict (new rows)", "predict"),
-                       ("  store.record (one write)", "store.record"),
+                       ("  store.record (memory; flush job writes)", "store.record"),
                        ("bare forwards, in the cycle", "fwd"),
                        *((f"  {name}", f"fwd.{name}") for name in forwards)):
         row(label, part(key), key)
@@ -217,6 +221,13 @@ def report(t: Timings, r: dict, replayed: list[float], forwards: dict) -> None:
     if signal:
         print(f"signal_job: {len(signal)} calls, p50 {statistics.median(signal):.3f} ms, "
               f"p99 {pct(signal, 99):.3f} ms, max {max(signal):.3f} ms")
+    flush = r["flush"]
+    if flush:
+        per_s = sum(flush) / len(cycles)
+        print(f"store flush (SQLite writes, off the cycle: a job of its own): {len(flush)} "
+              f"calls, p50 {statistics.median(flush):.3f} ms, max {max(flush):.3f} ms; "
+              f"{per_s:.3f} ms per market second, cycle + flush {mean(cycles) + per_s:.3f} ms "
+              f"= {(mean(cycles) + per_s) / mean(fwd_total):.2f} x the forwards")
 
 
 def main() -> None:

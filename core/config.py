@@ -80,6 +80,7 @@ class ServerConfig:
 class SchedulerConfig:
     signal_interval_s: float = 10.0
     prediction_expiry_s: float = 600.0
+    store_flush_s: float = 0.5  # wall seconds between prediction-store writes (not scaled)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "server.chart_candles": (lambda v: 10 <= v <= 2000, "an integer from 10 to 2000"),
     "scheduler.signal_interval_s": (lambda v: v > 0, "a number > 0"),
     "scheduler.prediction_expiry_s": (lambda v: v > 0, "a number > 0"),
+    "scheduler.store_flush_s": (lambda v: v > 0, "a number > 0"),
     "models.max_model_mb": (lambda v: v > 0, "an integer > 0"),
     "models.max_total_mb": (lambda v: v > 0, "an integer > 0"),
     "torch.threads": (lambda v: 1 <= v <= 256, "an integer from 1 to 256"),

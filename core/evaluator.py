@@ -3,8 +3,8 @@
 ``run_evaluation`` builds the same services as the app (core/services.py) on the replay
 source with a manual clock, then advances market time one finest candle at a time and runs the
 scheduler's jobs in the order the scheduler would (close processing every second, training,
-signals every ``scheduler.signal_interval_s``, expiry every minute): no sleeping, no wall
-clock. Models start from fresh weights (a run measures learning from nothing). Afterwards
+signals and prediction-store writes every ``scheduler.signal_interval_s``, expiry every
+minute): no sleeping, no wall clock. Models start from fresh weights (a run measures learning from nothing). Afterwards
 the resolved predictions are scored against the baselines (core/evaluation.py) and written to
 ``report.json`` and ``report.html`` (plotly, offline: the script is embedded).
 """
@@ -123,6 +123,7 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
             pipeline.submit(i)
             if i % signal_every == signal_every - 1:
                 training.signal_job()
+                training.flush_job()  # every signal: by market time, as the rest of the loop
             if i % expire_every == expire_every - 1:
                 training.expire_job()
                 peak_rss = max(peak_rss, rss_mb())

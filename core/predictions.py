@@ -1,19 +1,27 @@
 """The prediction store: every prediction from ``pending`` to ``resolved`` or ``expired``.
 
-SQLite in WAL mode (readers never block the writer, and a crash loses at most the last
-transaction). Threads share **one connection** opened with ``check_same_thread=False`` and
-guarded by a lock: the store is written from the scheduler's prediction and resolution jobs
+SQLite in WAL mode. Threads share **one connection** opened with ``check_same_thread=False``
+and guarded by a lock: the store is written from the scheduler's prediction and resolution jobs
 and read by the status snapshot, all in one process, and a single connection keeps every
 statement serialised without per-thread connections to track and close. Writes run in
 ``BEGIN IMMEDIATE`` transactions, so a second process on the same file (a backup, a report)
-waits on the busy timeout instead of failing mid-transaction.
+waits on the busy timeout instead of failing mid-transaction. One process writes a file.
+
+**Write-behind.** The pending predictions are indexed in memory, and that index is the truth
+about what is pending: ``record`` (the signal cycle's one write per market second), ``expire``
+and ``mark_executed`` change it at once and queue their rows; ``flush`` writes everything
+queued in one transaction (a scheduler job, every ``scheduler.store_flush_s`` wall seconds).
+Every read flushes first, so a reader always sees what was recorded before it. The signal
+cycle therefore never waits on SQLite (~0.3 ms a market second, mostly index upkeep and the
+commit); a crash loses at most the rows of one flush interval. A flush that fails (disk full)
+keeps its rows queued for the next one and raises to its caller.
 
 Status moves one way only: ``pending -> resolved`` or ``pending -> expired``; every update
 is guarded by ``status = 'pending'``, so a resolver and the expiry job can race harmlessly and
 a second resolve of the same prediction is a no-op.
 
-Pending predictions are also indexed in memory (they are few: one per model, symbol and
-timeframe, plus any a restart brought back), so resolving a closed candle reads no rows.
+The pending index is small (one prediction per model, symbol and timeframe, plus any a restart
+brought back), and resolving a closed candle reads no rows.
 The model state a prediction was made from (``state``, 0.3-11 KB) lives only in that index
 while the process runs, and is written to the file for the predictions still pending at
 ``close()``, so a restart can still turn them into experiences. Writing every state and
@@ -228,6 +236,28 @@ _RESOLVE = (
     "status = 'resolved', resolved_ts = ?, state = NULL WHERE id = ? AND status = 'pending'"
 )
 
+_EXPIRE = ("UPDATE predictions SET status = 'expired', resolved_ts = ?, state = NULL "
+           "WHERE id = ? AND status = 'pending'")
+_EXECUTED = "UPDATE predictions SET executed = 1 WHERE id = ?"
+
+
+@dataclass
+class _Queue:
+    """Rows waiting for the next flush, by statement."""
+
+    inserts: list[tuple] = field(default_factory=list)
+    resolves: list[tuple] = field(default_factory=list)
+    expires: list[tuple] = field(default_factory=list)
+    executed: list[tuple] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inserts) + len(self.resolves) + len(self.expires) + len(self.executed)
+
+    def then(self, later: _Queue) -> _Queue:
+        """These rows, then ``later``'s (a failed flush's rows before the ones queued since)."""
+        return _Queue(self.inserts + later.inserts, self.resolves + later.resolves,
+                      self.expires + later.expires, self.executed + later.executed)
+
 
 @dataclass(frozen=True)
 class PendingPrediction:
@@ -261,6 +291,9 @@ class PendingPrediction:
 
 def _resolution_row(resolution: Resolution, resolved_ts: int, pred_id: int) -> tuple:
     r = resolution
+    if r.action_correct not in (0, 1):  # True and False are 0 and 1
+        raise ValueError(f"action_correct must be True or False, got {r.action_correct!r} "
+                         f"(id {pred_id})")
     return (
         r.actual_open, r.actual_high, r.actual_low, r.actual_close, r.actual_volume,
         r.price_error, r.volume_error, int(r.action_correct), r.reward, resolved_ts, pred_id,
@@ -273,8 +306,8 @@ class PredictionStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()  # reentrant: writes nest inside transaction()
-        self._depth = 0  # open write transactions of the thread holding the lock
+        self._lock = threading.Lock()  # the pending index, the queue and the next id
+        self._db = threading.RLock()  # the connection; taken before _lock, never after it
         # isolation_level=None: no implicit transactions; _write() opens them explicitly.
         self._conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -286,22 +319,19 @@ class PredictionStore:
         self._closed = False
         self._pending: dict[int, PendingPrediction] = {}  # id -> pending prediction
         self._by_candle: dict[tuple[str, str, int], list[int]] = {}  # (symbol, tf, target) -> ids
-        self._schema_ready = False
+        self._queue = _Queue()  # written by the next flush
         self._create_schema()
-        self._schema_ready = True
         self._load_pending()
+        self._next_id = self._conn.execute(
+            "SELECT coalesce(max(id), 0) + 1 FROM predictions").fetchone()[0]
 
     def _load_pending(self) -> None:
-        """(Re)build the in-memory index of pending predictions from the file."""
+        """Build the in-memory index of pending predictions from the file."""
         rows = self._conn.execute(
             f"SELECT {', '.join(_PENDING_COLUMNS)} FROM predictions WHERE status = 'pending' "
             "ORDER BY id").fetchall()
-        states = {i: p.state for i, p in self._pending.items() if p.state is not None}
-        self._pending, self._by_candle = {}, {}
         for row in rows:
-            p = PendingPrediction.from_row(row)
-            self._index(p if p.state is not None or p.id not in states
-                        else replace(p, state=states[p.id]))
+            self._index(PendingPrediction.from_row(row))
 
     def _index(self, p: PendingPrediction) -> None:
         self._pending[p.id] = p
@@ -317,7 +347,7 @@ class PredictionStore:
                 del self._by_candle[key]
 
     def _create_schema(self) -> None:
-        with self._lock:  # executescript commits on its own, so it opens its transaction
+        with self._db:  # executescript commits on its own, so it opens its transaction
             self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
         with self._write() as conn:
             found = conn.execute("SELECT version FROM schema_version").fetchall()
@@ -331,37 +361,45 @@ class PredictionStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock; rolled back if anything inside raises.
-
-        Inside :meth:`transaction` it is a savepoint instead: a failing write undoes itself
-        and the ones before it stay, committed together when the transaction ends."""
-        with self._lock:
-            nested = self._depth > 0
-            self._conn.execute("SAVEPOINT w" if nested else "BEGIN IMMEDIATE")
-            self._depth += 1
+        """One write transaction on the connection; rolled back if anything inside raises."""
+        with self._db:
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK TO w" if nested else "ROLLBACK")
-                if nested:
-                    self._conn.execute("RELEASE w")
-                if self._schema_ready:
-                    self._load_pending()  # the index may hold changes the file just undid
+                self._conn.execute("ROLLBACK")
                 raise
-            finally:
-                self._depth -= 1
-            self._conn.execute("RELEASE w" if nested else "COMMIT")
+            self._conn.execute("COMMIT")
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group the writes inside into one commit (one per signal cycle instead of two per
-        closed candle). Each write still succeeds or fails whole; other threads' reads wait
-        until the commit."""
-        with self._write():
-            yield
+    def flush(self) -> int:
+        """Write everything queued since the last flush in one transaction; returns how many
+        rows it wrote. If the write fails, the rows stay queued and the error is raised."""
+        with self._db:  # one flush at a time, in order
+            with self._lock:
+                queued, self._queue = self._queue, _Queue()
+            if not queued:
+                return 0
+            try:
+                with self._write() as conn:
+                    # Inserts first: every other change is to a row already inserted.
+                    for sql, rows in ((_INSERT, queued.inserts), (_RESOLVE, queued.resolves),
+                                      (_EXPIRE, queued.expires), (_EXECUTED, queued.executed)):
+                        if rows:
+                            conn.executemany(sql, rows)
+            except BaseException as exc:
+                with self._lock:
+                    self._queue = queued.then(self._queue)
+                if "UNIQUE constraint failed: predictions.id" in str(exc):
+                    raise RuntimeError(
+                        f"{self.path}: another process has written predictions to this file; "
+                        "the ids this store gave are taken. One process writes a prediction "
+                        "store (give each its own runtime_dir)") from exc
+                raise
+            return len(queued)
 
     def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        with self._lock:
+        with self._db:
+            self.flush()
             return self._conn.execute(sql, params).fetchall()
 
     # -- writing -------------------------------------------------------------------------
@@ -371,7 +409,7 @@ class PredictionStore:
         return self.add_many([pred])[0]
 
     def add_many(self, preds: Iterable[NewPrediction]) -> list[int]:
-        """Store predictions as pending in one transaction; returns their ids in order."""
+        """Store predictions as pending (see ``record``); returns their ids in order."""
         return self.record([], preds)[1]
 
     def resolve(self, pred_id: int, resolution: Resolution, resolved_ts: int) -> bool:
@@ -379,18 +417,18 @@ class PredictionStore:
         return self.resolve_many([(pred_id, resolution)], resolved_ts) == 1
 
     def resolve_many(self, items: Iterable[tuple[int, Resolution]], resolved_ts: int) -> int:
-        """Resolve pending predictions in one transaction; returns how many were pending."""
+        """Resolve pending predictions (see ``record``); returns how many were pending."""
         return self.record([(pred_id, r, resolved_ts) for pred_id, r in items], [])[0]
 
     def record(self, resolved: Iterable[tuple[int, Resolution, int]],
                new: Iterable[NewPrediction]) -> tuple[int, list[int]]:
-        """One write transaction: fill the outcome of ``resolved`` (id, resolution, resolved
-        market time) and store ``new`` as pending. Returns how many of ``resolved`` were still
-        pending (the others were expired or resolved already: left as they are) and the new
-        predictions' ids, in order.
+        """Fill the outcome of ``resolved`` (id, resolution, resolved market time) and store
+        ``new`` as pending, in the index at once and in the file at the next flush (one
+        transaction for all of it). Returns how many of ``resolved`` were still pending (the
+        others were expired or resolved already: left as they are) and the new predictions'
+        ids, in order. Everything is validated before anything changes.
 
-        A signal cycle writes everything it resolved and predicted with this: one statement
-        per kind of row (``executemany``) instead of one per row."""
+        A signal cycle records everything it resolved and predicted with one call."""
         res_rows = []
         for pred_id, resolution, resolved_ts in resolved:
             if not isinstance(resolution, Resolution):
@@ -403,55 +441,51 @@ class PredictionStore:
         for pred in preds:
             if not isinstance(pred, NewPrediction):
                 raise ValueError(f"expected a NewPrediction, got {type(pred).__name__}")
-        with self._write() as conn:
-            # The in-memory index says what is pending (every change to it happens under the
-            # lock held here), so only those rows are written and counted.
+        with self._lock:
+            self._check_open()
             pending = []
             for row in res_rows:
                 if row[-1] in self._pending:  # once: the first resolution of an id wins
                     self._unindex(row[-1])
                     pending.append(row)
-            if pending:
-                conn.executemany(_RESOLVE, pending)
-            ids: list[int] = []
-            if preds:
-                # The ids SQLite would give (max + 1 onwards), chosen here so one executemany
-                # can insert them all; BEGIN IMMEDIATE holds the write lock, so no other
-                # connection can take them meanwhile.
-                first = (conn.execute("SELECT max(id) FROM predictions").fetchone()[0] or 0) + 1
-                ids = list(range(first, first + len(preds)))
-                conn.executemany(_INSERT, [(i, *p.row()) for i, p in zip(ids, preds)])
-                for pred_id, pred in zip(ids, preds):
-                    self._index(PendingPrediction(
-                        pred_id, pred.model, pred.model_step, pred.symbol, pred.timeframe,
-                        pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
-                        pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state))
-            return len(pending), ids
+            ids = list(range(self._next_id, self._next_id + len(preds)))
+            self._next_id += len(preds)
+            for pred_id, pred in zip(ids, preds):
+                self._index(PendingPrediction(
+                    pred_id, pred.model, pred.model_step, pred.symbol, pred.timeframe,
+                    pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
+                    pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state))
+            self._queue.inserts += [(i, *p.row()) for i, p in zip(ids, preds)]
+            self._queue.resolves += pending
+        return len(pending), ids
 
     def mark_executed(self, ids: Iterable[int]) -> int:
-        """Flag predictions that executed a paper trade (their experiences weigh more)."""
+        """Flag pending predictions that executed a paper trade (their experiences weigh more);
+        returns how many were pending."""
         ids = [_integer("id", i) for i in ids]
-        if not ids:
-            return 0
-        with self._write() as conn:
-            for i in ids:
-                if i in self._pending:
-                    self._pending[i] = replace(self._pending[i], executed=True)
-            return sum(conn.execute("UPDATE predictions SET executed = 1 WHERE id = ?",
-                                    (i,)).rowcount for i in ids)
+        with self._lock:
+            self._check_open()
+            found = [i for i in ids if i in self._pending]
+            for i in found:
+                self._pending[i] = replace(self._pending[i], executed=True)
+            self._queue.executed += [(i,) for i in found]
+        return len(found)
 
     def expire_older_than(self, cutoff_ts: int, now_ts: int) -> int:
         """Mark pending predictions whose candle opened before cutoff_ts expired; how many."""
         cutoff_ts = _integer("cutoff_ts", cutoff_ts)
         now_ts = _integer("now_ts", now_ts)
-        with self._write() as conn:
-            for pred_id in [i for i, p in self._pending.items() if p.target_ts < cutoff_ts]:
+        with self._lock:
+            self._check_open()
+            old = [i for i, p in self._pending.items() if p.target_ts < cutoff_ts]
+            for pred_id in old:
                 self._unindex(pred_id)
-            return conn.execute(
-                "UPDATE predictions SET status = 'expired', resolved_ts = ?, state = NULL "
-                "WHERE status = 'pending' AND target_ts < ?",
-                (now_ts, cutoff_ts),
-            ).rowcount
+            self._queue.expires += [(now_ts, i) for i in old]
+        return len(old)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the prediction store {self.path} is closed")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -558,19 +592,21 @@ class PredictionStore:
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Write the states of the predictions still pending, then close the connection
-        (idempotent); the file keeps everything committed."""
-        with self._lock:
+        """Write what is queued and the states of the predictions still pending, then close
+        the connection (idempotent); the file keeps everything committed."""
+        with self._db:
             if self._closed:
                 return
-            keep = [(encode_state(p.state), i) for i, p in self._pending.items()
-                    if p.state is not None]
+            self.flush()
+            with self._lock:
+                keep = [(encode_state(p.state), i) for i, p in self._pending.items()
+                        if p.state is not None]
+                self._closed = True  # nothing more is queued
             if keep:
                 with self._write() as conn:
                     conn.executemany("UPDATE predictions SET state = ? WHERE id = ? "
                                      "AND status = 'pending'", keep)
             self._conn.close()
-            self._closed = True
 
     def __enter__(self) -> PredictionStore:
         return self

@@ -17,8 +17,10 @@ from core.training import LiveTrainingService
 MIN_WALL_INTERVAL_S = 0.02  # APScheduler's own resolution makes shorter intervals meaningless
 
 
-def job_intervals(base_tf_s: float, signal_s: float, speed: float) -> dict[str, float]:
-    """Wall-clock seconds between runs of each job, from market-time intervals."""
+def job_intervals(base_tf_s: float, signal_s: float, speed: float,
+                  flush_s: float = 0.5) -> dict[str, float]:
+    """Wall-clock seconds between runs of each job, from market-time intervals (``flush_s``,
+    the prediction store's writes, is wall time already)."""
     def wall(market_s: float) -> float:
         return max(MIN_WALL_INTERVAL_S, market_s / speed)
 
@@ -27,6 +29,7 @@ def job_intervals(base_tf_s: float, signal_s: float, speed: float) -> dict[str, 
         "train": wall(base_tf_s),
         "signal": wall(signal_s),
         "expire": wall(60.0),
+        "flush": max(MIN_WALL_INTERVAL_S, flush_s),
     }
 
 
@@ -41,7 +44,8 @@ def build_scheduler(service: LiveTrainingService) -> BackgroundScheduler:
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     cfg = service.cfg
     base_s = service.tf_ms[service.market.store.base_tf] / 1000
-    intervals = job_intervals(base_s, cfg.scheduler.signal_interval_s, service.market.clock.speed)
+    intervals = job_intervals(base_s, cfg.scheduler.signal_interval_s, service.market.clock.speed,
+                              cfg.scheduler.store_flush_s)
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(4)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5},
@@ -52,6 +56,7 @@ def build_scheduler(service: LiveTrainingService) -> BackgroundScheduler:
         "train": service.train_due,
         "signal": service.signal_job,
         "expire": service.expire_job,
+        "flush": service.flush_job,
     }
     for name, job in jobs.items():
         scheduler.add_job(service.guarded, "interval", args=(name, job),

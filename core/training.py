@@ -10,6 +10,7 @@ The service is driven by scheduler jobs (core/scheduler.py), each safe to run co
   learner's lock around a forward pass or an optimiser step.
 - ``signal_job``: fuses each symbol's latest votes into one signal and acts on paper.
 - ``expire_job``: predictions whose candle never came expire.
+- ``flush_job``: the prediction store writes what was recorded since its last flush.
 
 Resolution goes on while training is stopped (so nothing pending is lost); predicting and
 training only while active.
@@ -329,6 +330,10 @@ class LiveTrainingService:
             k += n
         if rows:
             self.prediction_rate.add(len(rows))
+
+    def flush_job(self) -> int:
+        """Write what the store recorded since the last flush (see core/predictions.py)."""
+        return self.store.flush()
 
     def train_due(self) -> int:
         """One training step for every (model, timeframe) with a full batch waiting."""

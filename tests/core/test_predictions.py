@@ -180,16 +180,16 @@ def test_a_second_resolve_is_a_no_op(store):
     assert store.resolve(12345, resolution(), T0) is False  # unknown id
 
 
-def test_resolve_many_is_one_transaction(store):
+def test_resolve_many_is_all_or_nothing(store):
     ok = store.add(new())
     with pytest.raises(ValueError, match="Resolution"):
         store.resolve_many([(ok, resolution()), (ok, "not a resolution")], T0)
     assert store.get(ok)["status"] == "pending"
-    # A failure half-way through the transaction rolls back the rows written before it: here
-    # SQLite's CHECK refuses the second row's action_correct of 2 (it must be 0 or 1).
+    # Everything is checked before anything changes: the table's CHECK would refuse an
+    # action_correct of 2 (it must be 0 or 1), so the store refuses it first.
     bad = Resolution(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, None, None, 2, 0.0)  # type: ignore[arg-type]
     other = store.add(new(model="dqn"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ValueError, match=f"action_correct must be True or False, got 2 .id {other}"):
         store.resolve_many([(ok, resolution()), (other, bad)], T0)
     assert store.get(ok)["status"] == "pending"
     assert store.resolve(ok, resolution(), T0) is True  # and the store is still usable
@@ -383,29 +383,23 @@ def test_concurrent_writes_from_two_threads_all_land(store):
     assert sorted(ids) == list(range(1, 401))
 
 
-def test_two_stores_on_one_file_write_concurrently(tmp_path):
-    # Two connections (as two processes would have): BEGIN IMMEDIATE + busy timeout serialise.
+def test_a_second_writing_process_is_refused_clearly_and_loses_nothing(tmp_path):
+    # Ids are given in memory (write-behind), so one process writes a file; a second store on
+    # the same file (as a second process would be) gets a clear error when it flushes.
     path = tmp_path / "p.db"
-    stores = [PredictionStore(path), PredictionStore(path)]
-    errors = []
-
-    def writer(s: PredictionStore, model: str) -> None:
-        try:
-            for i in range(200):
-                s.add(new(model=model, created_ts=T0 + i))
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(s, m)) for s, m in zip(stores, ("a", "b"))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
-    assert errors == []
+    first, second = PredictionStore(path), PredictionStore(path)
+    mine = first.add(new(model="a"))
+    first.flush()
+    theirs = second.add(new(model="b"))
+    assert theirs == mine  # both started from the same file
+    with pytest.raises(RuntimeError, match="another process has written predictions"):
+        second.flush()
+    assert [p.id for p in second.pending("ETH/USDT", "1m", T0 + MIN)] == [theirs]  # still there
+    with pytest.raises(RuntimeError, match="another process"):
+        second.close()  # its rows can never be written: close says so too
+    first.close()
     with PredictionStore(path) as s:
-        assert {m: c["pending"] for m, c in s.counts().items()} == {"a": 200, "b": 200}
+        assert {m: c["pending"] for m, c in s.counts().items()} == {"a": 1}
 
 
 # ----------------------------------------------------------------------- restart safety
@@ -474,21 +468,20 @@ def test_states_stored_by_older_versions_as_npy_still_decode():
         decode_state(b"garbage!")
 
 
-def test_a_transaction_commits_once_and_a_failed_write_inside_undoes_only_itself(store, tmp_path):
-    with store.transaction():
-        first = store.add(new())
-        with pytest.raises(ValueError):
-            store.resolve_many([(first, "not a resolution")], 1)  # refused before writing
-        with pytest.raises(sqlite3.IntegrityError):
-            with store._write() as conn:  # a write that fails half way
-                conn.execute("UPDATE predictions SET confidence = 0.5 WHERE id = ?", (first,))
-                conn.execute("INSERT INTO predictions (id) VALUES (?)", (first,))
-        second = store.add(new())
-        # another connection sees nothing before the commit
-        other = sqlite3.connect(tmp_path / "predictions.db")
-        assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)
-    assert other.execute("SELECT id, confidence FROM predictions ORDER BY id").fetchall() == [
-        (first, new().confidence), (second, new().confidence)]  # the 0.5 was undone
+def test_writes_reach_the_file_at_the_flush_and_reads_see_them_before(store, tmp_path):
+    first = store.add(new())
+    second = store.add(new(model="dqn"))
+    store.resolve(first, resolution(), T0 + 2 * MIN)
+    assert store.expire_older_than(T0 + 2 * MIN, T0 + 12 * MIN) == 1  # the second
+    other = sqlite3.connect(tmp_path / "predictions.db")  # as a backup or a report would
+    assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)  # queued
+    assert store.flush() == 4  # two inserts, a resolution and an expiry: one transaction
+    assert other.execute("SELECT id, status FROM predictions ORDER BY id").fetchall() == [
+        (first, "resolved"), (second, "expired")]
+    assert store.flush() == 0  # nothing left
+    third = store.add(new(model="cob", action="UP"))
+    assert store.get(third)["status"] == "pending"  # a read flushes first
+    assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (3,)
     other.close()
 
 
@@ -497,6 +490,7 @@ def test_states_stay_in_memory_until_close_and_a_crash_loses_only_them(tmp_path)
     store = PredictionStore(path)
     state = np.arange(3, dtype=np.float32)
     kept = store.add(new(state=state))
+    store.flush()  # as the flush job does every half second
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT state FROM predictions WHERE id = ?", (kept,)).fetchone() == (None,)
     np.testing.assert_array_equal(store.pending("ETH/USDT", "1m", T0 + MIN)[0].state, state)
@@ -513,19 +507,19 @@ def test_states_stay_in_memory_until_close_and_a_crash_loses_only_them(tmp_path)
         np.testing.assert_array_equal(again.pending("ETH/USDT", "1m", T0 + MIN)[0].state, state)
 
 
-def test_the_pending_index_follows_a_rolled_back_write(store):
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.add(new())
-            raise RuntimeError("the cycle failed after storing")
-    assert store.pending("ETH/USDT", "1m", T0 + MIN) == []
+def test_a_failed_flush_keeps_its_rows_for_the_next(store, tmp_path):
     kept = store.add(new())
-    with pytest.raises(sqlite3.IntegrityError):
-        with store._write() as conn:
-            store.resolve_many([(kept, resolution())], T0 + 2 * MIN)
-            conn.execute("INSERT INTO predictions (id) VALUES (?)", (kept,))
-    assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == [kept]  # back again
-    assert store.get(kept)["status"] == "pending"
+    blocker = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+    store._conn.execute("PRAGMA busy_timeout = 0")  # fail at once instead of waiting 5 s
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.flush()
+    store.resolve(kept, resolution(), T0 + 2 * MIN)  # recorded meanwhile, after the insert
+    assert store.pending("ETH/USDT", "1m", T0 + MIN) == []  # the index is the truth
+    blocker.execute("ROLLBACK")
+    assert store.flush() == 2  # the insert, then its resolution
+    assert store.get(kept)["status"] == "resolved"
+    blocker.close()
 
 
 def test_record_resolves_and_adds_in_one_transaction(store):

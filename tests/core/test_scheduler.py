@@ -15,12 +15,14 @@ def test_job_intervals_at_speed_15():
     assert out["train"] == pytest.approx(1 / 15)
     assert out["signal"] == pytest.approx(10 / 15)  # 0.667
     assert out["expire"] == pytest.approx(60 / 15)  # 4.0
-    assert set(out) == {"process_closes", "train", "signal", "expire"}
+    assert out["flush"] == 0.5  # wall time: not divided by the speed
+    assert set(out) == {"process_closes", "train", "signal", "expire", "flush"}
 
 
 def test_job_intervals_at_real_time():
     out = job_intervals(base_tf_s=60.0, signal_s=10.0, speed=1.0)
-    assert out == {"process_closes": 60.0, "train": 60.0, "signal": 10.0, "expire": 60.0}
+    assert out == {"process_closes": 60.0, "train": 60.0, "signal": 10.0, "expire": 60.0,
+                   "flush": 0.5}
 
 
 def test_job_intervals_floor_at_min_wall_interval():
@@ -58,20 +60,24 @@ class FakeService:
     def expire_job(self):
         return None
 
+    def flush_job(self):
+        return 0
 
-def test_build_scheduler_adds_the_four_jobs():
+
+def test_build_scheduler_adds_the_five_jobs():
     service = FakeService(speed=15.0, signal_interval_s=10.0)
     scheduler = build_scheduler(service)
     # Started paused: job defaults are applied, nothing runs.
     scheduler.start(paused=True)
     try:
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {"process_closes", "train", "signal", "expire"}
+        assert set(jobs) == {"process_closes", "train", "signal", "expire", "flush"}
         expected = {  # wall seconds: market seconds / 15
             "process_closes": (service.process_closes, 1 / 15),
             "train": (service.train_due, 1 / 15),
             "signal": (service.signal_job, 10 / 15),
             "expire": (service.expire_job, 60 / 15),
+            "flush": (service.flush_job, 0.5),  # wall seconds: the same at any speed
         }
         for name, (func, seconds) in expected.items():
             job = jobs[name]
