@@ -255,6 +255,7 @@ def book_features(
     asks: npt.ArrayLike,
     bands: tuple[float, ...] = (0.001, 0.005, 0.01),
     top_n: int = 5,
+    validate: bool = True,
 ) -> dict[str, float]:
     """Snapshot features of an L2 order book.
 
@@ -268,10 +269,16 @@ def book_features(
       so it leans toward the side likely to be hit next
     * ``bid_depth_{b}bps`` / ``ask_depth_{b}bps`` per band (0.001 -> ``10bps``):
       size with price within ``mid * (1 -/+ band)``
+
+    ``validate=False`` skips the checks of the sides (shape, finite, > 0, sorted) for books
+    that were checked where they came in (the consolidated book of every observation).
     """
-    b = _book_side(bids, "bids", descending=True)
-    a = _book_side(asks, "asks", descending=False)
-    _check_period(top_n, "top_n")
+    if validate:
+        b = _book_side(bids, "bids", descending=True)
+        a = _book_side(asks, "asks", descending=False)
+        _check_period(top_n, "top_n")
+    else:
+        b, a = bids, asks
     (bid_px, bid_sz), (ask_px, ask_sz) = b[0].tolist(), a[0].tolist()
     if bid_px >= ask_px:
         raise ValueError(f"crossed or locked book: best bid {bid_px} >= best ask {ask_px}")

@@ -155,31 +155,42 @@ def scalar_features(candles: np.ndarray) -> np.ndarray:
     return out
 
 
-def cob_as_book(cob: ConsolidatedBook) -> OrderBook | None:
-    """The consolidated book as one book: bucket prices with the size of all exchanges."""
-    bids = np.column_stack([cob.bids[:, 0], cob.total("bids")]) if len(cob.bids) else None
-    asks = np.column_stack([cob.asks[:, 0], cob.total("asks")]) if len(cob.asks) else None
-    if bids is None or asks is None or cob.crossed or bids[0, 0] >= asks[0, 0]:
-        return None
-    return OrderBook(cob.symbol, cob.ts, bids, asks)
-
-
 def book_vector(book: OrderBook | None) -> np.ndarray | None:
     """The BOOK_NAMES vector of a book (float32), sizes log1p-squashed; None without a book."""
     if book is None:
         return None
-    f = features.book_features(book.bids, book.asks)
+    return _book_vector(book.bids, book.asks, validate=True)
+
+
+def cob_vector(cob: ConsolidatedBook) -> np.ndarray | None:
+    """The BOOK_NAMES vector of a consolidated book, read as one book (bucket prices, the size
+    of every exchange summed); None if a side is empty or the book is crossed or locked. Its
+    levels were checked when they came in and bucketed by ``consolidate``, so they are not
+    checked again."""
+    if not len(cob.bids) or not len(cob.asks) or cob.crossed:
+        return None
+    if len(cob.exchanges) == 1:  # [K, 2] already: (bucket price, size)
+        bids, asks = cob.bids, cob.asks
+    else:
+        bids = np.column_stack([cob.bids[:, 0], cob.total("bids")])
+        asks = np.column_stack([cob.asks[:, 0], cob.total("asks")])
+    if bids[0, 0] >= asks[0, 0]:  # locked once bucketed
+        return None
+    return _book_vector(bids, asks, validate=False)
+
+
+def _book_vector(bids: np.ndarray, asks: np.ndarray, validate: bool) -> np.ndarray:
+    f = features.book_features(bids, asks, validate=validate)
     mid = f["mid"]
-    head = [
+    out = np.zeros(N_BOOK, dtype=np.float32)
+    out[:9] = [
         f["spread_bps"], f["imbalance"], (f["micro_price"] / mid - 1.0) * 1e4,
         *(math.log1p(f[k]) for k in BOOK_NAMES[3:9]),
     ]
-    sizes = np.zeros(2 * BOOK_TOP_LEVELS, dtype=np.float32)
-    bids = np.log1p(book.bids[:BOOK_TOP_LEVELS, 1])
-    asks = np.log1p(book.asks[:BOOK_TOP_LEVELS, 1])
-    sizes[: len(bids)] = bids
-    sizes[BOOK_TOP_LEVELS : BOOK_TOP_LEVELS + len(asks)] = asks
-    return np.concatenate([np.asarray(head, dtype=np.float32), sizes])
+    top_bids, top_asks = bids[:BOOK_TOP_LEVELS, 1], asks[:BOOK_TOP_LEVELS, 1]
+    out[9 : 9 + len(top_bids)] = np.log1p(top_bids)
+    out[9 + BOOK_TOP_LEVELS : 9 + BOOK_TOP_LEVELS + len(top_asks)] = np.log1p(top_asks)
+    return out
 
 
 class ObservationBuilder:
@@ -217,11 +228,16 @@ class ObservationBuilder:
     def build(self, symbol: str, timeframe: str, ts: int, cache: dict | None = None) -> Observation:
         """``cache`` shares the windows of one round between its observations."""
         cache = {} if cache is None else cache
-        candles = self.store.closed(symbol, timeframe, 120)
-        book = self.books.get(symbol)
+        candles = self.store.closed(symbol, timeframe, PIVOT_CANDLES)
+        vector = None  # only a book from no later than ts
         if self.cob is not None:
             consolidated = self.cob.consolidated(symbol, ts)
-            book = cob_as_book(consolidated) if consolidated is not None else None
+            if consolidated is not None and consolidated.ts <= ts:
+                vector = cob_vector(consolidated)
+        else:
+            book = self.books.get(symbol)
+            if book is not None and book.ts <= ts:
+                vector = book_vector(book)
         return Observation(
             symbol=symbol,
             timeframe=timeframe,
@@ -229,5 +245,5 @@ class ObservationBuilder:
             windows=self._windows(symbol, cache),
             ref_windows=self._windows(self.reference, cache),
             scalars=scalar_features(candles),
-            book=book_vector(book) if book is not None and book.ts <= ts else None,
+            book=vector,
         )

@@ -12,6 +12,7 @@ the exchange streams write into and the page reads from.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -90,8 +91,8 @@ class ConsolidatedBook:
         }
 
 
-def _levels(levels: npt.ArrayLike, name: str) -> np.ndarray:
-    """[K, 2] float (price, size), zero-size levels dropped; K may be 0."""
+def _levels(levels: npt.ArrayLike, name: str, descending: bool) -> np.ndarray:
+    """[K, 2] float (price, size), best price first, zero-size levels dropped; K may be 0."""
     a = np.asarray(levels, dtype=np.float64)
     if a.size == 0:
         return np.empty((0, 2))
@@ -100,30 +101,44 @@ def _levels(levels: npt.ArrayLike, name: str) -> np.ndarray:
     lowest = a.min(axis=0)  # NaN anywhere makes it NaN, and the test below fails
     if not (lowest[0] > 0 and lowest[1] >= 0 and a.max() < np.inf):
         raise ValueError(f"{name}: prices must be finite and > 0, sizes finite and >= 0")
-    return a if lowest[1] > 0 else a[a[:, 1] > 0]
+    if lowest[1] == 0:
+        a = a[a[:, 1] > 0]
+    steps = np.diff(a[:, 0])
+    if len(steps) and (steps.max() > 0 if descending else steps.min() < 0):
+        a = a[np.argsort(-a[:, 0] if descending else a[:, 0], kind="stable")]
+    return a
 
 
 def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: int) -> np.ndarray:
-    """Sum each exchange's sizes per bucket; keep the ``levels`` buckets nearest the mid."""
+    """Sum each exchange's sizes per bucket; keep the ``levels`` buckets nearest the mid.
+
+    Each side comes best first, so an exchange's levels past its own ``levels``-th bucket
+    lie farther out than ``levels`` buckets already found and are never read: a book of 1,000
+    levels costs what its first few dozen do. A plain loop, because books here are short
+    (tens of levels reach the kept buckets) and numpy's per-call cost would dominate."""
     n_ex = len(sides)
-    if n_ex == 1:  # the common case in replay: nothing to concatenate
-        price, size, col = sides[0][:, 0], sides[0][:, 1], 0
-    else:
-        price = np.concatenate([s[:, 0] for s in sides])  # [N]
-        size = np.concatenate([s[:, 1] for s in sides])  # [N]
-        col = np.repeat(np.arange(n_ex), [len(s) for s in sides])  # [N] exchange column
-    scaled = price / width
-    bucket = (np.floor(scaled + _EDGE_EPS) if is_bid else np.ceil(scaled - _EDGE_EPS)).astype(
-        np.int64)  # [N] bucket number = price // width
-    uniq, inv = np.unique(bucket, return_inverse=True)  # uniq ascending
-    grid = np.bincount(inv * n_ex + col, weights=size,  # [B, E]: one pass, no np.add.at
-                       minlength=len(uniq) * n_ex).reshape(len(uniq), n_ex)
-    out = np.empty((len(uniq), 1 + n_ex))  # [B, 1 + E]
-    out[:, 0] = uniq * width
-    out[:, 1:] = grid
-    if is_bid:
-        out = out[::-1]  # best (highest) bucket first
-    return out[:levels]
+    grid: dict[int, list[float]] = {}  # bucket number -> size per exchange
+    for j, side in enumerate(sides):
+        last, found = None, 0
+        for price, size in side.tolist():
+            # Bids floor to their bucket, asks ceil: a bucket's price is never better than
+            # the prices inside it.
+            k = (math.floor(price / width + _EDGE_EPS) if is_bid
+                 else math.ceil(price / width - _EDGE_EPS))
+            if k != last:
+                if found == levels:
+                    break
+                found, last = found + 1, k
+            row = grid.get(k)
+            if row is None:
+                row = grid[k] = [0.0] * n_ex
+            row[j] += size
+    keep = sorted(grid, reverse=is_bid)[:levels]  # best first
+    out = np.empty((len(keep), 1 + n_ex))  # [B, 1 + E]
+    if keep:
+        out[:, 0] = np.array(keep, dtype=np.float64) * width
+        out[:, 1:] = [grid[k] for k in keep]
+    return out
 
 
 def consolidate(
@@ -148,12 +163,12 @@ def consolidate(
     if int(levels) != levels or levels < 1:
         raise ValueError(f"levels must be a positive integer, got {levels!r}")
     exchanges = tuple(sorted(books))
-    bids = [_levels(books[ex][0], f"{ex} bids") for ex in exchanges]
-    asks = [_levels(books[ex][1], f"{ex} asks") for ex in exchanges]
+    bids = [_levels(books[ex][0], f"{ex} bids", descending=True) for ex in exchanges]
+    asks = [_levels(books[ex][1], f"{ex} asks", descending=False) for ex in exchanges]
     if not any(len(b) for b in bids) or not any(len(a) for a in asks):
         raise ValueError(f"{symbol}: need at least one bid and one ask across {exchanges}")
-    best_bid = max(b[:, 0].max() for b in bids if len(b)).item()
-    best_ask = min(a[:, 0].min() for a in asks if len(a)).item()
+    best_bid = max(float(b[0, 0]) for b in bids if len(b))  # each side is best first
+    best_ask = min(float(a[0, 0]) for a in asks if len(a))
     mid = (best_bid + best_ask) / 2.0
     width = mid * bucket_bps / 1e4
     return ConsolidatedBook(

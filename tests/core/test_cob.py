@@ -144,3 +144,40 @@ def test_service_leaves_out_stale_exchanges():
     cob = books.consolidated(SYM, T0)
     assert cob.exchanges == ("binance", "bybit") and cob.stale == ()
     np.testing.assert_allclose(cob.total("bids"), [3.5, 4.5, 2.0])
+
+
+def reference_side(books: dict, side: int, width: float, levels: int) -> np.ndarray:
+    """Every level of every exchange into its bucket, then the `levels` nearest the mid."""
+    exchanges = sorted(books)
+    grid: dict[int, np.ndarray] = {}
+    for j, ex in enumerate(exchanges):
+        for price, size in np.asarray(books[ex][side], dtype=float):
+            if size > 0:
+                k = (int(np.floor(price / width + 1e-9)) if side == 0
+                     else int(np.ceil(price / width - 1e-9)))
+                grid.setdefault(k, np.zeros(len(exchanges)))[j] += size
+    keep = sorted(grid, reverse=side == 0)[:levels]
+    return np.array([[k * width, *grid[k]] for k in keep])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_consolidate_equals_bucketing_every_level(seed):
+    # Deep books (up to 400 levels, some of size 0, some shuffled) on up to three exchanges:
+    # the kept buckets are those of bucketing every level, though far levels are never read.
+    rng = np.random.default_rng(seed)
+    books = {}
+    for ex in ("a", "b", "c")[: 1 + seed % 3]:
+        n = int(rng.integers(1, 400))
+        bids = np.column_stack([100.0 - np.cumsum(rng.uniform(0, 0.02, n)) - 0.01,
+                                rng.choice([0.0, 0.5, 1.0, 2.5], n)])
+        asks = np.column_stack([100.0 + np.cumsum(rng.uniform(0, 0.02, n)) + 0.01,
+                                rng.choice([0.0, 0.5, 1.0, 2.5], n)])
+        bids[0, 1] = asks[0, 1] = 1.0  # each exchange has a best level
+        if seed % 2:
+            rng.shuffle(bids)
+            rng.shuffle(asks)
+        books[ex] = (bids, asks)
+    cob = consolidate(SYM, books, T0, bucket_bps=1.0, levels=20)
+    width = cob.bucket_width
+    np.testing.assert_allclose(cob.bids, reference_side(books, 0, width, 20), rtol=1e-12)
+    np.testing.assert_allclose(cob.asks, reference_side(books, 1, width, 20), rtol=1e-12)

@@ -359,11 +359,20 @@ def test_a_window_is_rebuilt_only_when_its_timeframe_closes_a_candle(store):
 
 def test_models_read_the_consolidated_book_summed_over_exchanges():
     from core.market.cob import consolidate
-    from core.observations import cob_as_book
+    from core.observations import cob_vector
 
     cob = consolidate("ETH/USDT", {"a": ([[100.0, 1.0]], [[100.1, 1.0]]),
                                    "b": ([[100.0, 2.0]], [[100.1, 3.0]])}, 0, bucket_bps=1.0)
-    book = cob_as_book(cob)
+    v = dict(zip(BOOK_NAMES, cob_vector(cob).tolist()))
     # Both exchanges' size land in the same buckets: bids 1 + 2 = 3, asks 1 + 3 = 4.
-    assert book.bids[:, 1].tolist() == [3.0] and book.asks[:, 1].tolist() == [4.0]
-    assert book.bids[0, 0] < book.asks[0, 0]
+    assert v["bid_size_0"] == pytest.approx(math.log(4)) and v["bid_size_1"] == 0.0
+    assert v["ask_size_0"] == pytest.approx(math.log(5)) and v["ask_size_1"] == 0.0
+    assert v["imbalance"] == pytest.approx((3 - 4) / 7)
+    # One exchange: the same vector as its book read directly, bucketed at 1 bp (0.01 here).
+    bids, asks = np.array([[99.95, 2.0], [99.7, 1.0]]), np.array([[100.05, 1.0], [100.3, 3.0]])
+    one = consolidate("ETH/USDT", {"a": (bids, asks)}, 0, bucket_bps=1.0)
+    np.testing.assert_allclose(cob_vector(one), book_vector(OrderBook(ETH, 0, bids, asks)),
+                               atol=2e-5)
+    crossed = consolidate("ETH/USDT", {"a": ([[100.2, 1.0]], [[100.3, 1.0]]),
+                                       "b": ([[100.0, 1.0]], [[100.1, 1.0]])}, 0)
+    assert crossed.crossed and cob_vector(crossed) is None
