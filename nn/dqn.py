@@ -98,6 +98,10 @@ class DQNLearner(Learner):
             seed=int(seeds[1].generate_state(1)[0]),
         )
         self._epsilon = cfg.epsilon_start
+        # encode's reusable parts: (which, tf) -> (window array, its flattened part)
+        self._window_parts: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._zero_window = np.zeros(N_CHANNELS * cfg.window, dtype=np.float32)
+        self._onehot = np.eye(n_tf, dtype=np.float32)
         self._published_epsilon = self._epsilon  # the epsilon predictions explore with
 
     # -- Learner interface -------------------------------------------------------------
@@ -140,7 +144,7 @@ class DQNLearner(Learner):
             *(self._window(obs.ref_windows, tf, "ref_windows") for tf in self.timeframes),
             self._extra(obs, "cnn_hidden", n_tf * self.cnn_hidden_dim),
             self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
-            np.eye(n_tf, dtype=np.float32)[self.timeframes.index(obs.timeframe)],
+            self._onehot[self.timeframes.index(obs.timeframe)],
         ]
         # float16, the replay buffer's storage type: the state a prediction is made from is
         # exactly the one it is later trained on, and half the bytes to keep while pending.
@@ -171,8 +175,7 @@ class DQNLearner(Learner):
                 raise ValueError(f"dqn: state of shape {shape}, expected ({self.state_dim},)")
             if timeframe not in self.timeframes:
                 raise ValueError(f"dqn: timeframe {timeframe!r} not in {self.timeframes}")
-        x = torch.as_tensor(np.stack(states).astype(np.float32, copy=False),
-                            device=self.device)  # [N, D]
+        x = torch.from_numpy(np.stack(states)).to(self.device, torch.float32)  # [N, D]
         outs = []
         with self.lock:
             with torch.no_grad():
@@ -292,18 +295,29 @@ class DQNLearner(Learner):
     # -- encode helpers ----------------------------------------------------------------
 
     def _window(self, windows: dict[str, np.ndarray], tf: str, what: str) -> np.ndarray:
-        """[5, L] -> the last ``window`` columns, zero-padded on the left, flattened."""
-        out = np.zeros((N_CHANNELS, self.cfg.window), dtype=np.float32)
+        """[5, L] -> the last ``window`` columns, zero-padded on the left, flattened.
+
+        The builder hands out the same read-only array until its timeframe closes a candle,
+        so the flattened part of such an array is kept and reused (6 of the 8 windows of a
+        state, most market seconds)."""
         w = windows.get(tf)
-        if w is not None:
-            w = np.asarray(w, dtype=np.float32)
-            if w.ndim != 2 or w.shape[0] != N_CHANNELS:
-                raise ValueError(f"dqn: obs.{what}[{tf!r}] has shape {w.shape}, "
-                                 f"expected ({N_CHANNELS}, L)")
-            tail = w[:, -self.cfg.window:]
-            if tail.shape[1]:
-                out[:, -tail.shape[1]:] = tail
-        return out.reshape(-1)
+        if w is None:
+            return self._zero_window
+        cached = self._window_parts.get((what, tf))
+        if cached is not None and cached[0] is w:
+            return cached[1]
+        out = np.zeros((N_CHANNELS, self.cfg.window), dtype=np.float32)
+        arr = np.asarray(w, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] != N_CHANNELS:
+            raise ValueError(f"dqn: obs.{what}[{tf!r}] has shape {arr.shape}, "
+                             f"expected ({N_CHANNELS}, L)")
+        tail = arr[:, -self.cfg.window:]
+        if tail.shape[1]:
+            out[:, -tail.shape[1]:] = tail
+        flat = out.reshape(-1)
+        if isinstance(w, np.ndarray) and not w.flags.writeable:  # only what cannot change
+            self._window_parts[(what, tf)] = (w, flat)
+        return flat
 
     def _extra(self, obs: Observation, key: str, size: int) -> np.ndarray:
         value = obs.extras.get(key)
