@@ -15,6 +15,7 @@ package, which is unmaintained. pandas is already a runtime dependency.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, Literal
@@ -195,15 +196,16 @@ def normalised_window(candles: npt.ArrayLike, length: int) -> npt.NDArray[np.flo
     if not np.isfinite(log_prices.sum()):
         raise ValueError("candle prices must be finite and > 0")
     vol = a[:, 5]
-    if not vol.min() >= 0:
-        raise ValueError("candle volumes must be finite and >= 0")
-    lv = np.log1p(vol)
-    if not np.isfinite(lv.sum()):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a volume <= -1: refused below
+        lv = np.log1p(vol)
+    mean = float(lv.mean())
+    if not (vol.min() >= 0 and math.isfinite(mean)):  # a NaN or inf makes the mean one
         raise ValueError("candle volumes must be finite and >= 0")
     out = np.zeros((N_CHANNELS, length), dtype=np.float32)
     out[:4, length - n :] = (log_prices - log_prices[-1, 3]).T
-    sd = lv.std()
-    out[4, length - n :] = (lv - lv.mean()) / sd if sd > 0 else 0.0
+    dev = lv - mean
+    sd = math.sqrt(float(dev @ dev) / n)  # population std
+    out[4, length - n :] = dev / sd if sd > 0 else 0.0
     return out
 
 

@@ -121,6 +121,8 @@ def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: in
     for j, side in enumerate(sides):
         last, found = None, 0
         for price, size in side.tolist():
+            if size <= 0:
+                continue  # an empty level (a book that was not re-checked may hold one)
             # Bids floor to their bucket, asks ceil: a bucket's price is never better than
             # the prices inside it.
             k = (math.floor(price / width + _EDGE_EPS) if is_bid
@@ -148,6 +150,7 @@ def consolidate(
     bucket_bps: float = 1.0,
     levels: int = 20,
     stale: tuple[str, ...] = (),
+    validate: bool = True,
 ) -> ConsolidatedBook:
     """Merge per-exchange books (``{exchange: (bids [K, 2], asks [K, 2])}``) into buckets.
 
@@ -155,7 +158,8 @@ def consolidate(
     not be sorted. If the best bid is above the best ask (exchanges disagree, e.g. one is
     lagging) the result is marked ``crossed`` rather than refused; equal prices (locked) are not
     crossed. Exchange columns are in sorted name order; ``stale`` names the exchanges left out
-    for being too old (see ``ConsolidatedBooks``). Raises ValueError on malformed levels,
+    for being too old (see ``ConsolidatedBooks``). ``validate=False`` is for books checked where
+    they came in (an ``OrderBook``: best first, finite, sizes > 0). Raises ValueError on malformed levels,
     if no exchange has a bid or an ask, or on a non-positive ``bucket_bps``/``levels``.
     """
     if not bucket_bps > 0:
@@ -163,8 +167,12 @@ def consolidate(
     if int(levels) != levels or levels < 1:
         raise ValueError(f"levels must be a positive integer, got {levels!r}")
     exchanges = tuple(sorted(books))
-    bids = [_levels(books[ex][0], f"{ex} bids", descending=True) for ex in exchanges]
-    asks = [_levels(books[ex][1], f"{ex} asks", descending=False) for ex in exchanges]
+    if validate:
+        bids = [_levels(books[ex][0], f"{ex} bids", descending=True) for ex in exchanges]
+        asks = [_levels(books[ex][1], f"{ex} asks", descending=False) for ex in exchanges]
+    else:
+        bids = [np.asarray(books[ex][0], dtype=np.float64).reshape(-1, 2) for ex in exchanges]
+        asks = [np.asarray(books[ex][1], dtype=np.float64).reshape(-1, 2) for ex in exchanges]
     if not any(len(b) for b in bids) or not any(len(a) for a in asks):
         raise ValueError(f"{symbol}: need at least one bid and one ask across {exchanges}")
     best_bid = max(float(b[0, 0]) for b in bids if len(b))  # each side is best first
@@ -220,6 +228,9 @@ def cob_features(
 class ConsolidatedBooks:
     """Latest book per (exchange, symbol), written by the stream threads, read by the page.
 
+    A book put here is one a feed accepted (``OrderBook``: each side best first, finite
+    prices, sizes >= 0); it is not checked again when consolidated.
+
     ``consolidated`` leaves out books older than ``stale_after_s`` (by market time ``ts``) and
     names those exchanges in the result's ``stale``; it returns None when no fresh book is left.
     """
@@ -254,4 +265,6 @@ class ConsolidatedBooks:
         if not fresh:
             return None
         stale = tuple(sorted(set(mine) - set(fresh)))
-        return consolidate(symbol, fresh, ts, self.bucket_bps, self.levels, stale)
+        # The books were checked where they came in (the feeds, the replay): not again here.
+        return consolidate(symbol, fresh, ts, self.bucket_bps, self.levels, stale,
+                           validate=False)
