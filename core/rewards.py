@@ -133,8 +133,11 @@ def _ohlcv(candle: Any) -> tuple[float, float, float, float, float]:
             raise ValueError(
                 f"an OHLCV needs 5 values (open, high, low, close, volume), got {len(values)}"
             )
-    names = ("open", "high", "low", "close", "volume")
-    return tuple(_finite(name, v) for name, v in zip(names, values))  # type: ignore[return-value]
+    numbers = tuple(map(float, values))
+    if not all(map(math.isfinite, numbers)):  # say which one
+        for name, v in zip(("open", "high", "low", "close", "volume"), values):
+            _finite(name, v)
+    return numbers  # type: ignore[return-value]
 
 
 def relative_ohlcv(reference_close: float, candle_ohlcv: Any) -> np.ndarray:
