@@ -33,6 +33,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 import torch
 
@@ -105,8 +106,9 @@ class GCPauses:
                 f"{len(gc.get_objects()):,} objects tracked")
 
 
-def instrument(service) -> tuple[Timings, dict]:
-    """Wrap the networks' forwards and the cycle's pieces; returns the timings and networks."""
+def instrument(service, pieces: bool) -> tuple[Timings, dict]:
+    """Wrap the networks' forwards and (``pieces``) the cycle's pieces; returns the timings
+    and the networks."""
     t = Timings()
     learners = service.learners
     # The bare forward passes: the networks' own forward methods (not nn.Module.__call__).
@@ -114,6 +116,8 @@ def instrument(service) -> tuple[Timings, dict]:
                 "cob": learners["cob"].inference_net}
     for name, net in forwards.items():
         t.wrap(net, "forward", f"fwd.{name}", keep_inputs=True)
+    if not pieces:
+        return t, forwards
     t.wrap(service.builder, "build", "obs")
     t.wrap(learners["cnn"], "predict_many", "cnn.predict_many")
     for learner in learners.values():
@@ -179,44 +183,56 @@ def replay(inputs_per_step: list[list[tuple]], forwards: dict) -> list[float]:
     return replayed
 
 
-def report(t: Timings, r: dict, replayed: list[float], forwards: dict) -> None:
-    cycles = r["cycles"]
+def per_cycle(t: Timings) -> tuple[list[dict[str, float]], list[dict[str, int]]]:
+    """Each cycle's ms and calls per name, with "fwd" the sum over the networks."""
     steps = [{k: v * 1000 for k, v in s.items()} for s in t.steps]
-    for s, c in zip(steps, t.step_calls):
+    calls = [dict(c) for c in t.step_calls]
+    for s, c in zip(steps, calls):
         s["fwd"] = sum(v for k, v in s.items() if k.startswith("fwd."))
         c["fwd"] = sum(v for k, v in c.items() if k.startswith("fwd."))
+    return steps, calls
+
+
+def report(t: Timings, r: dict, pieces_t: Timings, pieces_r: dict, replayed: list[float],
+           forwards: dict) -> None:
+    cycles = r["cycles"]
+    steps, calls = per_cycle(t)
+    p_steps, p_calls = per_cycle(pieces_t)
     fwd_total = [s["fwd"] for s in steps]
-    print(f"{'':<36}{'mean ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'calls':>7}"
+    print(f"{'':<40}{'mean ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'calls':>7}"
           f"{'% cycle':>9}")
 
-    def row(label: str, values: list[float], key: str | None = None) -> None:
-        calls = f"{statistics.mean(c.get(key, 0) for c in t.step_calls):.1f}" if key else ""
-        share = 100 * statistics.mean(values) / statistics.mean(cycles)
-        print(f"{label:<36}{statistics.mean(values):>9.3f}{statistics.median(values):>9.3f}"
-              f"{pct(values, 99):>9.3f}{max(values):>9.3f}{calls:>7}{share:>8.1f}%")
+    def row(label: str, values: list[float], of: list[float], counts=None, key=None) -> None:
+        n = f"{statistics.mean(c.get(key, 0) for c in counts):.1f}" if key else ""
+        share = 100 * statistics.mean(values) / statistics.mean(of)
+        print(f"{label:<40}{statistics.mean(values):>9.3f}{statistics.median(values):>9.3f}"
+              f"{pct(values, 99):>9.3f}{max(values):>9.3f}{n:>7}{share:>8.1f}%")
 
-    def part(key: str) -> list[float]:
-        return [s.get(key, 0.0) for s in steps]
-
-    row("cycle (process_closes)", cycles)
-    for label, key in (("  observation build", "obs"),
-                       ("  cnn.predict_many (1 fwd per head)", "cnn.predict_many"),
-                       ("  encode (3 models)", "encode"),
-                       ("  decide (dqn, cob: 1 fwd each)", "decide"),
-                       ("  resolve (outcomes, experiences)", "resolve"),
-                       ("    store.pending (memory index)", "store.pending"),
-                       ("  predict (new rows)", "predict"),
-                       ("  store.record (memory; flush job writes)", "store.record"),
-                       ("bare forwards, in the cycle", "fwd"),
-                       *((f"  {name}", f"fwd.{name}") for name in forwards)):
-        row(label, part(key), key)
-    row("bare forwards, replayed (min of 3)", replayed)
+    row("cycle (process_closes)", cycles, cycles)
+    row("bare forwards, in the cycle", fwd_total, cycles, calls, "fwd")
+    for name in forwards:
+        row(f"  {name}", [s.get(f"fwd.{name}", 0.0) for s in steps], cycles, calls, f"fwd.{name}")
+    row("bare forwards, replayed (min of 3)", replayed, cycles)
     ratio_each = [c / f for c, f in zip(cycles, fwd_total) if f > 0]
     mean = statistics.mean
     print(f"overhead ratio cycle / forwards: mean {mean(cycles) / mean(fwd_total):.2f}, "
           f"p50 of per-cycle ratios {statistics.median(ratio_each):.2f}, p50 / p50 "
           f"{statistics.median(cycles) / statistics.median(fwd_total):.2f}; "
           f"against the replayed forwards {mean(cycles) / mean(replayed):.2f}")
+    p_cycles = pieces_r["cycles"]
+    print(f"where the time goes: the same run again with every piece wrapped as well (their "
+          f"timers add {mean(p_cycles) - mean(cycles):+.3f} ms to the mean cycle there):")
+    row("  cycle (process_closes)", p_cycles, p_cycles)
+    for label, key in (("    observation build", "obs"),
+                       ("    cnn.predict_many (1 fwd per head)", "cnn.predict_many"),
+                       ("    encode (3 models)", "encode"),
+                       ("    decide (dqn, cob: 1 fwd each)", "decide"),
+                       ("    resolve (outcomes, experiences)", "resolve"),
+                       ("      store.pending (memory index)", "store.pending"),
+                       ("    predict (new rows)", "predict"),
+                       ("    store.record (memory; flush writes)", "store.record"),
+                       ("    bare forwards", "fwd")):
+        row(label, [s.get(key, 0.0) for s in p_steps], p_cycles, p_calls, key)
     signal = r["signal"]
     if signal:
         print(f"signal_job: {len(signal)} calls, p50 {statistics.median(signal):.3f} ms, "
@@ -230,6 +246,29 @@ def report(t: Timings, r: dict, replayed: list[float], forwards: dict) -> None:
               f"= {(mean(cycles) + per_s) / mean(fwd_total):.2f} x the forwards")
 
 
+def measure(cfg, args, pieces: bool) -> tuple:
+    """One run on fresh services (the same work every time: replay, seeds and training order
+    are fixed); returns (timings, results, networks, counts, status, GC summary)."""
+    with tempfile.TemporaryDirectory(prefix="tickwise-bench-") as tmp:
+        cfg = replace(cfg, runtime_dir=tmp)
+        services = build_services(cfg)
+        src, service = services.market.source, services.training
+        clock = ManualClock(src.start_ms, cfg.replay.speed)
+        services.market.clock = clock  # market time moves only when this bench says so
+        src.backfill()
+        service.start()
+        t, forwards = instrument(service, pieces)
+        pauses = GCPauses()
+        pauses.on = True
+        r = run(cfg, services, clock, t, int(args.minutes * 60), args.warmup, not args.no_train)
+        pauses.on = False
+        gc.callbacks.remove(pauses._callback)
+        counts = service.store.counts()
+        status = service.status()
+        services.stop()
+    return t, r, forwards, counts, status, pauses.summary()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--minutes", type=float, default=5.0, help="market minutes timed")
@@ -237,25 +276,12 @@ def main() -> None:
     p.add_argument("--no-train", action="store_true", help="never call train_due()")
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="tickwise-bench-") as tmp:
-        cfg = load_config("config.yaml", {"runtime_dir": tmp, "market.source": "replay",
-                                          "models.load_checkpoints": False}, environ={})
-        torch.set_num_threads(cfg.torch.threads)
-        services = build_services(cfg)
-        src, service = services.market.source, services.training
-        clock = ManualClock(src.start_ms, cfg.replay.speed)
-        services.market.clock = clock  # market time moves only when this bench says so
-        src.backfill()
-        service.start()
-        t, forwards = instrument(service)
-        pauses = GCPauses()
-        pauses.on = True
-        r = run(cfg, services, clock, t, int(args.minutes * 60), args.warmup, not args.no_train)
-        pauses.on = False
-        replayed = replay(r["inputs"], forwards)
-        counts = service.store.counts()
-        status = service.status()
-        services.stop()
+    cfg = load_config("config.yaml", {"market.source": "replay",
+                                      "models.load_checkpoints": False}, environ={})
+    torch.set_num_threads(cfg.torch.threads)
+    t, r, forwards, counts, status, gc_summary = measure(cfg, args, pieces=False)
+    replayed = replay(r["inputs"], forwards)
+    pieces_t, pieces_r, *_ = measure(cfg, args, pieces=True)
 
     print(f"signal cycle (process_closes), {len(cfg.market.symbols)} symbols, timeframes "
           f"{'/'.join(cfg.market.timeframes)}, torch threads {torch.get_num_threads()}, "
@@ -263,8 +289,8 @@ def main() -> None:
           f"{'off' if args.no_train else 'between cycles (untimed)'}")
     print(f"closes per cycle: mean {statistics.mean(r['closes']):.2f} (max {max(r['closes'])}); "
           f"wall {r['wall']:.1f} s, of which train_due {r['train_s']:.1f} s")
-    report(t, r, replayed, forwards)
-    print(f"garbage collector during the run (timed or not): {pauses.summary()}")
+    report(t, r, pieces_t, pieces_r, replayed, forwards)
+    print(f"garbage collector during the run (timed or not): {gc_summary}")
     print("predictions stored:", {m: sum(c.values()) for m, c in counts.items()},
           "train steps:", {m: s["train_steps"] for m, s in status["models"].items()},
           "dropped experiences:", status["dropped_experiences"] or 0,
