@@ -356,8 +356,10 @@ class CNNLearner(Learner):
                     if window is None:
                         continue
                     cached = self._cache.get((obs.symbol, tf))
+                    # A new read-only window is a new candle's (the builder's): no compare.
                     if cached and cached[0] == self._weights_version and (
-                            cached[1] is window or np.array_equal(cached[1], window)):
+                            cached[1] is window or (not _frozen(window)
+                                                    and np.array_equal(cached[1], window))):
                         found[i][tf] = cached[2]
                         continue
                     runs = todo.setdefault(tf, [])
@@ -371,7 +373,7 @@ class CNNLearner(Learner):
                 out = self.inference_net(torch.as_tensor(x, device=self.device), tf)  # [B, ...]
                 preds = _predictions(out, self._inference_norm, self.timeframes.index(tf))
                 for pred, (symbol, window, users) in zip(preds, runs):
-                    kept = window if not window.flags.writeable else np.array(window)
+                    kept = window if _frozen(window) else np.array(window)
                     self._cache[(symbol, tf)] = (self._weights_version, kept, pred)
                     for i in users:
                         found[i][tf] = pred
@@ -497,6 +499,11 @@ class CNNLearner(Learner):
         """The replay rows in use plus the inference copy of the weights."""
         weights = self.inference_net.state_dict().values()
         return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
+
+
+def _frozen(window) -> bool:
+    """A read-only numpy array: the builder's windows, which never change once made."""
+    return isinstance(window, np.ndarray) and not window.flags.writeable
 
 
 def _predictions(out: CNNOutput, norm: TargetNorm, tf_index: int) -> list[CNNPrediction]:
