@@ -206,7 +206,7 @@ class ObservationBuilder:
         # (symbol, tf) -> (store revision, window): a coarse timeframe's window changes only
         # when one of its candles closes, so most rounds reuse three of the four. Read-only
         # arrays: every observation shares them.
-        self._window_cache: dict[tuple[str, str], tuple[tuple[int, int], np.ndarray]] = {}
+        self._window_cache: dict[tuple[str, str], tuple[int, np.ndarray]] = {}
 
     def _window(self, symbol: str, tf: str) -> np.ndarray:
         revision = self.store.revision(symbol, tf)

@@ -54,6 +54,7 @@ class RingBuffer:
         self._capacity = capacity
         self._next = 0  # slot the next row goes to
         self._size = 0
+        self.appended = 0  # rows ever appended: changes whenever the contents do
 
     def __len__(self) -> int:
         return self._size
@@ -66,6 +67,7 @@ class RingBuffer:
         self._data[self._next] = row
         self._next = (self._next + 1) % self._capacity
         self._size = min(self._size + 1, self._capacity)
+        self.appended += 1
 
     def last(self, n: int | None = None) -> np.ndarray:
         """A copy of the newest n rows (all when None), oldest first."""
@@ -257,14 +259,11 @@ class CandleStore:
         with self._lock:
             return self._closed[(symbol, tf)].last(n)
 
-    def revision(self, symbol: str, tf: str) -> tuple[int, int]:
-        """(candles held, open time of the newest, -1 if none): changes whenever the closed
-        candles of ``symbol``/``tf`` change, so whatever was computed from them can be reused
-        until then."""
+    def revision(self, symbol: str, tf: str) -> int:
+        """How many closed candles of ``symbol``/``tf`` were ever stored: changes whenever
+        they change, so whatever was computed from them can be reused until then."""
         with self._lock:
-            buf = self._closed[(symbol, tf)]
-            row = buf.newest()
-            return len(buf), -1 if row is None else int(row[0])
+            return self._closed[(symbol, tf)].appended
 
     def closed_since(self, symbol: str, tf: str, after_ts: int, limit: int) -> np.ndarray:
         """Closed candles with open time > after_ts, at most the newest ``limit``."""
