@@ -193,6 +193,9 @@ def _book_vector(bids: np.ndarray, asks: np.ndarray, validate: bool) -> np.ndarr
     return out
 
 
+_ROUND_BOOKS = ("books",)  # the round cache's key for book vectors (symbols key the windows)
+
+
 class ObservationBuilder:
     """Builds observations from the live store; ``window`` is the longest any model needs."""
 
@@ -225,19 +228,25 @@ class ObservationBuilder:
             cache[symbol] = {tf: self._window(symbol, tf) for tf in self.store.timeframes}
         return cache[symbol]
 
-    def build(self, symbol: str, timeframe: str, ts: int, cache: dict | None = None) -> Observation:
-        """``cache`` shares the windows of one round between its observations."""
-        cache = {} if cache is None else cache
-        candles = self.store.closed(symbol, timeframe, PIVOT_CANDLES)
-        vector = None  # only a book from no later than ts
+    def _book(self, symbol: str, ts: int) -> np.ndarray | None:
+        """The book vector at ts (only from a book no later than ts), or None."""
         if self.cob is not None:
             consolidated = self.cob.consolidated(symbol, ts)
             if consolidated is not None and consolidated.ts <= ts:
-                vector = cob_vector(consolidated)
-        else:
-            book = self.books.get(symbol)
-            if book is not None and book.ts <= ts:
-                vector = book_vector(book)
+                return cob_vector(consolidated)
+            return None
+        book = self.books.get(symbol)
+        return book_vector(book) if book is not None and book.ts <= ts else None
+
+    def build(self, symbol: str, timeframe: str, ts: int, cache: dict | None = None) -> Observation:
+        """``cache`` shares the windows and books of one round (one ts) between its
+        observations: a symbol whose 1s and 1m candles close together reads its book once."""
+        cache = {} if cache is None else cache
+        candles = self.store.closed(symbol, timeframe, PIVOT_CANDLES)
+        books = cache.setdefault(_ROUND_BOOKS, {})
+        if symbol not in books:
+            books[symbol] = self._book(symbol, ts)
+        vector = books[symbol]
         return Observation(
             symbol=symbol,
             timeframe=timeframe,
