@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from core.config import load_config
 from core.evaluator import evaluation_config, rss_mb, run_loop
 from core.services import build_services
@@ -108,12 +110,18 @@ def main() -> None:
         span = "over the second half of the run (the replay buffers never all filled)"
     growth = (max(tail) - min(tail)) if len(tail) > 1 else 0.0
     drift = tail[-1] - tail[0] if len(tail) > 1 else 0.0
-    print(f"RSS spread {span}: {growth:.1f} MB (last - first {drift:+.1f} MB)")
+    # Least-squares trend of those samples (10 market minutes apart): growth shows as a slope,
+    # while allocator noise (freed memory handed back, then taken again) only as spread.
+    slope = (float(np.polyfit(np.arange(len(tail)) / 6.0, tail, 1)[0]) if len(tail) > 2
+             else 0.0)
+    print(f"RSS spread {span}: {growth:.1f} MB (last - first {drift:+.1f} MB, trend "
+          f"{slope:+.2f} MB per market hour)")
     print("train steps:", steps)
     print("predictions:", {m: dict(c) for m, c in counts.items()})
     print(f"RESULT market_h={market_s / 3600:.3f} wall_s={wall:.2f} rate={rate:.2f} "
           f"day_s={day_s:.1f} day_measured={int(measured_day)} peak_rss_mb={peak:.0f} "
           f"final_rss_mb={final:.0f} rss_spread_mb={growth:.1f} rss_drift_mb={drift:.1f} "
+          f"rss_slope_mb_h={slope:.2f} "
           f"buffers_full_min={samples[full_at][0] if full_at is not None else -1:g}")
 
 

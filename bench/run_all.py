@@ -162,11 +162,12 @@ def p_ingest(out: str):
 
 def p_store(out: str):
     r = result_line(out)
-    return ([("store inserts/s, add_many of 6", f"{r['insert_batch6_per_s']:,.0f}"),
-             ("store inserts/s, single add", f"{r['insert_single_per_s']:,.0f}"),
-             ("store resolve 10k, per candle (pending + resolve_many) s",
+    return ([("store inserts/s, add_many of 6, flush every 8", f"{r['insert_batch6_per_s']:,.0f}"),
+             ("store inserts/s, single add + flush", f"{r['insert_single_per_s']:,.0f}"),
+             ("store resolve 10k, per candle (pending + resolve_many + flushes) s",
               f"{r['resolve_per_candle_s']:.3f}"),
-             ("store resolve 10k, one resolve_many s", f"{r['resolve_many_all_s']:.3f}")], r)
+             ("store resolve 10k, one resolve_many + flush s",
+              f"{r['resolve_many_all_s']:.3f}")], r)
 
 
 def p_eval(out: str):
@@ -251,8 +252,11 @@ def targets(raw: dict, cores: int) -> list[tuple[str, str, str]]:
             where = (f"over the 2nd half of {e['market_h']:g} h; the replay buffers never all "
                      f"filled (the DQN's takes ~7 market h), so flatness is not shown")
             status = "UNKNOWN"
+        trend = (f"; trend {e['rss_slope_mb_h']:+.2f} MB per market hour"
+                 if "rss_slope_mb_h" in e else "")
         rows.append(("RSS flat once buffers are full", status,
-                     f"spread {growth:.1f} MB {where} (flat = at most max(20 MB, 3% of peak))"))
+                     f"spread {growth:.1f} MB {where} (flat = at most max(20 MB, 3% of peak))"
+                     f"{trend}"))
     else:
         rows.append(("one market day evaluated in < 10 min on 2 cores", "UNKNOWN",
                      "eval_day failed or was not parsed"))

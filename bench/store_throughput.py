@@ -2,16 +2,18 @@
 
     .venv/bin/python -m bench.store_throughput [--n 10000] [--state-dim 256]
 
-Each case uses a fresh core.predictions.PredictionStore file in a temp dir.
+Each case uses a fresh core.predictions.PredictionStore file in a temp dir. The store writes
+behind (records go to memory and a queue; ``flush`` writes the queue in one transaction), so
+every timing below includes the flushes that put the rows in the file:
 
-* insert, add_many of 6: what the live loop writes per candle (3 models x 2 symbols), one
-  transaction per batch; and single add() (one transaction per prediction).
+* insert, add_many of 6: what the live loop records per candle (3 models x 2 symbols), with a
+  flush every 8 batches (the app flushes every 0.5 wall s: ~8 market seconds at x15); and
+  single add() with a flush after each (one transaction per prediction, the worst case).
 * resolve per candle: for every candle (symbol, 1s, target_ts) holding pending predictions,
-  store.pending() (from the store's in-memory index of pending predictions, states
-  included) then one resolve_many() of them: what
-  core.training does when a candle closes. The Resolution objects are built with
-  core.rewards.resolve beforehand, outside the timing.
-* resolve_many of all n pending predictions in one call (one transaction).
+  store.pending() (from the in-memory index, states included) then one resolve_many() of
+  them, a flush every 8 candles: what core.training does when candles close. The Resolution
+  objects are built with core.rewards.resolve beforehand, outside the timing.
+* resolve_many of all n pending predictions in one call, then one flush.
 
 The last line is machine readable: ``RESULT key=value ...``.
 """
@@ -51,14 +53,23 @@ def predictions(n: int, state_dim: int) -> list[NewPrediction]:
     return out
 
 
+FLUSH_EVERY = 8  # batches (candles) between flushes in the live-like cases
+
+
 def insert(store: PredictionStore, preds: list[NewPrediction], batch: int) -> float:
+    """Seconds to record ``preds`` in batches and write them: a flush after every batch when
+    ``batch`` is 1, else every FLUSH_EVERY batches, and one at the end."""
     t0 = time.perf_counter()
     if batch == 1:
         for p in preds:
             store.add(p)
+            store.flush()
     else:
-        for i in range(0, len(preds), batch):
+        for k, i in enumerate(range(0, len(preds), batch)):
             store.add_many(preds[i:i + batch])
+            if k % FLUSH_EVERY == FLUSH_EVERY - 1:
+                store.flush()
+        store.flush()
     return time.perf_counter() - t0
 
 
@@ -81,13 +92,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tickwise-store-") as tmp:
         with PredictionStore(Path(tmp) / "a.sqlite") as store:
             wall = insert(store, preds, 6)
-            row("insert, add_many of 6", wall, n)
+            row(f"insert, add_many of 6, flush every {FLUSH_EVERY}", wall, n)
             res["insert_batch6_per_s"] = n / wall
             # per-candle resolution of everything just inserted
             keys = sorted({(p.symbol, p.target_ts) for p in preds}, key=lambda k: (k[1], k[0]))
             t_pending = t_resolve = 0.0
             resolved = 0
-            for symbol, ts in keys:
+            for k, (symbol, ts) in enumerate(keys):
                 t0 = time.perf_counter()
                 pending = store.pending(symbol, "1s", ts)
                 t1 = time.perf_counter()
@@ -95,27 +106,30 @@ def main() -> None:
                                         q.predicted_ohlcv, ACTUAL)) for q in pending]
                 t2 = time.perf_counter()
                 resolved += store.resolve_many(items, ts + 1000)
+                if k % FLUSH_EVERY == FLUSH_EVERY - 1 or k == len(keys) - 1:
+                    store.flush()
                 t3 = time.perf_counter()
                 t_pending += t1 - t0
                 t_resolve += t3 - t2
             assert resolved == n, resolved
             row(f"resolve per candle ({len(keys):,} candles)", t_pending + t_resolve, n)
             row("  store.pending()", t_pending, n)
-            row("  store.resolve_many()", t_resolve, n)
+            row("  store.resolve_many() + flushes", t_resolve, n)
             res["resolve_per_candle_s"] = t_pending + t_resolve
             res["pending_s"] = t_pending
         with PredictionStore(Path(tmp) / "b.sqlite") as store:
             wall = insert(store, preds, 1)
-            row("insert, single add()", wall, n)
+            row("insert, single add() + flush each", wall, n)
             res["insert_single_per_s"] = n / wall
             ids = [q.id for q in store.pending_before(T0 + 10**9)]
             r = resolve("BUY", 0.6, 100.0, None, ACTUAL)
             items = [(i, r) for i in ids]
             t0 = time.perf_counter()
             done = store.resolve_many(items, T0 + 10**9)
+            store.flush()
             wall = time.perf_counter() - t0
             assert done == n, done
-            row(f"resolve_many of {n:,} in one call", wall, n)
+            row(f"resolve_many of {n:,} in one call + flush", wall, n)
             res["resolve_many_all_s"] = wall
         size = (Path(tmp) / "a.sqlite").stat().st_size
     print(f"store file after {n:,} resolved (states never written: kept in memory while pending): {size / 2**20:.1f} MB")
