@@ -165,14 +165,17 @@ class COBLearner(Learner):
         labels = [e.label for e in experiences]
         if any(label not in range(len(DIRECTION_ACTIONS)) for label in labels):
             raise ValueError(f"COB labels must index {DIRECTION_ACTIONS}, got {labels}")
+        shapes = {np.shape(e.state) for e in experiences}
+        if shapes != {(self.n_features,)}:
+            raise ValueError(f"COB states must have {self.n_features} features, got shapes "
+                             f"{sorted(shapes)}")
         batch = {
-            "state": np.stack([np.asarray(e.state, np.float32) for e in experiences]),
+            # one copy for all (np.stack would check and reshape each state first)
+            "state": np.concatenate([e.state for e in experiences]).astype(
+                np.float32, copy=False).reshape(len(experiences), self.n_features),
             "label": np.array(labels, np.int64),
             "weight": np.array([e.weight for e in experiences], np.float32),
         }
-        if batch["state"].shape[1:] != (self.n_features,):
-            got = batch["state"].shape[1:]
-            raise ValueError(f"COB states must have {self.n_features} features, got {got}")
         if not np.all(np.isfinite(batch["state"])):
             raise ValueError("COB experience state holds NaN or inf")
         if not np.all(batch["weight"] > 0) or not np.all(np.isfinite(batch["weight"])):
