@@ -546,3 +546,45 @@ def test_a_failing_record_changes_nothing(store):
         store.record([(pending, resolution(), T0 + 2 * MIN)], [new(), "not a prediction"])
     assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + MIN)] == [pending]
     assert store.counts()["cnn"] == {"pending": 1, "resolved": 0, "expired": 0}
+
+
+def test_recording_flushing_and_reading_at_once_lose_nothing(store):
+    # The cycle records (new rows and resolutions) while the flush job writes and the status
+    # reads, as in the app: at the end the file says exactly what the index said.
+    stop = threading.Event()
+    errors: list[Exception] = []
+    resolved: set[int] = set()
+
+    def cycle() -> None:
+        previous: list[int] = []
+        for k in range(300):
+            done, ids = store.record(
+                [(i, resolution(), T0 + (k + 1) * MIN) for i in previous],
+                [new(model=m, target_ts=T0 + (k + 1) * MIN) for m in ("cnn", "dqn", "cob")])
+            assert done == len(previous)
+            resolved.update(previous)
+            previous = ids
+
+    def keep(job) -> None:
+        try:
+            while not stop.is_set():
+                job()
+        except Exception as exc:  # surfaced by the assert below
+            errors.append(exc)
+
+    others = [threading.Thread(target=keep, args=(job,)) for job in (
+        store.flush, store.counts, lambda: store.recent(limit=20))]
+    for t in others:
+        t.start()
+    try:
+        cycle()
+    finally:
+        stop.set()
+        for t in others:
+            t.join()
+    assert errors == []
+    store.flush()
+    rows = dict(store._read("SELECT id, status FROM predictions"))
+    assert len(rows) == 900 and sorted(rows) == list(range(1, 901))
+    assert {i for i, s in rows.items() if s == "resolved"} == resolved  # 897
+    assert {i for i, s in rows.items() if s == "pending"} == set(store._pending)  # the last 3
