@@ -164,9 +164,9 @@ class LiveTrainingService:
         In phases, so each model runs one forward pass for all the closes of the batch (both
         symbols' candles of a market second): observations, the CNN over all of them, every
         model's state, the predictions, then per close the resolutions, experiences and new
-        rows (in memory), and one write for the whole batch. A close that fails in any phase
-        before the write is left out and reported; the others go on. Experiences, votes and
-        counts change only once the write has committed.
+        rows, and one ``store.record`` for the whole batch (the flush job writes it to the
+        file). A close that fails in any phase before the record is left out and reported;
+        the others go on. Experiences, votes and counts change only once it is recorded.
         """
         batch = []
         while self._closes:
@@ -182,7 +182,7 @@ class LiveTrainingService:
         predicting = [c for c in closes
                       if self.active and newest[(c.symbol, c.tf)] == c.candle.ts]
         self._decide(predicting)
-        resolved, experiences, rows, made = [], [], [], []
+        resolved, experiences, rows = [], [], []
         for c in closes:
             try:
                 c_resolved, c_experiences = self._resolve(c)
@@ -193,13 +193,12 @@ class LiveTrainingService:
             resolved += c_resolved
             experiences += c_experiences
             rows += c_rows
-            made.append((c, len(c_rows)))
-        _, ids = self.store.record(resolved, rows)  # one transaction for the whole batch
+        _, ids = self.store.record(resolved, rows)  # all of the batch at once
         for model, tf, exp in experiences:
             self._queue(model, tf, exp)
-        self._predicted(made, rows, ids)
+        self._predicted(rows, ids)
         if failed:
-            raise failed[0]  # reported by guarded() once the good closes are committed
+            raise failed[0]  # reported by guarded() once the good closes are recorded
         return len(batch)
 
     @staticmethod
@@ -314,20 +313,16 @@ class LiveTrainingService:
             ))
         return rows
 
-    def _predicted(self, made: list[tuple[_Close, int]], rows: list[NewPrediction],
-                   ids: list[int]) -> None:
+    def _predicted(self, rows: list[NewPrediction], ids: list[int]) -> None:
         """Once stored: each model's last prediction and count, the votes the signal fuses."""
-        k = 0
-        for c, n in made:
-            for pid, row in zip(ids[k : k + n], rows[k : k + n]):
-                self.learners[row.model].note_prediction({
-                    "id": pid, "symbol": c.symbol, "timeframe": c.tf, "action": row.action,
-                    "confidence": row.confidence, "created_ts": row.created_ts,
-                    "target_ts": row.target_ts})
-                if row.action in ("BUY", "SELL", "HOLD"):
-                    self._votes[c.symbol][(row.model, c.tf)] = Vote(row.model, c.tf, row.action,
-                                                                    row.confidence, pid)
-            k += n
+        for pid, row in zip(ids, rows):
+            self.learners[row.model].note_prediction({
+                "id": pid, "symbol": row.symbol, "timeframe": row.timeframe,
+                "action": row.action, "confidence": row.confidence,
+                "created_ts": row.created_ts, "target_ts": row.target_ts})
+            if row.action in ("BUY", "SELL", "HOLD"):
+                self._votes[row.symbol][(row.model, row.timeframe)] = Vote(
+                    row.model, row.timeframe, row.action, row.confidence, pid)
         if rows:
             self.prediction_rate.add(len(rows))
 
