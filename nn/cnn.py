@@ -200,7 +200,9 @@ class CNNPrediction(ModelOutput):
 
 
 def left_pad(window: np.ndarray, length: int) -> np.ndarray:
-    """[C, L'] -> float32 [C, length]: the last ``length`` columns, zeros on the left if short."""
+    """[C, L'] -> float32 [C, length]: the last ``length`` columns, zeros on the left if short.
+    A float32 window already ``length`` long comes back as it is, not copied (the builder's
+    windows are read-only)."""
     window = np.asarray(window, dtype=np.float32)
     if window.ndim != 2:
         raise ValueError(f"window must be [channels, length], got shape {window.shape}")
