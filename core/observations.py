@@ -8,9 +8,9 @@ here can see the candle being predicted.
 from __future__ import annotations
 
 import math
-from functools import cache
 
 import numpy as np
+from numba import njit
 
 from core import features
 from core.market.books import OrderBook, OrderBooks
@@ -48,52 +48,103 @@ REGIME_WINDOW = 20  # market_regime over the last 20 returns
 PIVOT_CANDLES = 120  # swing levels from the last 120 candles
 
 
-@cache
-def _wilder_weights(n: int, period: int) -> np.ndarray:
-    """w [n] with ``w @ x`` equal to the last value of Wilder smoothing over ``x`` [n]
-    (``features.rsi``'s: seed = mean of the first ``period``, then ``n - period`` steps of
-    ``y += (x - y) / period``), which is linear in ``x``: one dot product per side instead of
-    a recursion per closed candle."""
-    a = 1.0 / period
-    steps = n - period
-    w = np.empty(n)
-    w[:period] = (1.0 - a) ** steps / period
-    w[period:] = a * (1.0 - a) ** np.arange(steps - 1, -1, -1)
-    w.flags.writeable = False  # shared by every call
-    return w
-
-
-def _last_peak(values: list[float]) -> int:
-    """Index of the last value strictly above both neighbours (ties never count), or -1."""
-    for i in range(len(values) - 2, 0, -1):
-        if values[i] > values[i - 1] and values[i] > values[i + 1]:
-            return i
-    return -1
-
-
-def _pivot_levels(candles: np.ndarray) -> list[float]:
-    """Distance of the latest level-1 and level-2 swing high and low from the last close.
-
-    The same pivots as ``features.williams_pivots(high, low, levels=2, strength=2)`` (tested
-    against it), found for highs and lows (as -low) at once with index arrays: this runs for
-    every closed candle."""
-    out = [0.0, 0.0, 0.0, 0.0]
-    n = len(candles)
-    if n < 7:
+@njit(cache=True, nogil=True)
+def _scalars(c: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled; tested through
+    # scalar_features against core.features)
+    out = np.zeros(N_SCALARS, dtype=np.float32)
+    n = c.shape[0]
+    if n < 2:
         return out
-    close = float(candles[-1, 4])
-    p = candles[:, 2:4].T.copy()  # [2, n]: highs, then lows negated
-    p[1] *= -1.0
-    c = p[:, 2 : n - 2]  # strictly above the 2 candles on each side
-    ok = (c > p[:, 1 : n - 3]) & (c > p[:, 3 : n - 1]) & (c > p[:, : n - 4]) & (c > p[:, 4:])
-    for slot in (0, 1):
-        level1 = p[slot, np.flatnonzero(ok[slot]) + 2].tolist()  # level-1 pivot prices
-        if level1:
-            out[slot] = abs(level1[-1]) / close - 1.0
-            j = _last_peak(level1)  # level 2: a level-1 pivot above its 2 neighbours
-            if j > 0:
-                out[2 + slot] = abs(level1[j]) / close - 1.0
+    m = min(n, REGIME_WINDOW + 1)  # the last <= 21 closes
+    s = n - m
+    last = c[n - 1, 4]
+    lr = np.diff(np.log(c[s:, 4]))  # their log returns
+    squares = ((lr - lr.mean()) ** 2).sum()
+    sma5, sma10 = c[n - min(m, 5) :, 4].mean(), c[n - min(m, 10) :, 4].mean()
+    out[0] = last / c[n - 2, 4] - 1.0
+    if n > 5:
+        out[1] = last / c[n - 6, 4] - 1.0
+    if n > 10:
+        out[2] = last / c[n - 11, 4] - 1.0
+    if m - 1 >= 2:
+        out[3] = math.sqrt(squares / (m - 1))
+    if n > 20:  # log1p(last volume / mean of the 20 before), 0 without that mean
+        before = c[n - 21 : n - 1, 5].sum() / 20
+        if before > 0:
+            out[4] = math.log1p(c[n - 1, 5] / before)
+    out[5], out[6], out[7] = last / sma5 - 1.0, last / sma10 - 1.0, sma5 / sma10 - 1.0
+    if n > RSI_PERIOD + 1:
+        out[8] = _rsi(c)
+    _pivots(c[max(0, n - PIVOT_CANDLES) :], last, out)
+    if n > REGIME_WINDOW:
+        _regime(c[s:, 4], lr, squares, out)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _rsi(c: np.ndarray) -> float:  # pragma: no cover (compiled)
+    """(RSI - 50) / 50 = (gain - loss) / (gain + loss) of the smoothed moves of the last 60
+    closes. Wilder smoothing (seed = mean of the first 14 moves, then y += (x - y) / 14) is
+    linear in the moves: its last value is a weighted sum, one pass for both sides."""
+    n = c.shape[0]
+    r0 = max(0, n - RSI_CLOSES)
+    moves = n - 1 - r0
+    a = 1.0 / RSI_PERIOD
+    steps = moves - RSI_PERIOD
+    up, both = 0.0, 0.0
+    for i in range(moves):
+        w = ((1.0 - a) ** steps / RSI_PERIOD if i < RSI_PERIOD
+             else a * (1.0 - a) ** (moves - 1 - i))
+        d = c[r0 + i + 1, 4] - c[r0 + i, 4]
+        up += w * d
+        both += w * abs(d)
+    return up / both if both > 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _regime(close: np.ndarray, lr: np.ndarray, squares: float,
+            out: np.ndarray) -> None:  # pragma: no cover (compiled)
+    """out[13:17] from the last 21 closes, their 20 log returns and the returns' sum of
+    squared deviations: ``features.market_regime``: volatile if the sample std of the returns
+    is above the threshold, else trending if the efficiency ratio is >= 0.3, else ranging.
+    The threshold scales with the data itself: 3x the window's median absolute return."""
+    volatility = math.sqrt(squares / (len(lr) - 1))
+    path = 0.0
+    for i in range(len(close) - 1):
+        path += abs(close[i + 1] - close[i])
+    efficiency = abs(close[-1] - close[0]) / path if path > 0 else 0.0
+    size = np.sort(np.abs(lr))
+    threshold = max(1e-9, 3 * (size[9] + size[10]) / 2)  # median of 20
+    onehot = 2 if volatility > threshold else 0 if efficiency >= 0.3 else 1
+    out[13 + onehot] = 1.0  # trending, ranging, volatile
+    out[16] = efficiency
+
+
+@njit(cache=True, nogil=True)
+def _pivots(c: np.ndarray, close: float, out: np.ndarray) -> None:  # pragma: no cover
+    """out[9:13]: distance of the latest level-1 and level-2 swing high and low from
+    ``close``; the pivots of ``features.williams_pivots(high, low, levels=2, strength=2)``:
+    level 1 strictly above the 2 candles on each side (lows: strictly below), level 2 a
+    level-1 pivot strictly above (below) its level-1 neighbours."""
+    n = c.shape[0]
+    if n < 7:
+        return
+    level1 = np.empty(n)
+    for slot in range(2):  # highs, then lows negated
+        col, sign = (2, 1.0) if slot == 0 else (3, -1.0)
+        found = 0
+        for i in range(2, n - 2):
+            v = sign * c[i, col]
+            if (v > sign * c[i - 1, col] and v > sign * c[i + 1, col]
+                    and v > sign * c[i - 2, col] and v > sign * c[i + 2, col]):
+                level1[found] = v
+                found += 1
+        if found:
+            out[9 + slot] = abs(level1[found - 1]) / close - 1.0
+            for j in range(found - 2, 0, -1):
+                if level1[j] > level1[j - 1] and level1[j] > level1[j + 1]:
+                    out[11 + slot] = abs(level1[j]) / close - 1.0
+                    break
 
 
 def scalar_features(candles: np.ndarray) -> np.ndarray:
@@ -102,94 +153,86 @@ def scalar_features(candles: np.ndarray) -> np.ndarray:
     Equal (to float32 precision, tested) to computing them with core.features: returns, SMA
     ratios, ``rsi(close[-60:], 14)``, ``volume_ratio(volume, 20)``, ``williams_pivots`` over
     the last 120 candles and ``market_regime(close[-21:], 20, 3 x median |log return|)``. Done
-    here on the last 21 closes as Python floats, the RSI as two dot products and the pivots
-    with index arrays, because it runs for every closed candle (~35 us instead of ~130 us).
-    The candle store only holds validated candles (finite, prices > 0)."""
-    out = np.zeros(N_SCALARS, dtype=np.float32)
-    n = len(candles)
-    if n < 2:
-        return out
-    tail = candles[-(REGIME_WINDOW + 1) :]
-    close = tail[:, 4].tolist()  # the last <= 21 closes
-    logret = np.diff(np.log(tail[:, 4])).tolist()  # [<= 20]
-    last = close[-1]
-    mean = sum(logret) / len(logret)
-    squares = sum((r - mean) ** 2 for r in logret)
-    sma5 = sum(close[-5:]) / len(close[-5:])
-    sma10 = sum(close[-10:]) / len(close[-10:])
-    volume_ratio = 0.0  # log1p(last volume / mean of the 20 before), 0 without that mean
-    if n > 20:
-        volume = tail[:, 5].tolist()
-        before = sum(volume[:-1]) / 20
-        if before > 0:
-            volume_ratio = math.log1p(volume[-1] / before)
-    rsi = 0.0  # (RSI - 50) / 50 = (gain - loss) / (gain + loss) of the smoothed moves
-    if n > RSI_PERIOD + 1:
-        moves = np.diff(candles[-RSI_CLOSES:, 4])
-        w = _wilder_weights(len(moves), RSI_PERIOD)
-        both = float(w @ np.abs(moves))
-        rsi = float(w @ moves) / both if both > 0 else 0.0
-    values = [
-        last / close[-2] - 1.0,
-        last / close[-6] - 1.0 if n > 5 else 0.0,
-        last / close[-11] - 1.0 if n > 10 else 0.0,
-        math.sqrt(squares / len(logret)) if len(logret) >= 2 else 0.0,
-        volume_ratio,
-        last / sma5 - 1.0, last / sma10 - 1.0, sma5 / sma10 - 1.0,
-        rsi,
-        *_pivot_levels(candles[-PIVOT_CANDLES:]),
-    ]
-    out[: len(values)] = values
-    if n > REGIME_WINDOW:
-        # features.market_regime: volatile if the sample std of the returns is above the
-        # threshold, else trending if the efficiency ratio is >= 0.3, else ranging. The
-        # threshold scales with the data itself: 3x the window's median absolute return.
-        volatility = math.sqrt(squares / (len(logret) - 1))
-        path = sum(abs(b - a) for a, b in zip(close, close[1:]))
-        efficiency = abs(close[-1] - close[0]) / path if path > 0 else 0.0
-        size = sorted(abs(r) for r in logret)
-        threshold = max(1e-9, 3 * (size[9] + size[10]) / 2)  # median of 20
-        onehot = 2 if volatility > threshold else 0 if efficiency >= 0.3 else 1
-        out[len(values) + onehot] = 1.0  # trending, ranging, volatile
-        out[len(values) + 3] = efficiency
-    return out
+    here in one compiled pass (numba) over the last 120 candles, because it runs for every
+    closed candle: ~2 us, where the same with numpy calls costs ~30 us and core.features
+    ~130 us. The candle store only holds validated candles (finite, prices > 0).
+    """
+    return _scalars(np.asarray(candles, dtype=np.float64))
 
 
 def book_vector(book: OrderBook | None) -> np.ndarray | None:
-    """The BOOK_NAMES vector of a book (float32), sizes log1p-squashed; None without a book."""
+    """The BOOK_NAMES vector of a book (float32), sizes log1p-squashed; None without a book.
+
+    The book is one a feed accepted (``OrderBook``: each side best first, finite prices,
+    sizes > 0); a side left empty or a crossed or locked book is refused here."""
     if book is None:
         return None
-    return _book_vector(book.bids, book.asks, validate=True)
+    bids, asks = np.asarray(book.bids, dtype=np.float64), np.asarray(book.asks, dtype=np.float64)
+    if not len(bids) or not len(asks) or bids[0, 0] >= asks[0, 0]:
+        raise ValueError(f"{book.symbol}: need a bid below an ask, got best bid "
+                         f"{bids[0, 0] if len(bids) else None} and best ask "
+                         f"{asks[0, 0] if len(asks) else None}")
+    return _vector(bids, asks)
 
 
 def cob_vector(cob: ConsolidatedBook) -> np.ndarray | None:
     """The BOOK_NAMES vector of a consolidated book, read as one book (bucket prices, the size
     of every exchange summed); None if a side is empty or the book is crossed or locked. Its
-    levels were checked when they came in and bucketed by ``consolidate``, so they are not
-    checked again."""
+    levels were checked when they came in and bucketed by ``consolidate``."""
     if not len(cob.bids) or not len(cob.asks) or cob.crossed:
         return None
-    if len(cob.exchanges) == 1:  # [K, 2] already: (bucket price, size)
-        bids, asks = cob.bids, cob.asks
-    else:
-        bids = np.column_stack([cob.bids[:, 0], cob.total("bids")])
-        asks = np.column_stack([cob.asks[:, 0], cob.total("asks")])
-    if bids[0, 0] >= asks[0, 0]:  # locked once bucketed
+    if cob.bids[0, 0] >= cob.asks[0, 0]:  # locked once bucketed
         return None
-    return _book_vector(bids, asks, validate=False)
+    return _vector(cob.bids, cob.asks)
 
 
-def _book_vector(bids: np.ndarray, asks: np.ndarray, validate: bool) -> np.ndarray:
-    f = features.book_features(bids, asks, validate=validate)
-    mid = f["mid"]
+@njit(cache=True, nogil=True)
+def _depth(price: np.ndarray, size: np.ndarray, limit: float,
+           sign: float) -> float:  # pragma: no cover (compiled)
+    """Size of the best-first levels with ``sign * price <= limit``: a prefix of the side."""
+    depth = 0.0
+    for i in range(len(price)):
+        if sign * price[i] > limit:
+            break
+        depth += size[i]
+    return depth
+
+
+BANDS = (0.001, 0.005, 0.01)  # depth bands: 10, 50 and 100 bps of the mid
+IMBALANCE_LEVELS = 5  # the imbalance compares the top 5 levels of each side
+
+
+@njit(cache=True, nogil=True)
+def _vector(bids: np.ndarray, asks: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled;
+    # tested against core.features.book_features)
+    """``bids``/``asks`` [K, 1 + E]: (price, size on each of E >= 1 exchanges), best first,
+    best bid below best ask. ``features.book_features`` (its defaults: bands 10/50/100 bps,
+    imbalance over 5 levels) in one compiled pass: it runs for every observation."""
     out = np.zeros(N_BOOK, dtype=np.float32)
-    out[:9] = [
-        f["spread_bps"], f["imbalance"], (f["micro_price"] / mid - 1.0) * 1e4,
-        *(math.log1p(f[k]) for k in BOOK_NAMES[3:9]),
-    ]
-    top_bids, top_asks = bids[:BOOK_TOP_LEVELS, 1], asks[:BOOK_TOP_LEVELS, 1]
-    out[9 : 9 + len(top_bids)] = np.log1p(top_bids)
-    out[9 + BOOK_TOP_LEVELS : 9 + BOOK_TOP_LEVELS + len(top_asks)] = np.log1p(top_asks)
+    sides = (bids, asks)
+    size = [np.zeros(bids.shape[0]), np.zeros(asks.shape[0])]  # summed over exchanges
+    for s in range(2):
+        side = sides[s]
+        for i in range(side.shape[0]):
+            for j in range(1, side.shape[1]):
+                size[s][i] += side[i, j]
+    bid_px, ask_px = bids[0, 0], asks[0, 0]
+    bid_sz, ask_sz = size[0][0], size[1][0]
+    mid = (bid_px + ask_px) / 2.0
+    top = [0.0, 0.0]
+    for s in range(2):
+        for i in range(min(IMBALANCE_LEVELS, len(size[s]))):
+            top[s] += size[s][i]
+    out[0] = (ask_px - bid_px) / mid * 1e4
+    out[1] = (top[0] - top[1]) / (top[0] + top[1])
+    micro = (bid_px * ask_sz + ask_px * bid_sz) / (bid_sz + ask_sz)
+    out[2] = (micro / mid - 1.0) * 1e4
+    for b in range(len(BANDS)):  # sizes within mid * (1 -/+ band)
+        out[3 + 2 * b] = math.log1p(_depth(bids[:, 0], size[0], -mid * (1 - BANDS[b]), -1.0))
+        out[4 + 2 * b] = math.log1p(_depth(asks[:, 0], size[1], mid * (1 + BANDS[b]), 1.0))
+    for s in range(2):  # the top levels' sizes, zeros past the last level
+        for i in range(min(BOOK_TOP_LEVELS, len(size[s]))):
+            out[9 + s * BOOK_TOP_LEVELS + i] = math.log1p(size[s][i])
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from core.market.books import OrderBook
 
@@ -114,33 +115,54 @@ def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: in
 
     Each side comes best first, so an exchange's levels past its own ``levels``-th bucket
     lie farther out than ``levels`` buckets already found and are never read: a book of 1,000
-    levels costs what its first few dozen do. A plain loop, because books here are short
-    (tens of levels reach the kept buckets) and numpy's per-call cost would dominate."""
-    n_ex = len(sides)
-    grid: dict[int, list[float]] = {}  # bucket number -> size per exchange
-    for j, side in enumerate(sides):
-        last, found = None, 0
-        for price, size in side.tolist():
+    levels costs what its first few dozen do. Compiled (numba, ``_bucket``), because it runs
+    for both sides of every symbol's book on every observation."""
+    starts = np.zeros(len(sides) + 1, dtype=np.int64)
+    starts[1:] = np.cumsum([len(side) for side in sides])
+    stacked = sides[0] if len(sides) == 1 else np.concatenate(sides)
+    return _bucket(np.ascontiguousarray(stacked, dtype=np.float64).reshape(-1, 2), starts,
+                   width, is_bid, levels)
+
+
+@njit(cache=True, nogil=True)
+def _bucket(sides: np.ndarray, starts: np.ndarray, width: float, is_bid: bool,
+            levels: int) -> np.ndarray:  # pragma: no cover (compiled; tested via consolidate)
+    """``sides`` [M, 2]: every exchange's side one after the other (exchange j's rows from
+    ``starts[j]`` to ``starts[j + 1]``), each best first. Returns [B, 1 + E]."""
+    n_ex = len(starts) - 1
+    keys = np.empty(len(sides), dtype=np.int64)  # each read level's bucket number...
+    owner = np.empty(len(sides), dtype=np.int64)  # ...exchange...
+    sizes = np.empty(len(sides))  # ...and size
+    count = 0
+    for j in range(n_ex):
+        last, found = 0, 0
+        for r in range(starts[j], starts[j + 1]):
+            price, size = sides[r, 0], sides[r, 1]
             if size <= 0:
                 continue  # an empty level (a book that was not re-checked may hold one)
             # Bids floor to their bucket, asks ceil: a bucket's price is never better than
             # the prices inside it.
             k = (math.floor(price / width + _EDGE_EPS) if is_bid
                  else math.ceil(price / width - _EDGE_EPS))
-            if k != last:
+            if found == 0 or k != last:
                 if found == levels:
                     break
                 found, last = found + 1, k
-            row = grid.get(k)
-            if row is None:
-                row = grid[k] = [0.0] * n_ex
-            row[j] += size
-    keep = sorted(grid, reverse=is_bid)[:levels]  # best first
-    out = np.empty((len(keep), 1 + n_ex))  # [B, 1 + E]
-    if keep:
-        out[:, 0] = np.array(keep, dtype=np.float64) * width
-        out[:, 1:] = [grid[k] for k in keep]
-    return out
+            keys[count], owner[count], sizes[count] = k, j, size
+            count += 1
+    # Best bucket first; a stable sort keeps each exchange's levels in book order, so every
+    # bucket adds its sizes in the order they were read.
+    order = np.argsort(-keys[:count] if is_bid else keys[:count], kind="mergesort")
+    out = np.zeros((min(levels, count), 1 + n_ex))
+    b, last = -1, 0
+    for i in order:
+        if b < 0 or keys[i] != last:
+            if b + 1 == levels:
+                break
+            b, last = b + 1, keys[i]
+            out[b, 0] = last * width
+        out[b, 1 + owner[i]] += sizes[i]
+    return out[: b + 1]
 
 
 def consolidate(

@@ -119,7 +119,7 @@ def test_pivot_levels_by_hand():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_pivot_levels_equal_williams_pivots(seed):
-    from core.observations import _pivot_levels
+    from core.observations import _pivots
 
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 120)))
@@ -134,7 +134,9 @@ def test_pivot_levels_equal_williams_pivots(seed):
             found = [p for p in pivots if p.kind == kind]
             if found:
                 expected[level * 2 + slot] = found[-1].price / close[-1] - 1.0
-    assert _pivot_levels(arr) == pytest.approx(expected, abs=1e-12)
+    out = np.zeros(N_SCALARS)  # float64 here, to compare closely (float32 in the vector)
+    _pivots(arr, float(close[-1]), out)
+    assert out[9:13].tolist() == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("n", [0, 1])
@@ -236,6 +238,40 @@ def test_book_vector_keeps_only_the_top_ten_levels():
     assert v.shape == (N_BOOK,)
     np.testing.assert_allclose(v[9:19], np.log1p(np.arange(1.0, 11.0)), rtol=1e-6)  # 1..10
     np.testing.assert_allclose(v[19:29], np.full(10, math.log(3)), rtol=1e-6)
+
+
+def reference_book_vector(bids: np.ndarray, asks: np.ndarray) -> np.ndarray:
+    """BOOK_NAMES from core.features.book_features (the definitions book_vector follows)."""
+    f = features.book_features(bids, asks)
+    top_b, top_a = np.zeros(BOOK_TOP_LEVELS), np.zeros(BOOK_TOP_LEVELS)
+    top_b[: min(len(bids), BOOK_TOP_LEVELS)] = bids[:BOOK_TOP_LEVELS, 1]
+    top_a[: min(len(asks), BOOK_TOP_LEVELS)] = asks[:BOOK_TOP_LEVELS, 1]
+    return np.array([f["spread_bps"], f["imbalance"], (f["micro_price"] / f["mid"] - 1) * 1e4,
+                     *(math.log1p(f[name]) for name in BOOK_NAMES[3:9]),
+                     *np.log1p(top_b), *np.log1p(top_a)])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_book_vector_equals_the_features_library(seed):
+    # Books of 1 to 40 levels, tight to wide steps (so the 10/50/100 bps bands hold from one
+    # level to all of them), sizes from dust to whales.
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        nb, na = rng.integers(1, 41, 2)
+        step = 10 ** rng.uniform(-3, 0)
+        bids = np.column_stack([100 - np.cumsum(rng.uniform(0.01, 1, nb) * step),
+                                10 ** rng.uniform(-3, 3, nb)])
+        asks = np.column_stack([100 + np.cumsum(rng.uniform(0.01, 1, na) * step),
+                                10 ** rng.uniform(-3, 3, na)])
+        np.testing.assert_allclose(book_vector(OrderBook(ETH, 0, bids, asks)),
+                                   reference_book_vector(bids, asks), rtol=1e-5, atol=1e-5)
+
+
+def test_a_crossed_or_one_sided_book_is_refused():
+    with pytest.raises(ValueError, match="best bid 100.2 and best ask 100.1"):
+        book_vector(OrderBook(ETH, 0, np.array([[100.2, 1.0]]), np.array([[100.1, 1.0]])))
+    with pytest.raises(ValueError, match="best ask None"):
+        book_vector(OrderBook(ETH, 0, np.array([[100.2, 1.0]]), np.empty((0, 2))))
 
 
 def test_book_vector_without_a_book_is_none():
