@@ -100,21 +100,19 @@ class COBLearner(Learner):
         """float32 [n_features] laid out as in the module docstring."""
         if obs.timeframe not in self.timeframes:
             raise ValueError(f"timeframe {obs.timeframe!r} is not one of {self.timeframes}")
-        book = np.zeros(self.n_book_features, np.float32)
+        nb, r = self.n_book_features, self.n_returns
+        state = np.zeros(self.n_features, np.float32)
         if obs.book is not None:
             book = np.asarray(obs.book, np.float32)
-            if book.shape != (self.n_book_features,) or not np.all(np.isfinite(book)):
-                raise ValueError(
-                    f"book must be {self.n_book_features} finite features, got {obs.book!r}"
-                )
-        close = np.asarray(obs.windows[obs.timeframe], np.float32)[CLOSE]  # [L]
-        recent = np.diff(close)[-self.n_returns :] * RETURN_SCALE  # [<= R]
-        returns = np.zeros(self.n_returns, np.float32)
-        returns[self.n_returns - len(recent) :] = recent
-        onehot = np.zeros(len(self.timeframes), np.float32)
-        onehot[self.timeframes.index(obs.timeframe)] = 1.0
-        flag = np.array([obs.book is not None], np.float32)
-        return np.concatenate([book, flag, returns, onehot])
+            if book.shape != (nb,) or not np.isfinite(book).all():
+                raise ValueError(f"book must be {nb} finite features, got {obs.book!r}")
+            state[:nb] = book
+            state[nb] = 1.0  # the flag: a book was there
+        close = np.asarray(obs.windows[obs.timeframe], np.float32)[CLOSE, -(r + 1) :]  # [<= R+1]
+        recent = np.diff(close) * RETURN_SCALE  # [<= R]
+        state[nb + 1 + r - len(recent) : nb + 1 + r] = recent
+        state[nb + 1 + r + self.timeframes.index(obs.timeframe)] = 1.0  # one-hot timeframe
+        return state
 
     def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput:
         """argmax direction and its softmax probability (the timeframe is in the state)."""

@@ -98,8 +98,8 @@ class DQNLearner(Learner):
             seed=int(seeds[1].generate_state(1)[0]),
         )
         self._epsilon = cfg.epsilon_start
-        # encode's reusable parts: (which, tf) -> (window array, its flattened part)
-        self._window_parts: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        # encode's reusable parts: (which, symbol, tf) -> (window array, its flattened part)
+        self._window_parts: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._zero_window = np.zeros(N_CHANNELS * cfg.window, dtype=np.float32)
         self._onehot = np.eye(n_tf, dtype=np.float32)
         self._published_epsilon = self._epsilon  # the epsilon predictions explore with
@@ -140,8 +140,8 @@ class DQNLearner(Learner):
         n_tf = len(self.timeframes)
         parts = [
             scalars,
-            *(self._window(obs.windows, tf, "windows") for tf in self.timeframes),
-            *(self._window(obs.ref_windows, tf, "ref_windows") for tf in self.timeframes),
+            *(self._window(obs, tf, "windows") for tf in self.timeframes),
+            *(self._window(obs, tf, "ref_windows") for tf in self.timeframes),
             self._extra(obs, "cnn_hidden", n_tf * self.cnn_hidden_dim),
             self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
             self._onehot[self.timeframes.index(obs.timeframe)],
@@ -294,16 +294,17 @@ class DQNLearner(Learner):
 
     # -- encode helpers ----------------------------------------------------------------
 
-    def _window(self, windows: dict[str, np.ndarray], tf: str, what: str) -> np.ndarray:
+    def _window(self, obs: Observation, tf: str, what: str) -> np.ndarray:
         """[5, L] -> the last ``window`` columns, zero-padded on the left, flattened.
 
         The builder hands out the same read-only array until its timeframe closes a candle,
-        so the flattened part of such an array is kept and reused (6 of the 8 windows of a
-        state, most market seconds)."""
-        w = windows.get(tf)
+        so the flattened part of such an array is kept and reused, per symbol (6 of the 8
+        windows of a state, most market seconds)."""
+        w = getattr(obs, what).get(tf)
         if w is None:
             return self._zero_window
-        cached = self._window_parts.get((what, tf))
+        key = (what, obs.symbol, tf)
+        cached = self._window_parts.get(key)
         if cached is not None and cached[0] is w:
             return cached[1]
         out = np.zeros((N_CHANNELS, self.cfg.window), dtype=np.float32)
@@ -316,7 +317,7 @@ class DQNLearner(Learner):
             out[:, -tail.shape[1]:] = tail
         flat = out.reshape(-1)
         if isinstance(w, np.ndarray) and not w.flags.writeable:  # only what cannot change
-            self._window_parts[(what, tf)] = (w, flat)
+            self._window_parts[key] = (w, flat)
         return flat
 
     def _extra(self, obs: Observation, key: str, size: int) -> np.ndarray:
