@@ -42,6 +42,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,13 @@ def _integer(name: str, value: Any, minimum: int | None = None) -> int:
 
 
 def _timeframe(value: Any) -> str:
-    parse_timeframe(_text("timeframe", value))  # raises ValueError saying what is allowed
-    return value
+    return _parsed_timeframe(_text("timeframe", value))
+
+
+@lru_cache(maxsize=64)  # a handful of names, checked on every row
+def _parsed_timeframe(name: str) -> str:
+    parse_timeframe(name)  # raises ValueError saying what is allowed (not cached)
+    return name
 
 
 _STATE_MAGIC = b"TWS1"  # then: dtype str (numpy's, e.g. "<f4") + NUL, ndim, shape (int64 LE), data
@@ -201,9 +207,7 @@ class NewPrediction:
         object.__setattr__(self, "reference_price", price)
         object.__setattr__(self, "confidence", confidence)
         if self.predicted_ohlcv is not None:
-            values = tuple(
-                float(x) for x in np.asarray(self.predicted_ohlcv, dtype=np.float64).reshape(-1)
-            )
+            values = tuple(np.asarray(self.predicted_ohlcv, dtype=np.float64).reshape(-1).tolist())
             if len(values) != 5 or not all(math.isfinite(x) for x in values):
                 raise ValueError(
                     f"predicted_ohlcv must be 5 finite numbers (o, h, l, c, v) or None, got {self.predicted_ohlcv!r}"

@@ -85,12 +85,12 @@ def action_correct(action: str, change: float, hold_band: float = HOLD_BAND) -> 
     raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
 
 
-def _base_reward(action: str, change: float, hold_band: float) -> float:
+def _base_reward(action: str, change: float, correct: bool) -> float:
+    """The table's reward of ``action`` on a close that moved by ``change``, given whether
+    the action was right (``action_correct``)."""
     if action == "HOLD":
-        return HOLD_REWARD if action_correct(action, change, hold_band) else -HOLD_REWARD
-    if action_correct(action, change, hold_band):
-        return WIN_SCALE * abs(change)
-    return -LOSS_SCALE * abs(change)
+        return HOLD_REWARD if correct else -HOLD_REWARD
+    return WIN_SCALE * abs(change) if correct else -LOSS_SCALE * abs(change)
 
 
 def trade_reward(
@@ -100,7 +100,8 @@ def trade_reward(
     if action not in TRADE_ACTIONS:
         raise ValueError(f"trade action must be one of {', '.join(TRADE_ACTIONS)}, got {action!r}")
     change = _finite("change", change)
-    return _base_reward(action, change, hold_band) * (0.5 + _confidence(confidence))
+    correct = action_correct(action, change, hold_band)
+    return _base_reward(action, change, correct) * (0.5 + _confidence(confidence))
 
 
 def direction_reward(action: str, change: float, confidence: float) -> float:
@@ -110,7 +111,8 @@ def direction_reward(action: str, change: float, confidence: float) -> float:
             f"direction action must be one of {', '.join(DIRECTION_ACTIONS)}, got {action!r}"
         )
     change = _finite("change", change)
-    return _base_reward(action, change, HOLD_BAND) * (0.5 + _confidence(confidence))
+    correct = action_correct(action, change)
+    return _base_reward(action, change, correct) * (0.5 + _confidence(confidence))
 
 
 def reward(action: str, change: float, confidence: float, hold_band: float = HOLD_BAND) -> float:
@@ -158,11 +160,12 @@ def absolute_ohlcv(reference_close: float, rel: Sequence[float] | np.ndarray) ->
     A model's output is not bound to log1p(volume) >= 0, so the volume is floored at 0: no
     candle trades a negative amount."""
     ref = _positive("reference_close", reference_close)
-    values = [float(x) for x in np.asarray(rel, dtype=np.float64).reshape(-1)]
+    values = np.asarray(rel, dtype=np.float64).reshape(-1).tolist()  # Python floats
     if len(values) != 5:
         raise ValueError(f"a relative OHLCV needs 5 values, got {len(values)}")
-    for name, x in zip(("open", "high", "low", "close", "volume"), values):
-        _finite(f"relative {name}", x)
+    if not all(map(math.isfinite, values)):  # say which one
+        for name, x in zip(("open", "high", "low", "close", "volume"), values):
+            _finite(f"relative {name}", x)
     prices = tuple(ref * (1.0 + x) for x in values[:4])
     return (*prices, max(0.0, math.expm1(values[4])))
 
@@ -219,7 +222,7 @@ def resolve(
         raise ValueError(
             f"actual candle needs close > 0 and volume >= 0, got close {c!r}, volume {v!r}"
         )
-    change = price_change(_positive("reference_price", reference_price), c)
+    change = c / _positive("reference_price", reference_price) - 1.0  # c: finite and > 0
     price_error = volume_error = None
     if predicted_ohlcv is not None:
         _, _, _, pc, pv = _ohlcv(predicted_ohlcv)
@@ -228,6 +231,7 @@ def resolve(
             volume_error = abs(pv - v) / v
         elif pv == 0:
             volume_error = 0.0
+    correct = action_correct(action, change, hold_band)  # raises on an unknown action
     return Resolution(
         actual_open=o,
         actual_high=h,
@@ -237,8 +241,8 @@ def resolve(
         change=change,
         price_error=price_error,
         volume_error=volume_error,
-        action_correct=action_correct(action, change, hold_band),
-        reward=reward(action, change, confidence, hold_band),
+        action_correct=correct,
+        reward=_base_reward(action, change, correct) * (0.5 + _confidence(confidence)),
     )
 
 

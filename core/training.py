@@ -226,8 +226,9 @@ class LiveTrainingService:
         if cnn is not None and closes:
             for c, per_tf in zip(closes, cnn.predict_many([c.obs for c in closes])):
                 c.cnn = per_tf
-                c.obs.extras["cnn_hidden"] = np.stack([per_tf[tf].hidden for tf in per_tf])
-                c.obs.extras["cnn_probs"] = np.stack([per_tf[tf].probs for tf in per_tf])
+                # per-timeframe rows: the DQN's state concatenates them with the rest
+                c.obs.extras["cnn_hidden"] = [per_tf[tf].hidden for tf in per_tf]
+                c.obs.extras["cnn_probs"] = [per_tf[tf].probs for tf in per_tf]
         good = []
         for c in closes:
             try:

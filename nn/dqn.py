@@ -127,8 +127,9 @@ class DQNLearner(Learner):
         2. per timeframe, ``obs.windows[tf][:, -window:]`` [5, window] flattened row by row,
            left-padded with zeros when shorter, all zeros when missing;
         3. the same for ``obs.ref_windows`` (the reference symbol, BTC);
-        4. ``obs.extras["cnn_hidden"]`` [n_tf, cnn_hidden_dim] flattened (zeros if absent);
-        5. ``obs.extras["cnn_probs"]`` [n_tf, 3] flattened (zeros if absent);
+        4. ``obs.extras["cnn_hidden"]`` [n_tf, cnn_hidden_dim] flattened (zeros if absent; a
+           list of the n_tf rows is read the same);
+        5. ``obs.extras["cnn_probs"]`` [n_tf, 3] flattened (zeros if absent; or a list);
         6. one-hot [n_tf] of ``obs.timeframe``.
         """
         scalars = np.asarray(obs.scalars, dtype=np.float32).reshape(-1)
@@ -142,8 +143,8 @@ class DQNLearner(Learner):
             scalars,
             *(self._window(obs, tf, "windows") for tf in self.timeframes),
             *(self._window(obs, tf, "ref_windows") for tf in self.timeframes),
-            self._extra(obs, "cnn_hidden", n_tf * self.cnn_hidden_dim),
-            self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
+            *self._extra(obs, "cnn_hidden", n_tf * self.cnn_hidden_dim),
+            *self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
             self._onehot[self.timeframes.index(obs.timeframe)],
         ]
         # float16, the replay buffer's storage type: the state a prediction is made from is
@@ -320,11 +321,17 @@ class DQNLearner(Learner):
             self._window_parts[key] = (w, flat)
         return flat
 
-    def _extra(self, obs: Observation, key: str, size: int) -> np.ndarray:
+    def _extra(self, obs: Observation, key: str, size: int) -> list[np.ndarray]:
+        """``obs.extras[key]`` as 1-D float32 parts of ``size`` values in all: an array
+        [n_tf, dim], or a list of the per-timeframe rows [dim] (what the service hands over,
+        so they go into the state's one concatenate without being stacked first)."""
         value = obs.extras.get(key)
         if value is None:
-            return np.zeros(size, dtype=np.float32)
-        flat = np.asarray(value, dtype=np.float32).reshape(-1)
-        if flat.size != size:
-            raise ValueError(f"dqn: obs.extras[{key!r}] has {flat.size} values, expected {size}")
-        return flat
+            return [np.zeros(size, dtype=np.float32)]
+        rows = value if isinstance(value, list) else [value]
+        parts = [row if isinstance(row, np.ndarray) and row.dtype == np.float32 and row.ndim == 1
+                 else np.asarray(row, dtype=np.float32).reshape(-1) for row in rows]
+        if sum(part.size for part in parts) != size:
+            got = sum(part.size for part in parts)
+            raise ValueError(f"dqn: obs.extras[{key!r}] has {got} values, expected {size}")
+        return parts

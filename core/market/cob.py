@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Literal
 
 import numpy as np
@@ -117,11 +118,9 @@ def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: in
     lie farther out than ``levels`` buckets already found and are never read: a book of 1,000
     levels costs what its first few dozen do. Compiled (numba, ``_bucket``), because it runs
     for both sides of every symbol's book on every observation."""
-    starts = np.zeros(len(sides) + 1, dtype=np.int64)
-    starts[1:] = np.cumsum([len(side) for side in sides])
+    starts = np.array([0, *accumulate(len(side) for side in sides)], dtype=np.int64)
     stacked = sides[0] if len(sides) == 1 else np.concatenate(sides)
-    return _bucket(np.ascontiguousarray(stacked, dtype=np.float64).reshape(-1, 2), starts,
-                   width, is_bid, levels)
+    return _bucket(stacked, starts, width, is_bid, levels)
 
 
 @njit(cache=True, nogil=True)
