@@ -17,6 +17,7 @@ Adding a model means a new module with a Learner subclass and one line in ``nn/r
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -45,6 +46,22 @@ class Observation:
     scalars: np.ndarray  # [K] hand-made features: returns, volatility, SMA ratios, pivots, regime
     book: np.ndarray | None = None  # [F] order-book features, None without a book
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the CNN's hidden layer
+
+
+def softmax_row(logits: list[float]) -> list[float]:
+    """Softmax of one row of a few logits, in Python floats. After a forward pass the outputs
+    are read with one ``tolist()`` and the few numbers are handled here: cheaper than more
+    tensor or array calls on [B, 2..3] values (each one ~5 us once the forward has filled
+    the caches)."""
+    top = max(logits)
+    e = [math.exp(v - top) for v in logits]
+    total = sum(e)
+    return [v / total for v in e]
+
+
+def argmax_row(values: list[float]) -> int:
+    """Index of the first largest value (``torch.argmax``'s choice on ties)."""
+    return values.index(max(values))
 
 
 @dataclass

@@ -27,7 +27,16 @@ from torch import nn
 from core.config import CNNConfig
 from core.features import N_CHANNELS
 from core.timeframes import parse_timeframe
-from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
+from nn.base import (
+    TRADE_ACTIONS,
+    Experience,
+    Learner,
+    ModelOutput,
+    Observation,
+    argmax_row,
+    seeded,
+    softmax_row,
+)
 
 BUY, SELL, HOLD = (TRADE_ACTIONS.index(a) for a in ("BUY", "SELL", "HOLD"))
 TRUNK_WIDTHS = (64, 128, 256)  # conv channels after each trunk block
@@ -510,8 +519,9 @@ def _frozen(window) -> bool:
 
 def _predictions(out: CNNOutput, norm: TargetNorm, tf_index: int) -> list[CNNPrediction]:
     """A batch's output [B, ...] as B predictions (each row a view of one array per field)."""
-    probs = torch.softmax(out.logits, dim=-1).cpu().numpy()  # [B, 3]
-    actions = out.logits.argmax(dim=-1).tolist()  # [B]
+    logits = out.logits.tolist()  # [B][3]: a few numbers, handled in Python (see softmax_row)
+    probs = np.array([softmax_row(row) for row in logits], dtype=np.float32)  # [B, 3]
+    actions = [argmax_row(row) for row in logits]  # [B]
     confidence = out.confidence.tolist()  # [B]
     ohlcv = norm.denormalise(tf_index, out.ohlcv.cpu().numpy())  # [B, 5], target units
     hidden = out.hidden.cpu().numpy()  # [B, 64]

@@ -23,7 +23,16 @@ from torch import nn
 
 from core.config import COBConfig
 from core.timeframes import parse_timeframe
-from nn.base import DIRECTION_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
+from nn.base import (
+    DIRECTION_ACTIONS,
+    Experience,
+    Learner,
+    ModelOutput,
+    Observation,
+    argmax_row,
+    seeded,
+    softmax_row,
+)
 from nn.cnn import ExampleRing
 
 CLOSE = 3  # close channel of a normalised window: ln(close / last close)
@@ -125,10 +134,12 @@ class COBLearner(Learner):
         x = torch.as_tensor(np.stack(states).astype(np.float32, copy=False),
                             device=self.device)  # [N, F]
         with self.lock, torch.no_grad():
-            probs = torch.softmax(self.inference_net(x), dim=-1).cpu().numpy()  # [N, 2]
-        actions = probs.argmax(axis=1)
-        return [ModelOutput(action=int(a), confidence=float(probs[row, a]))
-                for row, a in enumerate(actions)]
+            logits = self.inference_net(x).tolist()  # [N][2]
+        outs = []
+        for row in logits:
+            action = argmax_row(row)
+            outs.append(ModelOutput(action=action, confidence=softmax_row(row)[action]))
+        return outs
 
     def learn(self, experiences: list[Experience]) -> dict[str, float] | None:
         """One Adam step of weighted cross-entropy on the new experiences plus as many replayed

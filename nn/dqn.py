@@ -23,7 +23,16 @@ from torch import nn
 
 from core.config import DQNConfig
 from core.features import N_CHANNELS
-from nn.base import TRADE_ACTIONS, Experience, Learner, ModelOutput, Observation, seeded
+from nn.base import (
+    TRADE_ACTIONS,
+    Experience,
+    Learner,
+    ModelOutput,
+    Observation,
+    argmax_row,
+    seeded,
+    softmax_row,
+)
 from nn.buffers import PrioritizedReplayBuffer, all_finite, to_store
 
 MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
@@ -170,25 +179,26 @@ class DQNLearner(Learner):
         row by row in order, so the result equals calling ``predict`` on each in turn."""
         if not states:
             return []
-        for state, timeframe in zip(states, timeframes, strict=True):
-            shape = np.shape(state)
-            if shape != (self.state_dim,):
-                raise ValueError(f"dqn: state of shape {shape}, expected ({self.state_dim},)")
-            if timeframe not in self.timeframes:
-                raise ValueError(f"dqn: timeframe {timeframe!r} not in {self.timeframes}")
+        if len(states) != len(timeframes):
+            raise ValueError(f"dqn: {len(states)} states but {len(timeframes)} timeframes")
+        unknown = set(timeframes).difference(self.timeframes)
+        if unknown:
+            raise ValueError(f"dqn: timeframes {sorted(unknown)} not in {self.timeframes}")
+        shapes = {np.shape(state) for state in states}
+        if shapes != {(self.state_dim,)}:
+            raise ValueError(f"dqn: states of shapes {sorted(shapes)}, expected "
+                             f"({self.state_dim},)")
         x = torch.from_numpy(np.stack(states)).to(self.device, torch.float32)  # [N, D]
         outs = []
         with self.lock:
             with torch.no_grad():
-                q = self.inference_net(x)  # [N, A]
-            greedy = q.argmax(dim=1).tolist()
-            for row in range(len(states)):
+                q = self.inference_net(x).tolist()  # [N][A]
+            for row in q:
                 explored = bool(self.rng.random() < self._published_epsilon)
-                action = int(self.rng.integers(len(self.actions))) if explored else greedy[row]
-                outs.append((action, explored))
-        probs = torch.softmax(q, dim=1).cpu().numpy()  # [N, A]
-        return [ModelOutput(action=a, confidence=float(probs[row, a]), explored=explored)
-                for row, (a, explored) in enumerate(outs)]
+                action = int(self.rng.integers(len(self.actions))) if explored else argmax_row(row)
+                outs.append(ModelOutput(action=action, confidence=softmax_row(row)[action],
+                                        explored=explored))
+        return outs
 
     def learn(self, experiences: list[Experience]) -> dict[str, float] | None:
         """Store ``experiences``, then one Double-DQN step on a prioritised batch."""
