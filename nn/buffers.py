@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from numba import njit
 
 from nn.base import Experience
 
@@ -331,8 +332,17 @@ def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
 
 def all_finite(rows: np.ndarray) -> bool:
     """Whether a float16 array holds no NaN or inf: their exponent bits are all ones. Reading
-    the bits is ~10x faster than np.isfinite, which converts every float16 first."""
-    return not np.any((rows.view(np.uint16) & 0x7C00) == 0x7C00)
+    the bits (compiled, stopping at the first) is ~10x faster than np.isfinite, which
+    converts every float16 first, and ~3x faster than the same test in numpy calls."""
+    return _no_inf_nan(np.ascontiguousarray(rows).reshape(-1).view(np.uint16))
+
+
+@njit(cache=True, nogil=True)
+def _no_inf_nan(bits: np.ndarray) -> bool:  # pragma: no cover (compiled)
+    for i in range(bits.shape[0]):
+        if bits[i] & 0x7C00 == 0x7C00:
+            return False
+    return True
 
 
 def to_store(rows: np.ndarray) -> np.ndarray:

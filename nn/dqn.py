@@ -150,8 +150,8 @@ class DQNLearner(Learner):
         n_tf = len(self.timeframes)
         parts = [
             scalars,
-            *(self._window(obs, tf, "windows") for tf in self.timeframes),
-            *(self._window(obs, tf, "ref_windows") for tf in self.timeframes),
+            *self._windows(obs, "windows"),
+            *self._windows(obs, "ref_windows"),
             *self._extra(obs, "cnn_hidden", n_tf * self.cnn_hidden_dim),
             *self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
             self._onehot[self.timeframes.index(obs.timeframe)],
@@ -305,31 +305,38 @@ class DQNLearner(Learner):
 
     # -- encode helpers ----------------------------------------------------------------
 
-    def _window(self, obs: Observation, tf: str, what: str) -> np.ndarray:
-        """[5, L] -> the last ``window`` columns, zero-padded on the left, flattened.
+    def _windows(self, obs: Observation, what: str) -> list[np.ndarray]:
+        """``obs.<what>`` per timeframe: the last ``window`` columns of each [5, L], zero-padded
+        on the left, flattened; zeros for a missing timeframe.
 
         The builder hands out the same read-only array until its timeframe closes a candle,
         so the flattened part of such an array is kept and reused, per symbol (6 of the 8
         windows of a state, most market seconds)."""
-        w = getattr(obs, what).get(tf)
-        if w is None:
-            return self._zero_window
-        key = (what, obs.symbol, tf)
-        cached = self._window_parts.get(key)
-        if cached is not None and cached[0] is w:
-            return cached[1]
-        out = np.zeros((N_CHANNELS, self.cfg.window), dtype=np.float32)
-        arr = np.asarray(w, dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[0] != N_CHANNELS:
-            raise ValueError(f"dqn: obs.{what}[{tf!r}] has shape {arr.shape}, "
-                             f"expected ({N_CHANNELS}, L)")
-        tail = arr[:, -self.cfg.window:]
-        if tail.shape[1]:
-            out[:, -tail.shape[1]:] = tail
-        flat = out.reshape(-1)
-        if isinstance(w, np.ndarray) and not w.flags.writeable:  # only what cannot change
-            self._window_parts[key] = (w, flat)
-        return flat
+        windows, cache = getattr(obs, what), self._window_parts
+        parts = []
+        for tf in self.timeframes:
+            w = windows.get(tf)
+            if w is None:
+                parts.append(self._zero_window)
+                continue
+            key = (what, obs.symbol, tf)
+            cached = cache.get(key)
+            if cached is not None and cached[0] is w:
+                parts.append(cached[1])
+                continue
+            out = np.zeros((N_CHANNELS, self.cfg.window), dtype=np.float32)
+            arr = np.asarray(w, dtype=np.float32)
+            if arr.ndim != 2 or arr.shape[0] != N_CHANNELS:
+                raise ValueError(f"dqn: obs.{what}[{tf!r}] has shape {arr.shape}, "
+                                 f"expected ({N_CHANNELS}, L)")
+            tail = arr[:, -self.cfg.window:]
+            if tail.shape[1]:
+                out[:, -tail.shape[1]:] = tail
+            flat = out.reshape(-1)
+            if isinstance(w, np.ndarray) and not w.flags.writeable:  # only what cannot change
+                cache[key] = (w, flat)
+            parts.append(flat)
+        return parts
 
     def _extra(self, obs: Observation, key: str, size: int) -> list[np.ndarray]:
         """``obs.extras[key]`` as 1-D float32 parts of ``size`` values in all: an array
