@@ -122,11 +122,13 @@ def _text(name: str, value: Any) -> str:
 
 
 def _integer(name: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if type(value) is not int:  # a plain int is the usual case (bool is a subclass: refused)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
+    return value
 
 
 def _timeframe(value: Any) -> str:

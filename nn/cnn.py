@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -138,6 +139,7 @@ def cnn_loss(
     return total, {"ce": ce.item(), "confidence_bce": bce.item(), "ohlcv_mse": mse.item()}
 
 
+@lru_cache(maxsize=64)  # a few (timeframe, threshold) pairs, asked for every experience
 def move_threshold(timeframe: str, base_threshold: float) -> float:
     """Smallest |move| worth acting on: ``base_threshold`` from 1h up; shorter timeframes scale
     it by sqrt(tf / 1h) because price moves grow roughly with the square root of time
