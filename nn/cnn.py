@@ -214,6 +214,9 @@ def left_pad(window: np.ndarray, length: int) -> np.ndarray:
     """[C, L'] -> float32 [C, length]: the last ``length`` columns, zeros on the left if short.
     A float32 window already ``length`` long comes back as it is, not copied (the builder's
     windows are read-only)."""
+    if (type(window) is np.ndarray and window.dtype == np.float32 and window.ndim == 2
+            and window.shape[1] == length):
+        return window  # the builder's windows: nothing to check or convert
     window = np.asarray(window, dtype=np.float32)
     if window.ndim != 2:
         raise ValueError(f"window must be [channels, length], got shape {window.shape}")
@@ -238,7 +241,8 @@ class TargetNorm:
         self.count = np.zeros(n_groups)
         self.mean = np.zeros((n_groups, dim))
         self.m2 = np.zeros((n_groups, dim))
-        self._scale: tuple | None = None  # ((group, count), std, mean) of the last denormalise
+        self.version = 0  # bumped whenever the statistics change
+        self._scale: tuple | None = None  # ((group, version), std, mean) of the last denormalise
 
     def update(self, groups: np.ndarray, x: np.ndarray) -> None:
         for g in np.unique(groups):
@@ -250,6 +254,7 @@ class TargetNorm:
             self.mean[g] += delta * n / total
             self.m2[g] += m2 + delta**2 * self.count[g] * n / total
             self.count[g] = total
+        self.version += 1
 
     def std(self, g) -> np.ndarray:
         """Per-channel std; 1 until two samples, never below 1e-6."""
@@ -262,11 +267,11 @@ class TargetNorm:
 
     def denormalise(self, g: int, x: np.ndarray) -> np.ndarray:
         """Standardised ``x`` [..., 5] of group ``g`` back in target units (float32)."""
-        key = (g, self.count[g])  # the statistics of g change only with its count
+        key = (g, self.version)  # the statistics change only in update() and load()
         if self._scale is None or self._scale[0] != key:
-            self._scale = (key, self.std(g), self.mean[g].copy())
+            self._scale = (key, self.std(g).astype(np.float32), self.mean[g].astype(np.float32))
         _, std, mean = self._scale
-        return (x * std + mean).astype(np.float32)
+        return x * std + mean  # float32 [..., 5]
 
     def state(self) -> dict:
         return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
@@ -275,7 +280,7 @@ class TargetNorm:
         self.count = np.asarray(state["count"], dtype=np.float64)
         self.mean = np.asarray(state["mean"], dtype=np.float64)
         self.m2 = np.asarray(state["m2"], dtype=np.float64)
-        self._scale = None
+        self.version += 1
 
 
 class CNNLearner(Learner):
@@ -383,7 +388,7 @@ class CNNLearner(Learner):
                         runs.append((obs.symbol, window, [i]))
             for tf, runs in todo.items():
                 x = np.stack([left_pad(window, self.cfg.window) for _, window, _ in runs])
-                out = self.inference_net(torch.as_tensor(x, device=self.device), tf)  # [B, ...]
+                out = self.inference_net(torch.from_numpy(x).to(self.device), tf)  # [B, ...]
                 preds = _predictions(out, self._inference_norm, self.timeframes.index(tf))
                 for pred, (symbol, window, users) in zip(preds, runs):
                     kept = window if _frozen(window) else np.array(window)
@@ -525,8 +530,8 @@ def _predictions(out: CNNOutput, norm: TargetNorm, tf_index: int) -> list[CNNPre
     probs = np.array([softmax_row(row) for row in logits], dtype=np.float32)  # [B, 3]
     actions = [argmax_row(row) for row in logits]  # [B]
     confidence = out.confidence.tolist()  # [B]
-    ohlcv = norm.denormalise(tf_index, out.ohlcv.cpu().numpy())  # [B, 5], target units
-    hidden = out.hidden.cpu().numpy()  # [B, 64]
+    ohlcv = norm.denormalise(tf_index, out.ohlcv.numpy(force=True))  # [B, 5], target units
+    hidden = out.hidden.numpy(force=True)  # [B, 64]
     return [CNNPrediction(action=actions[i], confidence=confidence[i], ohlcv=ohlcv[i],
                           hidden=hidden[i], probs=probs[i]) for i in range(len(actions))]
 
