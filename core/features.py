@@ -188,7 +188,11 @@ def normalised_window(candles: npt.ArrayLike, length: int) -> npt.NDArray[np.flo
         raise ValueError(f"candles must have shape [N, 6] (ts, o, h, l, c, v), got {a.shape}")
     if len(a) == 0:
         raise ValueError("candles is empty; need at least one row")
-    out, bad = _normalised_window(a, length)
+    a = a[-length:]
+    # Logs in numpy (vectorised, ~4x math.log in a loop), the rest in one compiled pass.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(a[:, 1:5])  # [n, 4]; a price <= 0, NaN or inf makes it non-finite
+    out, bad = _normalised_window(logs, a[:, 5], length)
     if bad == 1:
         raise ValueError("candle prices must be finite and > 0")
     if bad == 2:
@@ -197,27 +201,27 @@ def normalised_window(candles: npt.ArrayLike, length: int) -> npt.NDArray[np.flo
 
 
 @njit(cache=True, nogil=True)
-def _normalised_window(a: np.ndarray, length: int):  # pragma: no cover (compiled)
-    """(window, 0) or (zeros, 1) for a price <= 0, NaN or inf, (zeros, 2) for such a
-    volume. One compiled pass: it runs for every closed candle (~8 us for 300 candles
-    where the same in numpy calls costs ~20 us)."""
-    n = min(a.shape[0], length)
-    first = a.shape[0] - n
+def _normalised_window(logs: np.ndarray, volume: np.ndarray, length: int):  # pragma: no cover
+    """(window, 0) from the log prices [n, 4] and volumes [n] of the last n <= length
+    candles, or (zeros, 1) if a log price is not finite, (zeros, 2) for a volume < 0, NaN or
+    inf. Compiled: it runs for every closed candle (~7 us for 300 candles where the same in
+    numpy calls costs ~20 us)."""
+    n = logs.shape[0]
     out = np.zeros((N_CHANNELS, length), dtype=np.float32)
+    for i in range(n):
+        for c in range(4):
+            if not math.isfinite(logs[i, c]):
+                return out, 1
+        if not (volume[i] >= 0 and volume[i] < np.inf):  # NaN fails both
+            return out, 2
     pad = length - n
-    for i in range(first, a.shape[0]):
-        for c in range(1, 6):
-            v = a[i, c]
-            if not (v > 0 or (c == 5 and v == 0)) or v == np.inf:  # NaN fails both
-                return np.zeros((N_CHANNELS, length), dtype=np.float32), 1 if c < 5 else 2
-    ref = math.log(a[a.shape[0] - 1, 4])  # the last close
+    ref = logs[n - 1, 3]  # the last close
     lv = np.empty(n)  # log1p(volume)
     mean = 0.0
     for i in range(n):
-        row = first + i
         for c in range(4):
-            out[c, pad + i] = math.log(a[row, 1 + c]) - ref
-        lv[i] = math.log1p(a[row, 5])
+            out[c, pad + i] = logs[i, c] - ref
+        lv[i] = math.log1p(volume[i])
         mean += lv[i]
     mean /= n
     var = 0.0

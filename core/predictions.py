@@ -191,6 +191,8 @@ class NewPrediction:
     executed: bool = False  # a paper trade was executed from it
 
     def __post_init__(self) -> None:
+        if self._canonical():
+            return  # already as the store keeps it (the cycle's rows): nothing to convert
         _text("model", self.model)
         _text("symbol", self.symbol)
         _timeframe(self.timeframe)
@@ -221,6 +223,24 @@ class NewPrediction:
             )
         if not isinstance(self.executed, bool | np.bool_):
             raise ValueError(f"executed must be True or False, got {self.executed!r}")
+
+    def _canonical(self) -> bool:
+        """Whether every field already has the type and range the checks below would give it
+        (one expression; any doubt goes through the checks, which say what is wrong)."""
+        ohlcv = self.predicted_ohlcv
+        return (type(self.model) is str and self.model != "" and type(self.symbol) is str
+                and self.symbol != "" and type(self.timeframe) is str
+                and _parsed_timeframe(self.timeframe) is not None
+                and type(self.model_step) is int and self.model_step >= 0
+                and type(self.created_ts) is int and type(self.target_ts) is int
+                and type(self.reference_price) is float and 0.0 < self.reference_price < math.inf
+                and self.action in ACTIONS
+                and type(self.confidence) is float and 0.0 <= self.confidence <= 1.0
+                and (ohlcv is None or (type(ohlcv) is tuple and len(ohlcv) == 5
+                                       and all(type(x) is float and math.isfinite(x)
+                                               for x in ohlcv)))
+                and (self.state is None or type(self.state) is np.ndarray)
+                and type(self.executed) is bool)
 
     def row(self) -> tuple:
         pred = self.predicted_ohlcv or (None,) * 5

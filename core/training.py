@@ -263,18 +263,25 @@ class LiveTrainingService:
         candle = c.candle
         actual = (candle.open, candle.high, candle.low, candle.close, candle.volume)
         resolved, experiences = [], []
+        targets: dict[float, np.ndarray] = {}  # reference price -> the candle relative to it
         for p in pending:
             r = resolve(p.action, p.confidence, p.reference_price, p.predicted_ohlcv, actual)
             resolved.append((p.id, r, c.close_ts))
             learner = self.learners.get(p.model)
             if learner is None or p.state is None:
                 continue
-            exp = self._experience(learner, p, r, c.states.get(p.model), c.tf)
+            # Every model predicted this candle from the same close: one target for all.
+            target = targets.get(p.reference_price)
+            if target is None:
+                target = targets[p.reference_price] = relative_ohlcv(p.reference_price, actual)
+                target.flags.writeable = False
+            exp = self._experience(learner, p, r, c.states.get(p.model), c.tf, target)
             if exp is not None:
                 experiences.append((p.model, c.tf, exp))
         return resolved, experiences
 
-    def _experience(self, learner: Learner, p, r, next_state, tf: str) -> Experience | None:
+    def _experience(self, learner: Learner, p, r, next_state, tf: str,
+                    target_ohlcv: np.ndarray) -> Experience | None:
         weight = self.cfg.training.trade_weight if p.executed else 1.0
         if learner.actions == DIRECTION_ACTIONS:
             if r.change == 0:
@@ -286,7 +293,7 @@ class LiveTrainingService:
             state=p.state, action=learner.actions.index(p.action), reward=r.reward,
             next_state=next_state, timeframe=tf, weight=weight, label=label,
             target_confidence=conf,
-            target_ohlcv=relative_ohlcv(p.reference_price, r.actual_ohlcv),
+            target_ohlcv=target_ohlcv,  # shared by the experiences of one candle: read-only
         )
 
     def _queue(self, model: str, tf: str, exp: Experience) -> None:
