@@ -19,6 +19,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 from torch import nn
 
 from core.config import COBConfig
@@ -40,6 +41,28 @@ CLOSE = 3  # close channel of a normalised window: ln(close / last close)
 # book features (imbalance, spread in bps) it sits beside in the first layer.
 RETURN_SCALE = 100.0
 GRAD_CLIP = 5.0
+
+
+@njit(cache=True, nogil=True)
+def _state(book: np.ndarray, has_book: bool, close: np.ndarray, n_returns: int, tf_index: int,
+           n_tf: int):  # pragma: no cover (compiled; tested through COBLearner.encode)
+    """(state, True) laid out as in the module docstring, or (zeros, False) if the book holds
+    a NaN or inf. ``close`` is the window's close channel (ln(close / last close)). One
+    compiled call: it runs for every closed candle."""
+    nb = book.shape[0]
+    out = np.zeros(nb + 1 + n_returns + n_tf, dtype=np.float32)
+    if has_book:
+        for i in range(nb):
+            if not math.isfinite(book[i]):
+                return out, False
+            out[i] = book[i]
+        out[nb] = 1.0  # the flag: a book was there
+    k = min(n_returns, close.shape[0] - 1)  # the last k one-step returns, right-aligned
+    for j in range(k):
+        i = close.shape[0] - k + j
+        out[nb + 1 + n_returns - k + j] = (close[i] - close[i - 1]) * RETURN_SCALE
+    out[nb + 1 + n_returns + tf_index] = 1.0  # one-hot timeframe
+    return out, True
 
 
 class COBNet(nn.Module):
@@ -85,6 +108,7 @@ class COBLearner(Learner):
         self.n_book_features = n_book_features
         self.n_returns = n_returns
         self.n_features = n_book_features + 1 + n_returns + len(self.timeframes)
+        self._no_book = np.zeros(n_book_features, np.float32)
         self.net = seeded(lambda: COBNet(self.n_features, cfg.hidden), seed, self.device)
         # Predictions use this published copy (see Learner.publish).
         self.inference_net = self._inference_copy(self.net)
@@ -109,18 +133,17 @@ class COBLearner(Learner):
         """float32 [n_features] laid out as in the module docstring."""
         if obs.timeframe not in self.timeframes:
             raise ValueError(f"timeframe {obs.timeframe!r} is not one of {self.timeframes}")
-        nb, r = self.n_book_features, self.n_returns
-        state = np.zeros(self.n_features, np.float32)
+        nb = self.n_book_features
+        book = self._no_book
         if obs.book is not None:
             book = np.asarray(obs.book, np.float32)
-            if book.shape != (nb,) or not np.isfinite(book).all():
+            if book.shape != (nb,):
                 raise ValueError(f"book must be {nb} finite features, got {obs.book!r}")
-            state[:nb] = book
-            state[nb] = 1.0  # the flag: a book was there
-        close = np.asarray(obs.windows[obs.timeframe], np.float32)[CLOSE, -(r + 1) :]  # [<= R+1]
-        recent = np.diff(close) * RETURN_SCALE  # [<= R]
-        state[nb + 1 + r - len(recent) : nb + 1 + r] = recent
-        state[nb + 1 + r + self.timeframes.index(obs.timeframe)] = 1.0  # one-hot timeframe
+        close = np.asarray(obs.windows[obs.timeframe], np.float32)[CLOSE]  # [L]
+        state, ok = _state(book, obs.book is not None, close, self.n_returns,
+                           self.timeframes.index(obs.timeframe), len(self.timeframes))
+        if not ok:
+            raise ValueError(f"book must be {nb} finite features, got {obs.book!r}")
         return state
 
     def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput:
