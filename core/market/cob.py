@@ -111,16 +111,39 @@ def _levels(levels: npt.ArrayLike, name: str, descending: bool) -> np.ndarray:
     return a
 
 
-def _bucket_side(sides: list[np.ndarray], width: float, is_bid: bool, levels: int) -> np.ndarray:
-    """Sum each exchange's sizes per bucket; keep the ``levels`` buckets nearest the mid.
-
-    Each side comes best first, so an exchange's levels past its own ``levels``-th bucket
-    lie farther out than ``levels`` buckets already found and are never read: a book of 1,000
-    levels costs what its first few dozen do. Compiled (numba, ``_bucket``), because it runs
-    for both sides of every symbol's book on every observation."""
+def stacked_sides(sides: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Several exchanges' sides [K_j, 2] as one array [M, 2] and the row where each starts
+    (``starts[j]`` to ``starts[j + 1]``): the compiled kernels' form of a list of sides."""
     starts = np.array([0, *accumulate(len(side) for side in sides)], dtype=np.int64)
-    stacked = sides[0] if len(sides) == 1 else np.concatenate(sides)
-    return _bucket(stacked, starts, width, is_bid, levels)
+    return (sides[0] if len(sides) == 1 else np.concatenate(sides)), starts
+
+
+@njit(cache=True, nogil=True)
+def consolidate_sides(bids: np.ndarray, bid_starts: np.ndarray, asks: np.ndarray,
+                      ask_starts: np.ndarray, bucket_bps: float,
+                      levels: int):  # pragma: no cover (compiled; tested via consolidate)
+    """(bucketed bids [B, 1 + E], bucketed asks, best bid, best ask, True) from stacked sides
+    (see ``stacked_sides``; each exchange's side best first), or (.., False) when no
+    exchange has a bid or none has an ask. The best bid is the highest first bid of any
+    exchange and the best ask the lowest first ask; buckets are ``mid * bucket_bps / 1e4``
+    wide around their mean."""
+    best_bid, best_ask = -np.inf, np.inf
+    for j in range(len(bid_starts) - 1):
+        if bid_starts[j + 1] > bid_starts[j]:
+            best_bid = max(best_bid, bids[bid_starts[j], 0])
+    for j in range(len(ask_starts) - 1):
+        if ask_starts[j + 1] > ask_starts[j]:
+            best_ask = min(best_ask, asks[ask_starts[j], 0])
+    n_ex = len(bid_starts) - 1
+    if best_bid == -np.inf or best_ask == np.inf:
+        empty = np.empty((0, 1 + n_ex))
+        return empty, empty, best_bid, best_ask, False
+    # Each exchange's levels past its own ``levels``-th bucket lie farther out than the
+    # ``levels`` buckets already found and are never read: a book of 1,000 levels costs
+    # what its first few dozen do.
+    width = (best_bid + best_ask) / 2.0 * bucket_bps / 1e4
+    return (_bucket(bids, bid_starts, width, True, levels),
+            _bucket(asks, ask_starts, width, False, levels), best_bid, best_ask, True)
 
 
 @njit(cache=True, nogil=True)
@@ -196,17 +219,16 @@ def consolidate(
         asks = [np.asarray(books[ex][1], dtype=np.float64).reshape(-1, 2) for ex in exchanges]
     if not any(len(b) for b in bids) or not any(len(a) for a in asks):
         raise ValueError(f"{symbol}: need at least one bid and one ask across {exchanges}")
-    best_bid = max(float(b[0, 0]) for b in bids if len(b))  # each side is best first
-    best_ask = min(float(a[0, 0]) for a in asks if len(a))
+    bucketed_bids, bucketed_asks, best_bid, best_ask, _ = consolidate_sides(
+        *stacked_sides(bids), *stacked_sides(asks), float(bucket_bps), int(levels))
     mid = (best_bid + best_ask) / 2.0
-    width = mid * bucket_bps / 1e4
     return ConsolidatedBook(
         symbol=symbol,
         ts=int(ts),
         bucket_bps=float(bucket_bps),
         mid=mid,
-        bids=_bucket_side(bids, width, is_bid=True, levels=levels),
-        asks=_bucket_side(asks, width, is_bid=False, levels=levels),
+        bids=bucketed_bids,
+        asks=bucketed_asks,
         exchanges=exchanges,
         best_bid=best_bid,
         best_ask=best_ask,
@@ -279,13 +301,18 @@ class ConsolidatedBooks:
         with self._lock:
             return sorted(ex for ex, sym in self._books if sym == symbol)
 
-    def consolidated(self, symbol: str, ts: int) -> ConsolidatedBook | None:
+    def fresh(self, symbol: str, ts: int) -> tuple[dict[str, OrderBook], tuple[str, ...]]:
+        """The books of ``symbol`` no older than ``stale_after_s`` at ``ts``, by exchange, and
+        the names of the exchanges left out for being older."""
         with self._lock:
             mine = {ex: b for (ex, sym), b in self._books.items() if sym == symbol}
-        fresh = {ex: (b.bids, b.asks) for ex, b in mine.items() if ts - b.ts <= self.stale_after_ms}
+        fresh = {ex: b for ex, b in mine.items() if ts - b.ts <= self.stale_after_ms}
+        return fresh, tuple(sorted(set(mine) - set(fresh)))
+
+    def consolidated(self, symbol: str, ts: int) -> ConsolidatedBook | None:
+        fresh, stale = self.fresh(symbol, ts)
         if not fresh:
             return None
-        stale = tuple(sorted(set(mine) - set(fresh)))
         # The books were checked where they came in (the feeds, the replay): not again here.
-        return consolidate(symbol, fresh, ts, self.bucket_bps, self.levels, stale,
-                           validate=False)
+        return consolidate(symbol, {ex: (b.bids, b.asks) for ex, b in fresh.items()}, ts,
+                           self.bucket_bps, self.levels, stale, validate=False)

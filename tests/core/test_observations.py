@@ -427,3 +427,40 @@ def test_a_round_reads_each_symbols_book_once(store):
     assert one_second.book is one_minute.book is not None
     builder.build(ETH, "1s", 61_000, {})  # the next round reads it again
     assert read == [ETH, ETH]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_consolidated_vector_equals_the_consolidated_books_vector(seed):
+    # 1-3 exchanges with books of 1-60 levels around slightly different mids (some crossed,
+    # some locked once bucketed): the observation's one-call vector is the vector of the
+    # ConsolidatedBook the page shows, None where that book is crossed or locked.
+    from core.market.cob import ConsolidatedBooks
+    from core.observations import cob_vector, consolidated_vector
+
+    rng = np.random.default_rng(seed)
+    for trial in range(25):
+        books = ConsolidatedBooks(bucket_bps=float(rng.choice([0.5, 1.0, 5.0])),
+                                  levels=int(rng.integers(1, 25)))
+        for ex in ("binance", "bybit", "okx")[: 1 + trial % 3]:
+            mid = 100 + rng.normal(0, 0.03)
+            nb, na = rng.integers(1, 61, 2)
+            bids = np.column_stack([mid - 0.005 - np.cumsum(rng.uniform(0, 0.02, nb)),
+                                    rng.uniform(0.01, 5, nb)])
+            asks = np.column_stack([mid + 0.005 + np.cumsum(rng.uniform(0, 0.02, na)),
+                                    rng.uniform(0.01, 5, na)])
+            books.put(ex, OrderBook(ETH, 1_000, bids, asks))
+        fresh, _ = books.fresh(ETH, 1_000)
+        expected = cob_vector(books.consolidated(ETH, 1_000))
+        got = consolidated_vector(ETH, fresh, books.bucket_bps, books.levels)
+        if expected is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_consolidated_vector_without_an_ask_says_so():
+    from core.observations import consolidated_vector
+
+    one_sided = OrderBook(ETH, 0, np.array([[99.0, 1.0]]), np.empty((0, 2)))
+    with pytest.raises(ValueError, match="need at least one bid and one ask"):
+        consolidated_vector(ETH, {"binance": one_sided}, 1.0, 20)
