@@ -330,6 +330,23 @@ def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
     return parts
 
 
+FLOAT16_MAX = float(np.finfo(STORE_DTYPE).max)  # 65504
+
+
+def storable(values: np.ndarray) -> bool:
+    """Whether float values will be finite once stored as STORE_DTYPE: none NaN or inf and
+    none beyond +-65504 (a compiled scan, stopping at the first)."""
+    return _within(values.reshape(-1), FLOAT16_MAX)  # a copy only if not contiguous
+
+
+@njit(cache=True, nogil=True)
+def _within(values: np.ndarray, limit: float) -> bool:  # pragma: no cover (compiled)
+    for i in range(values.shape[0]):
+        if not abs(values[i]) <= limit:  # NaN fails too
+            return False
+    return True
+
+
 def all_finite(rows: np.ndarray) -> bool:
     """Whether a float16 array holds no NaN or inf: their exponent bits are all ones. Reading
     the bits (compiled, stopping at the first) is ~10x faster than np.isfinite, which

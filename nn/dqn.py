@@ -33,7 +33,7 @@ from nn.base import (
     seeded,
     softmax_row,
 )
-from nn.buffers import PrioritizedReplayBuffer, all_finite, to_store
+from nn.buffers import PrioritizedReplayBuffer, storable
 
 MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
 GRAD_CLIP = 10.0  # max global grad norm
@@ -130,7 +130,7 @@ class DQNLearner(Learner):
         self._epsilon = self._published_epsilon = float(value)
 
     def encode(self, obs: Observation) -> np.ndarray:
-        """The state [state_dim] float16 (see STORE_DTYPE in nn/buffers.py), in this order:
+        """The state [state_dim] float32, in this order:
 
         1. ``obs.scalars`` [n_scalars];
         2. per timeframe, ``obs.windows[tf][:, -window:]`` [5, window] flattened row by row,
@@ -140,6 +140,11 @@ class DQNLearner(Learner):
            list of the n_tf rows is read the same);
         5. ``obs.extras["cnn_probs"]`` [n_tf, 3] flattened (zeros if absent; or a list);
         6. one-hot [n_tf] of ``obs.timeframe``.
+
+        Every value must fit float16, the replay buffer's storage type (nn/buffers.py): that
+        is checked here, so a bad observation fails where it is made, with its name. The
+        prediction reads the state as it is; the buffer keeps it rounded to float16 (2^-11
+        relative), one conversion off the signal cycle.
         """
         scalars = np.asarray(obs.scalars, dtype=np.float32).reshape(-1)
         if scalars.size != self.n_scalars:
@@ -156,10 +161,8 @@ class DQNLearner(Learner):
             *self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
             self._onehot[self.timeframes.index(obs.timeframe)],
         ]
-        # float16, the replay buffer's storage type: the state a prediction is made from is
-        # exactly the one it is later trained on, and half the bytes to keep while pending.
-        state = to_store(np.concatenate(parts))  # [state_dim]
-        if not all_finite(state):
+        state = np.concatenate(parts)  # [state_dim] float32
+        if not storable(state):
             raise ValueError(f"dqn: non-finite values in the observation of {obs.symbol} "
                              f"{obs.timeframe} at {obs.ts} (or beyond float16's +-65504)")
         return state

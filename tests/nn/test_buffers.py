@@ -462,3 +462,13 @@ def test_all_finite_reads_the_float16_exponent():
     assert all_finite(ok)
     for bad in (np.inf, -np.inf, np.nan):
         assert not all_finite(np.append(ok, np.float16(bad)))
+
+
+def test_storable_means_finite_once_stored_as_float16():
+    from nn.buffers import STORE_DTYPE, storable
+
+    ok = np.array([0.0, -0.0, 1.5, -65504.0, 65504.0, 1e-9], dtype=np.float32)
+    assert storable(ok) and storable(ok.reshape(2, 3)) and storable(ok[::2])
+    assert np.isfinite(ok.astype(STORE_DTYPE)).all()
+    for bad in (np.inf, -np.inf, np.nan, 70000.0, -1e6):
+        assert not storable(np.append(ok, np.float32(bad)))

@@ -112,9 +112,9 @@ def test_state_dim_and_encode_layout():
         scalars=np.array([0.1, 0.2, 0.3]),
     )
     s = learner.encode(obs)
-    # float16, as the replay buffer keeps it: small integers exact, 0.1 within 2^-11
-    assert s.shape == (179,) and s.dtype == np.float16
-    np.testing.assert_allclose(s[0:3], [0.1, 0.2, 0.3], rtol=2**-11)
+    # float32 (the replay buffer rounds it to float16 when it stores it)
+    assert s.shape == (179,) and s.dtype == np.float32
+    np.testing.assert_allclose(s[0:3], [0.1, 0.2, 0.3], rtol=1e-7)
     # own 1m at [3, 43): each row left-padded with 3 zeros, rows 1..5, 6..10, ...
     np.testing.assert_array_equal(s[3:11], [0, 0, 0, 1, 2, 3, 4, 5])
     np.testing.assert_array_equal(s[11:19], [0, 0, 0, 6, 7, 8, 9, 10])
@@ -135,7 +135,7 @@ def test_state_dim_and_encode_layout():
     obs.timeframe = "1m"
     s = learner.encode(obs)
     np.testing.assert_array_equal(s[163:171], np.arange(8.0))
-    np.testing.assert_allclose(s[171:177], [0.2, 0.3, 0.5, 0.6, 0.3, 0.1], rtol=2**-11)
+    np.testing.assert_allclose(s[171:177], [0.2, 0.3, 0.5, 0.6, 0.3, 0.1], rtol=1e-7)
     np.testing.assert_array_equal(s[177:179], [1.0, 0.0])
 
 
