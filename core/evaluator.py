@@ -28,6 +28,7 @@ import pandas as pd
 from core import evaluation
 from core.clock import ManualClock
 from core.config import Config
+from core.kernels import warm_up
 from core.services import build_services
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
     write report.json and report.html into ``out``."""
     shutil.rmtree(Path(cfg.runtime_dir), ignore_errors=True)  # this run's own fresh store
     services = build_services(cfg)
+    warm_up()  # the kernels compiled or loaded before the clock runs
     src = services.market.source
     src.backfill()
     services.training.start()

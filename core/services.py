@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from core.config import Config
+from core.kernels import warm_up
 from core.market.service import MarketService, build_market
 from core.predictions import PredictionStore
 from core.scheduler import build_scheduler
@@ -34,6 +35,7 @@ class Services:
     def start(self) -> None:
         if self.scheduler is not None:
             return
+        warm_up()  # compile (first run on a machine) or load the kernels, before any job
         if self.config.models.load_checkpoints:
             self.loaded_checkpoints = self.training.load_checkpoints()
             for name, path in self.loaded_checkpoints.items():

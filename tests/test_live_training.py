@@ -188,3 +188,34 @@ def test_restart_resumes_from_checkpoint_and_resolves_old_pending(tmp_path):
     after = second.training.store.counts()
     assert sum(v["pending"] for v in after.values()) <= 6  # only the newest round may wait
     second.stop()
+
+
+WARM_UP_THEN_RUN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from core import kernels
+from tests.test_live_training import make_services, run
+kernels.warm_up()
+before = {{name: list(k.signatures) for name, k in kernels.dispatchers().items()}}
+services = make_services(Path({runtime!r}))
+services.training.start()
+run(services, 65)  # 1s closes every second, a 1m close, training and signals
+services.stop()
+after = {{name: list(k.signatures) for name, k in kernels.dispatchers().items()}}
+new = {{name: [str(s) for s in sigs if s not in before[name]] for name, sigs in after.items()}}
+print({{name: sigs for name, sigs in new.items() if sigs}})
+"""
+
+
+def test_warm_up_compiles_every_kernel_the_cycle_needs(tmp_path):
+    # In a fresh process: after warm_up (what Services.start and the evaluator call), a minute
+    # of live training compiles nothing more, so no job stalls ~1 s per kernel on a new machine.
+    import subprocess
+    import sys
+
+    code = WARM_UP_THEN_RUN.format(root=str(ROOT), runtime=str(tmp_path / "runtime"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "{}"
