@@ -36,6 +36,7 @@ from nn.base import (
 )
 from nn.cnn import ExampleRing
 
+_LABELS = frozenset(range(len(DIRECTION_ACTIONS)))  # what Experience.label may be
 CLOSE = 3  # close channel of a normalised window: ln(close / last close)
 # Returns enter in percent: a 1-step log return is ~1e-3 on 1m candles, far below the O(1)
 # book features (imbalance, spread in bps) it sits beside in the first layer.
@@ -190,28 +191,31 @@ class COBLearner(Learner):
         self.record_loss(value)
         self._stepped()
         n_new = len(experiences)  # the new ones come first in the batch
-        hits = logits.detach()[:n_new].cpu().numpy().argmax(axis=-1) == new["label"]  # [n_new]
-        return {"loss": value, "accuracy": int(hits.sum()) / n_new}
+        guessed = logits.detach()[:n_new].argmax(dim=-1).tolist()  # [n_new]
+        hits = sum(g == e.label for g, e in zip(guessed, experiences))
+        return {"loss": value, "accuracy": hits / n_new}
 
     def _examples(self, experiences: list[Experience]) -> dict[str, np.ndarray]:
         labels = [e.label for e in experiences]
-        if any(label not in range(len(DIRECTION_ACTIONS)) for label in labels):
+        if not _LABELS.issuperset(labels):
             raise ValueError(f"COB labels must index {DIRECTION_ACTIONS}, got {labels}")
-        shapes = {np.shape(e.state) for e in experiences}
+        states = [e.state for e in experiences]
+        shapes = {s.shape if isinstance(s, np.ndarray) else np.shape(s) for s in states}
         if shapes != {(self.n_features,)}:
             raise ValueError(f"COB states must have {self.n_features} features, got shapes "
                              f"{sorted(shapes)}")
+        weights = [e.weight for e in experiences]
+        if not all(w > 0 and math.isfinite(w) for w in weights):
+            raise ValueError(f"weights must be finite and > 0, got {weights}")
         batch = {
             # one copy for all (np.stack would check and reshape each state first)
-            "state": np.concatenate([e.state for e in experiences]).astype(
-                np.float32, copy=False).reshape(len(experiences), self.n_features),
+            "state": np.concatenate(states).astype(np.float32, copy=False).reshape(
+                len(experiences), self.n_features),
             "label": np.array(labels, np.int64),
-            "weight": np.array([e.weight for e in experiences], np.float32),
+            "weight": np.array(weights, np.float32),
         }
-        if not np.all(np.isfinite(batch["state"])):
+        if not np.isfinite(batch["state"]).all():
             raise ValueError("COB experience state holds NaN or inf")
-        if not np.all(batch["weight"] > 0) or not np.all(np.isfinite(batch["weight"])):
-            raise ValueError(f"weights must be finite and > 0, got {batch['weight'].tolist()}")
         return batch
 
     def state_dict(self) -> dict:
