@@ -16,7 +16,6 @@ from core import features
 from core.market.books import OrderBook, OrderBooks
 from core.market.candles import CandleStore
 from core.market.cob import (
-    ConsolidatedBook,
     ConsolidatedBooks,
     consolidate_sides,
     stacked_sides,
@@ -180,35 +179,15 @@ def book_vector(book: OrderBook | None) -> np.ndarray | None:
     return _vector(bids, asks)
 
 
-def cob_vector(cob: ConsolidatedBook) -> np.ndarray | None:
-    """The BOOK_NAMES vector of a consolidated book, read as one book (bucket prices, the size
-    of every exchange summed); None if a side is empty or the book is crossed or locked. Its
-    levels were checked when they came in and bucketed by ``consolidate``."""
-    if not len(cob.bids) or not len(cob.asks) or cob.crossed:
-        return None
-    if cob.bids[0, 0] >= cob.asks[0, 0]:  # locked once bucketed
-        return None
-    return _vector(cob.bids, cob.asks)
-
-
-@njit(cache=True, nogil=True)
-def _depth(price: np.ndarray, size: np.ndarray, limit: float,
-           sign: float) -> float:  # pragma: no cover (compiled)
-    """Size of the best-first levels with ``sign * price <= limit``: a prefix of the side."""
-    depth = 0.0
-    for i in range(len(price)):
-        if sign * price[i] > limit:
-            break
-        depth += size[i]
-    return depth
-
-
 def consolidated_vector(symbol: str, books: dict[str, OrderBook], bucket_bps: float,
                         levels: int) -> np.ndarray | None:
-    """``cob_vector(consolidate(symbol, books, ...))`` without making the ConsolidatedBook
-    (tested equal): bucketing and the vector in one compiled call, for every observation.
-    None if the consolidated book is crossed or locked; ValueError if no exchange has a bid
-    or none has an ask (as ``consolidate``)."""
+    """The BOOK_NAMES vector of the consolidated book of ``books`` (one per exchange, each a
+    book its feed accepted), read as one book: bucket prices, the sizes of every exchange
+    summed. The buckets of ``consolidate`` (the same compiled kernel) and the vector in one
+    compiled call, without making the ConsolidatedBook: this runs for every observation
+    (tested equal to ``core.features.book_features`` of the page's ConsolidatedBook). None
+    if that book is crossed or locked; ValueError if no exchange has a bid or none has an
+    ask (as ``consolidate``)."""
     exchanges = sorted(books)  # consolidate's column order: the same sums in the same order
     vector, status = _consolidated_vector(
         *stacked_sides([books[ex].bids for ex in exchanges]),
@@ -231,6 +210,18 @@ def _consolidated_vector(bids: np.ndarray, bid_starts: np.ndarray, asks: np.ndar
     if best_bid > best_ask or b.shape[0] == 0 or a.shape[0] == 0 or b[0, 0] >= a[0, 0]:
         return np.zeros(N_BOOK, dtype=np.float32), 2
     return _vector(b, a), 0
+
+
+@njit(cache=True, nogil=True)
+def _depth(price: np.ndarray, size: np.ndarray, limit: float,
+           sign: float) -> float:  # pragma: no cover (compiled)
+    """Size of the best-first levels with ``sign * price <= limit``: a prefix of the side."""
+    depth = 0.0
+    for i in range(len(price)):
+        if sign * price[i] > limit:
+            break
+        depth += size[i]
+    return depth
 
 
 BANDS = (0.001, 0.005, 0.01)  # depth bands: 10, 50 and 100 bps of the mid

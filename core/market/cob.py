@@ -126,7 +126,7 @@ def consolidate_sides(bids: np.ndarray, bid_starts: np.ndarray, asks: np.ndarray
     (see ``stacked_sides``; each exchange's side best first), or (.., False) when no
     exchange has a bid or none has an ask. The best bid is the highest first bid of any
     exchange and the best ask the lowest first ask; buckets are ``mid * bucket_bps / 1e4``
-    wide around their mean."""
+    wide, mid = (best bid + best ask) / 2."""
     best_bid, best_ask = -np.inf, np.inf
     for j in range(len(bid_starts) - 1):
         if bid_starts[j + 1] > bid_starts[j]:
@@ -138,9 +138,6 @@ def consolidate_sides(bids: np.ndarray, bid_starts: np.ndarray, asks: np.ndarray
     if best_bid == -np.inf or best_ask == np.inf:
         empty = np.empty((0, 1 + n_ex))
         return empty, empty, best_bid, best_ask, False
-    # Each exchange's levels past its own ``levels``-th bucket lie farther out than the
-    # ``levels`` buckets already found and are never read: a book of 1,000 levels costs
-    # what its first few dozen do.
     width = (best_bid + best_ask) / 2.0 * bucket_bps / 1e4
     return (_bucket(bids, bid_starts, width, True, levels),
             _bucket(asks, ask_starts, width, False, levels), best_bid, best_ask, True)
@@ -150,7 +147,12 @@ def consolidate_sides(bids: np.ndarray, bid_starts: np.ndarray, asks: np.ndarray
 def _bucket(sides: np.ndarray, starts: np.ndarray, width: float, is_bid: bool,
             levels: int) -> np.ndarray:  # pragma: no cover (compiled; tested via consolidate)
     """``sides`` [M, 2]: every exchange's side one after the other (exchange j's rows from
-    ``starts[j]`` to ``starts[j + 1]``), each best first. Returns [B, 1 + E]."""
+    ``starts[j]`` to ``starts[j + 1]``), each best first. Returns [B, 1 + E]: the ``levels``
+    buckets nearest the mid, best first, each exchange's size summed per bucket.
+
+    An exchange's levels past its own ``levels``-th bucket lie farther out than ``levels``
+    buckets already found and are never read: a book of 1,000 levels costs what its first
+    few dozen do."""
     n_ex = len(starts) - 1
     keys = np.empty(len(sides), dtype=np.int64)  # each read level's bucket number...
     owner = np.empty(len(sides), dtype=np.int64)  # ...exchange...

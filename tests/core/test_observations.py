@@ -393,25 +393,25 @@ def test_a_window_is_rebuilt_only_when_its_timeframe_closes_a_candle(store):
     assert third.windows["1m"][3, 6] == pytest.approx(math.log(219 / 279), abs=1e-6)
 
 
-def test_models_read_the_consolidated_book_summed_over_exchanges():
-    from core.market.cob import consolidate
-    from core.observations import cob_vector
+def book(bids, asks) -> OrderBook:
+    return OrderBook(ETH, 0, np.array(bids, dtype=float), np.array(asks, dtype=float))
 
-    cob = consolidate("ETH/USDT", {"a": ([[100.0, 1.0]], [[100.1, 1.0]]),
-                                   "b": ([[100.0, 2.0]], [[100.1, 3.0]])}, 0, bucket_bps=1.0)
-    v = dict(zip(BOOK_NAMES, cob_vector(cob).tolist()))
+
+def test_models_read_the_consolidated_book_summed_over_exchanges():
+    from core.observations import consolidated_vector
+
+    two = {"a": book([[100.0, 1.0]], [[100.1, 1.0]]), "b": book([[100.0, 2.0]], [[100.1, 3.0]])}
+    v = dict(zip(BOOK_NAMES, consolidated_vector(ETH, two, 1.0, 20).tolist()))
     # Both exchanges' size land in the same buckets: bids 1 + 2 = 3, asks 1 + 3 = 4.
     assert v["bid_size_0"] == pytest.approx(math.log(4)) and v["bid_size_1"] == 0.0
     assert v["ask_size_0"] == pytest.approx(math.log(5)) and v["ask_size_1"] == 0.0
     assert v["imbalance"] == pytest.approx((3 - 4) / 7)
     # One exchange: the same vector as its book read directly, bucketed at 1 bp (0.01 here).
-    bids, asks = np.array([[99.95, 2.0], [99.7, 1.0]]), np.array([[100.05, 1.0], [100.3, 3.0]])
-    one = consolidate("ETH/USDT", {"a": (bids, asks)}, 0, bucket_bps=1.0)
-    np.testing.assert_allclose(cob_vector(one), book_vector(OrderBook(ETH, 0, bids, asks)),
+    one = book([[99.95, 2.0], [99.7, 1.0]], [[100.05, 1.0], [100.3, 3.0]])
+    np.testing.assert_allclose(consolidated_vector(ETH, {"a": one}, 1.0, 20), book_vector(one),
                                atol=2e-5)
-    crossed = consolidate("ETH/USDT", {"a": ([[100.2, 1.0]], [[100.3, 1.0]]),
-                                       "b": ([[100.0, 1.0]], [[100.1, 1.0]])}, 0)
-    assert crossed.crossed and cob_vector(crossed) is None
+    crossed = {"a": book([[100.2, 1.0]], [[100.3, 1.0]]), "b": book([[100.0, 1.0]], [[100.1, 1.0]])}
+    assert consolidated_vector(ETH, crossed, 1.0, 20) is None
 
 
 def test_a_round_reads_each_symbols_book_once(store):
@@ -432,10 +432,11 @@ def test_a_round_reads_each_symbols_book_once(store):
 @pytest.mark.parametrize("seed", range(8))
 def test_consolidated_vector_equals_the_consolidated_books_vector(seed):
     # 1-3 exchanges with books of 1-60 levels around slightly different mids (some crossed,
-    # some locked once bucketed): the observation's one-call vector is the vector of the
-    # ConsolidatedBook the page shows, None where that book is crossed or locked.
+    # some locked once bucketed): the observation's one-call vector is what core.features
+    # says of the ConsolidatedBook the page shows (bucket prices, sizes summed over the
+    # exchanges), None where that book is crossed or locked.
     from core.market.cob import ConsolidatedBooks
-    from core.observations import cob_vector, consolidated_vector
+    from core.observations import consolidated_vector
 
     rng = np.random.default_rng(seed)
     for trial in range(25):
@@ -450,12 +451,15 @@ def test_consolidated_vector_equals_the_consolidated_books_vector(seed):
                                     rng.uniform(0.01, 5, na)])
             books.put(ex, OrderBook(ETH, 1_000, bids, asks))
         fresh, _ = books.fresh(ETH, 1_000)
-        expected = cob_vector(books.consolidated(ETH, 1_000))
+        cob = books.consolidated(ETH, 1_000)
         got = consolidated_vector(ETH, fresh, books.bucket_bps, books.levels)
-        if expected is None:
+        if cob.crossed or cob.bids[0, 0] >= cob.asks[0, 0]:
             assert got is None
         else:
-            np.testing.assert_array_equal(got, expected)
+            bids = np.column_stack([cob.bids[:, 0], cob.total("bids")])
+            asks = np.column_stack([cob.asks[:, 0], cob.total("asks")])
+            np.testing.assert_allclose(got, reference_book_vector(bids, asks), rtol=1e-5,
+                                       atol=1e-5)
 
 
 def test_consolidated_vector_without_an_ask_says_so():
