@@ -10,6 +10,10 @@ Which code is compiled, and why: the observation's scalars, window, consolidated
 the COB model's state and the replay buffer's float16 checks run for every closed candle on
 arrays of 10-300 values, where each numpy call costs more than the arithmetic it does (see
 docs/ARCHITECTURE.md, "What the signal cycle costs").
+
+A kernel calls only kernels of its own module: numba's cache checks the source file of the
+kernel it loads, not of the kernels compiled into it, so a kernel calling another module's
+kernel could keep running that one's old code after an edit.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ def dispatchers() -> dict:
         "features._normalised_window": features._normalised_window,
         "observations._scalars": observations._scalars,
         "observations._vector": observations._vector,
-        "observations._consolidated_vector": observations._consolidated_vector,
         "cob.consolidate_sides": cob.consolidate_sides,
         "cob._bucket": cob._bucket,
         "cob_rl._state": cob_rl._state,

@@ -183,33 +183,21 @@ def consolidated_vector(symbol: str, books: dict[str, OrderBook], bucket_bps: fl
                         levels: int) -> np.ndarray | None:
     """The BOOK_NAMES vector of the consolidated book of ``books`` (one per exchange, each a
     book its feed accepted), read as one book: bucket prices, the sizes of every exchange
-    summed. The buckets of ``consolidate`` (the same compiled kernel) and the vector in one
-    compiled call, without making the ConsolidatedBook: this runs for every observation
+    summed. The buckets of ``consolidate`` (the same compiled kernel) and the vector, without
+    making the ConsolidatedBook: this runs for every observation
     (tested equal to ``core.features.book_features`` of the page's ConsolidatedBook). None
     if that book is crossed or locked; ValueError if no exchange has a bid or none has an
     ask (as ``consolidate``)."""
     exchanges = sorted(books)  # consolidate's column order: the same sums in the same order
-    vector, status = _consolidated_vector(
+    bids, asks, best_bid, best_ask, ok = consolidate_sides(
         *stacked_sides([books[ex].bids for ex in exchanges]),
         *stacked_sides([books[ex].asks for ex in exchanges]), float(bucket_bps), int(levels))
-    if status == 1:
+    if not ok:
         raise ValueError(f"{symbol}: need at least one bid and one ask across "
                          f"{tuple(exchanges)}")
-    return vector if status == 0 else None
-
-
-@njit(cache=True, nogil=True)
-def _consolidated_vector(bids: np.ndarray, bid_starts: np.ndarray, asks: np.ndarray,
-                         ask_starts: np.ndarray, bucket_bps: float,
-                         levels: int):  # pragma: no cover (compiled)
-    """(vector, 0), or (zeros, 1) without a bid or an ask, (zeros, 2) crossed or locked."""
-    b, a, best_bid, best_ask, ok = consolidate_sides(bids, bid_starts, asks, ask_starts,
-                                                     bucket_bps, levels)
-    if not ok:
-        return np.zeros(N_BOOK, dtype=np.float32), 1
-    if best_bid > best_ask or b.shape[0] == 0 or a.shape[0] == 0 or b[0, 0] >= a[0, 0]:
-        return np.zeros(N_BOOK, dtype=np.float32), 2
-    return _vector(b, a), 0
+    if best_bid > best_ask or not len(bids) or not len(asks) or bids[0, 0] >= asks[0, 0]:
+        return None  # crossed, or locked once bucketed
+    return _vector(bids, asks)
 
 
 @njit(cache=True, nogil=True)
