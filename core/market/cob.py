@@ -219,10 +219,10 @@ def consolidate(
     else:
         bids = [np.asarray(books[ex][0], dtype=np.float64).reshape(-1, 2) for ex in exchanges]
         asks = [np.asarray(books[ex][1], dtype=np.float64).reshape(-1, 2) for ex in exchanges]
-    if not any(len(b) for b in bids) or not any(len(a) for a in asks):
-        raise ValueError(f"{symbol}: need at least one bid and one ask across {exchanges}")
-    bucketed_bids, bucketed_asks, best_bid, best_ask, _ = consolidate_sides(
+    bucketed_bids, bucketed_asks, best_bid, best_ask, ok = consolidate_sides(
         *stacked_sides(bids), *stacked_sides(asks), float(bucket_bps), int(levels))
+    if not ok:
+        raise ValueError(f"{symbol}: need at least one bid and one ask across {exchanges}")
     mid = (best_bid + best_ask) / 2.0
     return ConsolidatedBook(
         symbol=symbol,
