@@ -66,3 +66,19 @@ def browser():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def fresh_page(request):
+    """Each browser test starts on a blank page with an empty browser log.
+
+    The browser is shared by the package; a page an earlier test left open keeps polling its
+    server, and once that server is shut down its failed polls would land in this test's log.
+    """
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    driver = request.getfixturevalue("browser")
+    driver.get("about:blank")
+    driver.get_log("browser")  # reading the log empties it
+    yield

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def fallback_url(tmp_path):
+def fallback_url(tmp_path, browser):
     cfg = load_config(ROOT / "config.yaml", {
         "market.source": "auto", "exchange.rest_url": "http://127.0.0.1:9",
         "exchange.connect_timeout_s": 3, "runtime_dir": str(tmp_path)}, environ={})
@@ -26,6 +26,7 @@ def fallback_url(tmp_path):
     server = make_server("127.0.0.1", 0, create_app(cfg, market).server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/"
+    browser.get("about:blank")  # leave the page before its server goes: no failed polls
     server.shutdown()
     market.stop()
 
