@@ -152,7 +152,15 @@ def test_learn_on_empty_list_and_bad_experiences():
         learner.learn([experience(np.zeros(9, np.float32), UP)])
     with pytest.raises(ValueError, match="weights"):
         learner.learn([experience(state, UP, weight=-1.0)])
+    for bad in (np.nan, np.inf, -np.inf):  # one bad value in the second state rejects all
+        second = state.copy()
+        second[7] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            learner.learn([experience(state, UP), experience(second, DOWN)])
     assert learner.train_steps == 0 and len(learner.buffer) == 0
+    # float64 states are taken (converted once)
+    assert learner.learn([experience(state.astype(np.float64), UP)])["accuracy"] in (0.0, 1.0)
+    assert learner.buffer.data["state"].dtype == np.float32 and len(learner.buffer) == 1
 
 
 def test_learn_reports_loss_and_accuracy_by_hand():
@@ -169,6 +177,13 @@ def test_learn_reports_loss_and_accuracy_by_hand():
     # ring rows: state float32, label int64, weight; plus the published copy of the weights
     weights = sum(p.numel() for p in learner.inference_net.parameters()) * 4
     assert learner.buffer_bytes() == 3 * (10 * 4 + 8 + 4) + weights
+    # The next step also trains on the 3 replayed rows; its accuracy is over the new one only:
+    # zeroed again, every logit ties and argmax says UP; the new label is DOWN -> 0 (counting
+    # the replayed UP, DOWN, UP as well would give 2/4).
+    with torch.no_grad():
+        learner.net.out.weight.zero_()
+        learner.net.out.bias.zero_()
+    assert learner.learn([experience(states[0], DOWN)])["accuracy"] == 0.0
 
 
 # ------------------------------------------------------------------- checkpoints
