@@ -7,9 +7,9 @@ signal cycle once, with tiny inputs of the very types the cycle passes, so that 
 when the services start (logged), not inside the first market second's job.
 
 Which code is compiled, and why: the observation's scalars, window, consolidated-book vector,
-the COB model's state and the replay buffers' checks run for every closed candle on
-arrays of 10-300 values, where each numpy call costs more than the arithmetic it does (see
-docs/ARCHITECTURE.md, "What the signal cycle costs").
+the COB model's state and the NaN/inf/float16 checks of rows to replay run for every closed
+candle on arrays of 10-300 values, where each numpy call costs more than the arithmetic it
+does (see docs/ARCHITECTURE.md, "What the signal cycle costs").
 
 A kernel calls only kernels of its own module: numba's cache checks the source file of the
 kernel it loads, not of the kernels compiled into it, so a kernel calling another module's
@@ -40,7 +40,6 @@ def dispatchers() -> dict:
         "cob.consolidate_sides": cob.consolidate_sides,
         "cob._bucket": cob._bucket,
         "cob_rl._state": cob_rl._state,
-        "cob_rl._finite": cob_rl._finite,
         "buffers._within": buffers._within,
         "buffers._no_inf_nan": buffers._no_inf_nan,
     }
@@ -56,8 +55,8 @@ def warm_up() -> float:
         consolidated_vector,
         scalar_features,
     )
-    from nn.buffers import all_finite, storable, to_store
-    from nn.cob_rl import CLOSE, _finite, _state
+    from nn.buffers import all_finite, finite32, storable, to_store
+    from nn.cob_rl import CLOSE, _state
 
     t0 = time.perf_counter()
     n = 130
@@ -79,7 +78,7 @@ def warm_up() -> float:
     for close_row in (window[CLOSE], window[CLOSE].copy()):  # read-only and writeable
         _state(vector, True, close_row, 10, 0, 4)
     state = np.zeros(64, dtype=np.float32)
-    _finite(state)  # the COB learner's check on its batch of states
+    finite32(state)  # the COB learner's check on its batch of states (same kernel)
     storable(state)
     all_finite(to_store(np.stack([state, state])))
     seconds = time.perf_counter() - t0

@@ -331,12 +331,20 @@ def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
 
 
 FLOAT16_MAX = float(np.finfo(STORE_DTYPE).max)  # 65504
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def storable(values: np.ndarray) -> bool:
     """Whether float values will be finite once stored as STORE_DTYPE: none NaN or inf and
     none beyond +-65504 (a compiled scan, stopping at the first)."""
     return _within(values.reshape(-1), FLOAT16_MAX)  # a copy only if not contiguous
+
+
+def finite32(values: np.ndarray) -> bool:
+    """Whether a float32 array holds no NaN or inf: every |x| is at most the largest float32
+    (the same compiled scan as ``storable``; one call where ``np.isfinite(x).all()`` is two
+    and a temporary)."""
+    return _within(values.reshape(-1), FLOAT32_MAX)
 
 
 @njit(cache=True, nogil=True)

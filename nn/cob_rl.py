@@ -34,6 +34,7 @@ from nn.base import (
     seeded,
     softmax_row,
 )
+from nn.buffers import finite32
 from nn.cnn import ExampleRing
 
 _LABELS = frozenset(range(len(DIRECTION_ACTIONS)))  # what Experience.label may be
@@ -64,16 +65,6 @@ def _state(book: np.ndarray, has_book: bool, close: np.ndarray, n_returns: int, 
         out[nb + 1 + n_returns - k + j] = (close[i] - close[i - 1]) * RETURN_SCALE
     out[nb + 1 + n_returns + tf_index] = 1.0  # one-hot timeframe
     return out, True
-
-
-@njit(cache=True, nogil=True)
-def _finite(values: np.ndarray) -> bool:  # pragma: no cover (compiled)
-    """No NaN and no inf in a 1-D float array; stops at the first (one compiled call, where
-    ``np.isfinite(x).all()`` is two numpy calls and a temporary)."""
-    for i in range(values.shape[0]):
-        if not math.isfinite(values[i]):
-            return False
-    return True
 
 
 class COBNet(nn.Module):
@@ -225,7 +216,7 @@ class COBLearner(Learner):
             raise ValueError(f"weights must be finite and > 0, got {weights}")
         # one copy for all (np.stack would check and reshape each state first)
         state = np.concatenate(states).astype(np.float32, copy=False)
-        if not _finite(state):
+        if not finite32(state):
             raise ValueError("COB experience state holds NaN or inf")
         return {
             "state": state.reshape(n, self.n_features),

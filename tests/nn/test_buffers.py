@@ -472,3 +472,13 @@ def test_storable_means_finite_once_stored_as_float16():
     assert np.isfinite(ok.astype(STORE_DTYPE)).all()
     for bad in (np.inf, -np.inf, np.nan, 70000.0, -1e6):
         assert not storable(np.append(ok, np.float32(bad)))
+
+
+def test_finite32_rejects_nan_and_inf_only():
+    from nn.buffers import finite32
+
+    big = np.finfo(np.float32).max
+    ok = np.array([0.0, -0.0, 1e-45, -big, big, 70000.0], dtype=np.float32)
+    assert finite32(ok) and finite32(ok.reshape(2, 3)) and finite32(ok[::2])
+    for bad in (np.inf, -np.inf, np.nan):
+        assert not finite32(np.append(ok, np.float32(bad)))
