@@ -13,7 +13,8 @@ The service is driven by scheduler jobs (core/scheduler.py), each safe to run co
 - ``flush_job``: the prediction store writes what was recorded since its last flush.
 
 Resolution goes on while training is stopped (so nothing pending is lost); predicting and
-training only while active.
+training only while active. ``stop`` lets a cycle or training step already under way finish
+before it writes the checkpoints, so they hold every step and nothing changes after it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class LiveTrainingService:
         self.dropped_experiences = Counter()
         self._last_checkpoint_step = {name: 0 for name in learners}
         self._lock = threading.Lock()
+        self._cycle = threading.Lock()  # held by process_closes (stop waits for it)
+        self._training_job = threading.Lock()  # held by train_due (stop waits for it)
         self._status_cache: tuple[float, dict] | None = None
         self._status_lock = threading.Lock()  # the first computation
         self._refreshing = threading.Lock()  # held while a background refresh runs
@@ -132,9 +135,14 @@ class LiveTrainingService:
         return self.cached_status()
 
     def stop(self) -> dict:
+        """Stop predicting and training. A cycle or training job already past its check of
+        ``active`` finishes first, so nothing is predicted or trained once this returns and
+        the checkpoints written here hold every step."""
         with self._lock:
             was_active = self.active
             self.active = False
+        with self._cycle, self._training_job:  # wait for the jobs in flight
+            pass
         if was_active:
             self.save_checkpoints()
             log.info("live training stopped")
@@ -168,6 +176,10 @@ class LiveTrainingService:
         file). A close that fails in any phase before the record is left out and reported;
         the others go on. Experiences, votes and counts change only once it is recorded.
         """
+        with self._cycle:
+            return self._process_closes()
+
+    def _process_closes(self) -> int:
         batch = []
         while self._closes:
             batch.append(self._closes.popleft())
@@ -340,7 +352,8 @@ class LiveTrainingService:
 
     def train_due(self) -> int:
         """One training step for every (model, timeframe) with a full batch waiting."""
-        return self.train_batches(self.take_due())
+        with self._training_job:
+            return self.train_batches(self.take_due())
 
     def take_due(self) -> list[tuple[str, str, list[Experience]]]:
         """Take every full batch waiting, as (model, timeframe, experiences); none unless

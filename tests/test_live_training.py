@@ -148,6 +148,57 @@ def test_wrong_method_gets_405_and_start_stop_are_idempotent(tmp_path):
     services.stop()
 
 
+def test_stop_waits_for_the_training_step_in_flight_and_checkpoints_it(tmp_path):
+    import threading
+
+    services = make_services(tmp_path)
+    training, src = services.training, services.market.source
+    training.start()
+    now = src.next_ts
+    for _ in range(40):  # closes only: 1s experiences pile up, nothing trains yet
+        now += SEC
+        src.emit_until(now)
+        services.market.clock.set(now)
+        training.process_closes()
+    cob = training.learners["cob"]
+    assert cob.train_steps == 0
+    entered, release = threading.Event(), threading.Event()
+    learn = cob.learn
+
+    def slow_learn(batch):  # a step that is still running when Stop is pressed
+        entered.set()
+        release.wait(10)
+        return learn(batch)
+
+    cob.learn = slow_learn
+    job = threading.Thread(target=training.train_due)
+    job.start()
+    assert entered.wait(10)
+    stopped = {}
+    stopper = threading.Thread(target=lambda: stopped.update(training.stop()))
+    stopper.start()
+    stopper.join(0.5)
+    assert stopper.is_alive(), "stop returned while a training step was running"
+    release.set()
+    job.join(10)
+    stopper.join(10)
+    # The step finished before stop wrote its checkpoint, and the checkpoint holds it.
+    assert cob.train_steps >= 1
+    assert stopped["active"] is False
+    assert stopped["models"]["cob"]["checkpoint"]["step"] == cob.train_steps
+    # Stopped: a later cycle resolves but predicts nothing, a later job trains nothing.
+    counts = {n: lrn.prediction_count for n, lrn in training.learners.items()}
+    steps = {n: lrn.train_steps for n, lrn in training.learners.items()}
+    now += SEC
+    src.emit_until(now)
+    services.market.clock.set(now)
+    training.process_closes()
+    training.train_due()
+    assert {n: lrn.prediction_count for n, lrn in training.learners.items()} == counts
+    assert {n: lrn.train_steps for n, lrn in training.learners.items()} == steps
+    services.stop()
+
+
 def test_untrained_models_say_so(tmp_path):
     services = make_services(tmp_path)
     status = services.training.status()
