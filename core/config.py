@@ -41,6 +41,9 @@ class MarketConfig:
     buffer: Mapping[str, int] = field(
         default_factory=lambda: {"1s": 3600, "1m": 1440, "1h": 1000, "1d": 400}
     )
+    # Timeframes the models predict, train on and are scored on; None: every one of
+    # ``timeframes`` that the source really delivers (interpolated ones never).
+    model_timeframes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,6 @@ class CNNConfig:
     learning_rate: float = 1e-3
     window: int = 300  # candles per timeframe the CNN sees
     dropout: float = 0.1
-    # |move| beyond this makes the move's direction the right action (1h and 1d); shorter
-    # timeframes scale it by sqrt(tf / 1h): 1m -> 0.26%, 1s -> 0.033%.
-    move_threshold: float = 0.02
     buffer_size: int = 5000  # resolved examples kept for training
 
 
@@ -206,7 +206,6 @@ for _name in ("cnn", "dqn", "cob"):
 _CHECKS["models.cnn.window"] = (lambda v: 8 <= v <= 5000, "an integer from 8 to 5000")
 _CHECKS["models.dqn.window"] = (lambda v: 8 <= v <= 300, "an integer from 8 to 300")
 _CHECKS["models.cnn.dropout"] = (lambda v: 0 <= v < 1, "a number in [0, 1)")
-_CHECKS["models.cnn.move_threshold"] = (lambda v: 0 < v < 1, "a number in (0, 1)")
 for _key in ("models.dqn.hidden", "models.cob.hidden"):
     _CHECKS[_key] = (lambda v: 8 <= v <= 8192, "an integer from 8 to 8192")
 for _key in ("models.cnn.buffer_size", "models.dqn.buffer_size", "models.cob.buffer_size"):
@@ -294,6 +293,11 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType) and typing.get_origin(
+            typing.get_args(tp)[0]) is tuple:  # an optional list
+        if value is None or (isinstance(value, str) and value.lower() in ("", "null", "none")):
+            return None
+        return _coerce(key, typing.get_args(tp)[0], value)
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -377,6 +381,13 @@ def _validate_market(m: MarketConfig) -> None:
     extra = sorted(set(m.buffer) - set(m.timeframes))
     if extra:
         raise ConfigError(f"market.buffer.{extra[0]}", "is not one of market.timeframes")
+    if m.model_timeframes is not None:
+        if not m.model_timeframes:
+            raise ConfigError("market.model_timeframes", "is empty; use null for every real one")
+        for tf in m.model_timeframes:
+            if tf not in m.timeframes:
+                raise ConfigError("market.model_timeframes",
+                                  f"'{tf}' is not one of market.timeframes {list(m.timeframes)}")
 
 
 def _validate_per_timeframe(key: str, values: Mapping[str, float], timeframes: tuple[str, ...],

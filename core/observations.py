@@ -257,8 +257,11 @@ class ObservationBuilder:
     """Builds observations from the live store; ``window`` is the longest any model needs."""
 
     def __init__(self, store: CandleStore, books: OrderBooks, window: int, reference: str,
-                 cob: ConsolidatedBooks | None = None):
+                 cob: ConsolidatedBooks | None = None, timeframes: tuple[str, ...] | None = None):
         self.store = store
+        # The timeframes whose windows the models see: the real ones (see
+        # MarketService.model_timeframes), so no input holds an interpolated candle.
+        self.timeframes = tuple(timeframes or store.timeframes)
         self.books = books
         self.cob = cob  # when given, the models read the consolidated book
         self.window = window
@@ -282,7 +285,7 @@ class ObservationBuilder:
 
     def _windows(self, symbol: str, cache: dict) -> dict[str, np.ndarray]:
         if symbol not in cache:
-            cache[symbol] = {tf: self._window(symbol, tf) for tf in self.store.timeframes}
+            cache[symbol] = {tf: self._window(symbol, tf) for tf in self.timeframes}
         return cache[symbol]
 
     def _book(self, symbol: str, ts: int) -> np.ndarray | None:

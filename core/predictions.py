@@ -51,6 +51,8 @@ import numpy as np
 from core.rewards import ACTIONS, Resolution
 from core.timeframes import parse_timeframe
 
+_timeframe_ms = lru_cache(maxsize=32)(parse_timeframe)
+
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "resolved", "expired")
 MAX_LIMIT = 1000
@@ -497,13 +499,16 @@ class PredictionStore:
             self._queue.executed += [(i,) for i in found]
         return len(found)
 
-    def expire_older_than(self, cutoff_ts: int, now_ts: int) -> int:
-        """Mark pending predictions whose candle opened before cutoff_ts expired; how many."""
+    def expire_closed_before(self, cutoff_ts: int, now_ts: int) -> int:
+        """Mark pending predictions whose candle should have closed (opened at target_ts, a
+        timeframe long) before cutoff_ts expired; how many. By the close, not the open: a
+        1d candle opens a day before it can resolve anything."""
         cutoff_ts = _integer("cutoff_ts", cutoff_ts)
         now_ts = _integer("now_ts", now_ts)
         with self._lock:
             self._check_open()
-            old = [i for i, p in self._pending.items() if p.target_ts < cutoff_ts]
+            old = [i for i, p in self._pending.items()
+                   if p.target_ts + _timeframe_ms(p.timeframe) < cutoff_ts]
             for pred_id in old:
                 self._unindex(pred_id)
             self._queue.expires += [(now_ts, i) for i in old]

@@ -34,7 +34,12 @@ TRADE_ACTIONS = ("BUY", "SELL", "HOLD")
 DIRECTION_ACTIONS = ("UP", "DOWN")  # the order-book model's actions
 ACTIONS = TRADE_ACTIONS + DIRECTION_ACTIONS
 
-HOLD_BAND = 0.005  # 0.5 %: a HOLD is right while the close moves no more than this
+HOLD_BAND = 0.005  # 0.5 %: the seed's HOLD band, kept in the reward table (``reward``)
+# The band that decides whether a call was *right* (``action_correct``, every score) scales
+# with the timeframe: 1 % for a day, sqrt-time below it, never below the round-trip fee (a
+# move a trade cannot pay its fees from is no reason to trade). See ``hold_band``.
+HOLD_BAND_1D = 0.01
+DAY_MS = 86_400_000
 WIN_SCALE = 10.0
 LOSS_SCALE = 5.0
 HOLD_REWARD = 0.01
@@ -67,6 +72,21 @@ def _confidence(value: float) -> float:
 def price_change(entry: float, exit: float) -> float:
     """Relative change from entry to exit: exit / entry - 1 (0.01 is +1 %)."""
     return _finite("exit", exit) / _positive("entry", entry) - 1.0
+
+
+def hold_band(timeframe_ms: int, fee_rate: float) -> float:
+    """The HOLD band of a timeframe: max(2 * fee_rate, HOLD_BAND_1D * sqrt(tf / 1 day)).
+
+    Typical moves grow with the square root of time, so one fixed 0.5 % made HOLD right on
+    every 1s candle and wrong on most days. With the 0.1 % fee: 1d 1 %, 4h 0.41 %, 1h 0.2 %
+    (the round-trip fee, as for 1m and 1s)."""
+    tf = int(timeframe_ms)
+    if tf <= 0:
+        raise ValueError(f"timeframe_ms must be > 0, got {timeframe_ms!r}")
+    fee = float(fee_rate)
+    if not (math.isfinite(fee) and 0 <= fee < 0.5):
+        raise ValueError(f"fee_rate must be a number in [0, 0.5), got {fee_rate!r}")
+    return max(2.0 * fee, HOLD_BAND_1D * math.sqrt(tf / DAY_MS))
 
 
 def action_correct(action: str, change: float, hold_band: float = HOLD_BAND) -> bool:
@@ -216,6 +236,12 @@ def resolve(
     Errors are None without a predicted candle. ``volume_error`` is relative to the actual
     volume, which can be 0 on quiet 1s candles: then it is 0 if the prediction was 0 too and
     None (undefined) otherwise, never inf.
+
+    ``action_correct`` uses ``hold_band`` (the timeframe's band, ``hold_band()``, in the live
+    loop); the reward is the seed's table with its own fixed 0.5 % HOLD band, which the DQN
+    learns from unchanged. So on a 1h candle that moved 0.3 % a HOLD is wrong (beyond the
+    0.2 % band) and still earns the table's +0.01: the two answer different questions (was
+    the call right after fees; what did the seed's agent get paid).
     """
     o, h, lo, c, v = _ohlcv(actual)
     if c <= 0 or v < 0:
@@ -242,7 +268,7 @@ def resolve(
         price_error=price_error,
         volume_error=volume_error,
         action_correct=correct,
-        reward=_base_reward(action, change, correct) * (0.5 + _confidence(confidence)),
+        reward=reward(action, change, confidence),  # the seed's table, its 0.5 % band
     )
 
 

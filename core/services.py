@@ -61,5 +61,6 @@ def build_services(cfg: Config) -> Services:
     runtime.mkdir(parents=True, exist_ok=True)
     store = PredictionStore(runtime / "predictions.sqlite")
     checkpoints = CheckpointManager(runtime / "checkpoints", cfg.training.keep_checkpoints)
-    training = LiveTrainingService(cfg, market, store, build_learners(cfg), checkpoints)
+    training = LiveTrainingService(cfg, market, store,
+                                   build_learners(cfg, market.model_timeframes), checkpoints)
     return Services(cfg, market, training)

@@ -36,10 +36,9 @@ from core.market.service import MarketService
 from core.observations import ObservationBuilder
 from core.orchestrator import PaperBook, Signal, Vote, correlation, fuse, make_signal
 from core.predictions import NewPrediction, PredictionStore
-from core.rewards import absolute_ohlcv, relative_ohlcv, resolve
-from nn.base import DIRECTION_ACTIONS, Experience, Learner
+from core.rewards import absolute_ohlcv, hold_band, relative_ohlcv, resolve
+from nn.base import Experience, Learner, Outcome
 from nn.checkpoints import CheckpointManager
-from nn.cnn import hindsight_label
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +94,21 @@ class LiveTrainingService:
         self.learners = learners
         self.checkpoints = checkpoints
         self.tf_ms = market.store.tf_ms
+        # Models predict, learn from and are scored on real timeframes only (candles finer
+        # than the source's bars are interpolated toward the bar's close: its future).
+        self.timeframes = tuple(market.model_timeframes)
+        self._modelled = frozenset(self.timeframes)
+        # Per timeframe, the move up to which "no move" (HOLD) is right: every score's band.
+        self.bands = {tf: hold_band(self.tf_ms[tf], cfg.signal.fee_rate) for tf in self.timeframes}
         window = max([cfg.models.cnn.window, cfg.models.dqn.window, 32])
         self.builder = ObservationBuilder(market.store, market.books, window,
-                                          reference="BTC/USDT", cob=market.cob)
+                                          reference="BTC/USDT", cob=market.cob,
+                                          timeframes=self.timeframes)
         self.active = False
         self.started_at_ms: int | None = None
         self._closes: deque[tuple[str, str, Candle]] = deque(maxlen=100_000)
         self._waiting: dict[str, dict[str, list[Experience]]] = {
-            name: {tf: [] for tf in market.store.timeframes} for name in learners
+            name: {tf: [] for tf in self.timeframes} for name in learners
         }
         self._waiting_lock = threading.Lock()
         self._votes: dict[str, dict[tuple[str, str], Vote]] = {s: {} for s in market.store.symbols}
@@ -164,7 +170,8 @@ class LiveTrainingService:
                 log.exception("job %s failed (%s, %d times)", name, err.type, err.count)
 
     def _on_close(self, symbol: str, tf: str, candle: Candle) -> None:
-        self._closes.append((symbol, tf, candle))
+        if tf in self._modelled:  # interpolated candles are drawn, never predicted or scored
+            self._closes.append((symbol, tf, candle))
 
     def process_closes(self) -> int:
         """Resolve and predict for every queued candle close; returns how many were handled.
@@ -275,38 +282,30 @@ class LiveTrainingService:
         candle = c.candle
         actual = (candle.open, candle.high, candle.low, candle.close, candle.volume)
         resolved, experiences = [], []
+        band = self.bands[c.tf]
         targets: dict[float, np.ndarray] = {}  # reference price -> the candle relative to it
         for p in pending:
-            r = resolve(p.action, p.confidence, p.reference_price, p.predicted_ohlcv, actual)
+            r = resolve(p.action, p.confidence, p.reference_price, p.predicted_ohlcv, actual,
+                        hold_band=band)
             resolved.append((p.id, r, c.close_ts))
             learner = self.learners.get(p.model)
             if learner is None or p.state is None:
                 continue
-            # Every model predicted this candle from the same close: one target for all.
+            # Every model predicted this candle from the same close: one target for all,
+            # shared by their experiences, so read-only.
             target = targets.get(p.reference_price)
             if target is None:
                 target = targets[p.reference_price] = relative_ohlcv(p.reference_price, actual)
                 target.flags.writeable = False
-            exp = self._experience(learner, p, r, c.states.get(p.model), c.tf, target)
+            # The model's own rule turns the outcome into what it learns (nn/<model>.py).
+            exp = learner.experience(Outcome(
+                state=p.state, action=p.action, change=r.change, reward=r.reward,
+                next_state=c.states.get(p.model), timeframe=c.tf, hold_band=band,
+                target_ohlcv=target,
+                weight=self.cfg.training.trade_weight if p.executed else 1.0))
             if exp is not None:
                 experiences.append((p.model, c.tf, exp))
         return resolved, experiences
-
-    def _experience(self, learner: Learner, p, r, next_state, tf: str,
-                    target_ohlcv: np.ndarray) -> Experience | None:
-        weight = self.cfg.training.trade_weight if p.executed else 1.0
-        if learner.actions == DIRECTION_ACTIONS:
-            if r.change == 0:
-                return None  # no direction to learn from
-            label, conf = (0 if r.change > 0 else 1), None
-        else:
-            label, conf = hindsight_label(r.change, tf, self.cfg.models.cnn.move_threshold)
-        return Experience(
-            state=p.state, action=learner.actions.index(p.action), reward=r.reward,
-            next_state=next_state, timeframe=tf, weight=weight, label=label,
-            target_confidence=conf,
-            target_ohlcv=target_ohlcv,  # shared by the experiences of one candle: read-only
-        )
 
     def _queue(self, model: str, tf: str, exp: Experience) -> None:
         with self._waiting_lock:
@@ -364,7 +363,7 @@ class LiveTrainingService:
         due = []
         with self._waiting_lock:
             for name in self.learners:
-                for tf in self.market.store.timeframes:
+                for tf in self.timeframes:
                     size = self.cfg.training.batch_size[tf]
                     waiting = self._waiting[name][tf]
                     if len(waiting) >= size:
@@ -421,7 +420,7 @@ class LiveTrainingService:
     def expire_job(self) -> int:
         now = self.market.clock.now_ms()
         cutoff = now - int(self.cfg.scheduler.prediction_expiry_s * 1000)
-        return self.store.expire_older_than(cutoff, now)
+        return self.store.expire_closed_before(cutoff, now)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -534,6 +533,8 @@ class LiveTrainingService:
         return {
             "active": self.active,
             "started_at": self.started_at_ms,
+            # per timeframe: "trained and scored", or "not scored" and why (interpolated)
+            "timeframes": self.market.timeframe_roles(),
             "market_time_ms": self.market.clock.now_ms(),
             "clock_speed": self.market.clock.speed,
             "source": {**self.market.source.describe(),

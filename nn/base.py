@@ -9,6 +9,9 @@ optimiser, target network, buffer and exploration. The live-training service see
 - ``predict(state, timeframe) -> ModelOutput``;
 - ``learn(experiences) -> dict | None``: one training step on a batch, or None if it has too
   few experiences yet;
+- ``experience(outcome) -> Experience | None``: the model's own rule for what a resolved
+  prediction teaches it (a label, a reward), and ``scores``: the measures it is judged by
+  (core/scoring.py). The core's cycle only calls them;
 - ``status() -> dict``; ``state_dict()`` / ``load_state_dict()``; ``memory_bytes()``.
 
 Adding a model means a new module with a Learner subclass and one line in ``nn/registry.py``.
@@ -88,6 +91,27 @@ class Experience:
     target_ohlcv: np.ndarray | None = None  # [5] actual next candle as relative changes
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A resolved prediction as the core hands it to the model's own rule (``experience``)."""
+
+    state: np.ndarray  # what the model predicted from
+    action: str  # what it called
+    change: float  # actual close / reference price - 1
+    reward: float  # core/rewards.py's table
+    next_state: np.ndarray | None  # the model's state at the candle's close
+    timeframe: str
+    hold_band: float  # |change| up to this is "no move" on this timeframe (rewards.hold_band)
+    target_ohlcv: np.ndarray  # [5] the actual candle relative to the reference (read-only)
+    weight: float = 1.0  # executed paper trades weigh more (training.trade_weight)
+
+
+# The measures of core/scoring.py every action model is judged by; a model with a candle
+# forecast adds its own (nn/cnn.py).
+ACTION_SCORES = ("ic", "balanced_accuracy", "precision", "coverage", "brier_skill", "ece",
+                 "pnl", "accuracy")
+
+
 def seeded(build, seed: int, device: torch.device) -> torch.nn.Module:
     """``build()`` with its weights drawn from ``seed``, on ``device``, leaving torch's global
     random state as it was (two learners never disturb each other's initialisation)."""
@@ -101,6 +125,7 @@ class Learner(ABC):
 
     name: str = "model"
     actions: tuple[str, ...] = TRADE_ACTIONS
+    scores: tuple[str, ...] = ACTION_SCORES  # what core/scoring.py judges it by
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -136,6 +161,16 @@ class Learner(ABC):
 
     @abstractmethod
     def learn(self, experiences: list[Experience]) -> dict[str, float] | None: ...
+
+    def experience(self, outcome: Outcome) -> Experience | None:
+        """What a resolved prediction teaches this model, or None when nothing. The default is
+        the reinforcement learner's (the DQN's): the reward the table gave the action taken,
+        and the state the candle's close led to."""
+        return Experience(
+            state=outcome.state, action=self.actions.index(outcome.action),
+            reward=outcome.reward, next_state=outcome.next_state,
+            timeframe=outcome.timeframe, weight=outcome.weight,
+            target_ohlcv=outcome.target_ohlcv)
 
     @abstractmethod
     def state_dict(self) -> dict: ...

@@ -30,6 +30,7 @@ from nn.base import (
     Learner,
     ModelOutput,
     Observation,
+    Outcome,
     argmax_row,
     seeded,
     softmax_row,
@@ -130,6 +131,17 @@ class COBLearner(Learner):
     @property
     def network(self) -> nn.Module:
         return self.net
+
+    def experience(self, outcome: Outcome) -> Experience | None:
+        """The direction the candle really took (UP 0, DOWN 1); a flat candle has none and
+        teaches nothing."""
+        if outcome.change == 0:
+            return None
+        return Experience(
+            state=outcome.state, action=self.actions.index(outcome.action),
+            reward=outcome.reward, next_state=outcome.next_state,
+            timeframe=outcome.timeframe, weight=outcome.weight,
+            label=0 if outcome.change > 0 else 1, target_ohlcv=outcome.target_ohlcv)
 
     def encode(self, obs: Observation) -> np.ndarray:
         """float32 [n_features] laid out as in the module docstring."""

@@ -31,12 +31,11 @@ def pick_device(wanted: str) -> torch.device:
     return torch.device(wanted)
 
 
-BUILDERS: dict[str, Callable[[Config, torch.device], Learner]] = {
-    "cnn": lambda c, d: CNNLearner(c.models.cnn, c.market.timeframes, device=d),
-    "dqn": lambda c, d: DQNLearner(c.models.dqn, c.market.timeframes, n_scalars=N_SCALARS,
-                                   device=d),
-    "cob": lambda c, d: COBLearner(c.models.cob, c.market.timeframes, n_book_features=N_BOOK,
-                                   device=d),
+# name -> build(config, timeframes the models predict, device)
+BUILDERS: dict[str, Callable[[Config, tuple[str, ...], torch.device], Learner]] = {
+    "cnn": lambda c, tfs, d: CNNLearner(c.models.cnn, tfs, device=d),
+    "dqn": lambda c, tfs, d: DQNLearner(c.models.dqn, tfs, n_scalars=N_SCALARS, device=d),
+    "cob": lambda c, tfs, d: COBLearner(c.models.cob, tfs, n_book_features=N_BOOK, device=d),
 }
 
 
@@ -55,16 +54,18 @@ class MemoryEstimate:
         return self.weights + self.optimiser + self.replay
 
 
-def zero_observation(cfg: Config) -> Observation:
+def zero_observation(cfg: Config, timeframes: tuple[str, ...] | None = None) -> Observation:
     """An all-zeros observation of the configured shapes: encoding it gives a model's state
     size, which the memory estimate needs."""
+    timeframes = tuple(timeframes or cfg.market.timeframes)
     window = max(cfg.models.cnn.window, cfg.models.dqn.window)
-    zeros = {tf: np.zeros((5, window), np.float32) for tf in cfg.market.timeframes}
-    return Observation(cfg.market.symbols[0], cfg.market.timeframes[0], 0, zeros, zeros,
+    zeros = {tf: np.zeros((5, window), np.float32) for tf in timeframes}
+    return Observation(cfg.market.symbols[0], timeframes[0], 0, zeros, zeros,
                        np.zeros(N_SCALARS, np.float32), np.zeros(N_BOOK, np.float32))
 
 
-def estimate_memory(learner: Learner, cfg: Config, buffer_size: int) -> MemoryEstimate:
+def estimate_memory(learner: Learner, cfg: Config, buffer_size: int,
+                    timeframes: tuple[str, ...] | None = None) -> MemoryEstimate:
     """What a learner will hold once its optimiser has state and its buffer is full."""
     weights = sum(t.numel() * t.element_size() for t in learner.network.parameters())
     weights += sum(t.numel() * t.element_size() for t in learner.network.buffers())
@@ -72,7 +73,7 @@ def estimate_memory(learner: Learner, cfg: Config, buffer_size: int) -> MemoryEs
     if target is not None:
         weights *= 2
     params = sum(p.numel() * p.element_size() for p in learner.network.parameters())
-    state = learner.encode(zero_observation(cfg))
+    state = learner.encode(zero_observation(cfg, timeframes))
     if isinstance(learner, DQNLearner):  # state and next state, stored as float16
         per_item = 2 * state.size * np.dtype(STORE_DTYPE).itemsize + 64
     else:
@@ -80,16 +81,19 @@ def estimate_memory(learner: Learner, cfg: Config, buffer_size: int) -> MemoryEs
     return MemoryEstimate(weights, 2 * params, per_item * buffer_size)
 
 
-def build_learners(cfg: Config) -> dict[str, Learner]:
-    """The enabled models, each on its device, refused if over its own or the total limit."""
+def build_learners(cfg: Config, timeframes: tuple[str, ...] | None = None
+                   ) -> dict[str, Learner]:
+    """The enabled models for ``timeframes`` (the market's model timeframes; default every
+    configured one), each on its device, refused if over its own or the total limit."""
+    timeframes = tuple(timeframes or cfg.market.model_timeframes or cfg.market.timeframes)
     learners: dict[str, Learner] = {}
     total = 0
     for name, build in BUILDERS.items():
         model_cfg = getattr(cfg.models, name)
         if not model_cfg.enabled:
             continue
-        learner = build(cfg, pick_device(cfg.models.device))
-        need = estimate_memory(learner, cfg, model_cfg.buffer_size).total
+        learner = build(cfg, timeframes, pick_device(cfg.models.device))
+        need = estimate_memory(learner, cfg, model_cfg.buffer_size, timeframes).total
         if need > cfg.models.max_model_mb * MB:
             raise ModelTooLarge(
                 f"model '{name}' needs {need / MB:.0f} MB (weights, optimiser, full buffer), over "

@@ -1,8 +1,10 @@
 """End to end: the bundled replay with live training on, driven through the service's jobs.
 
-The replay is advanced one market second at a time and the scheduler's jobs are called in
-order (process closes, train, signal every 10 s), so the run is deterministic and fast; the
-browser test exercises the same jobs under the real APScheduler.
+The replay is advanced one real bar at a time (30m: ``at_real_resolution``, as the evaluator
+does; the models predict the real 1h and 1d candles, exactly as in the app on this recording)
+and the scheduler's jobs are called in order (process closes, train, signal, expire), so the
+run is deterministic and fast; the browser test exercises the app's 1s stream under the real
+APScheduler, and tests/core/test_training.py the 1s stream's exclusion of interpolated candles.
 """
 
 from __future__ import annotations
@@ -15,17 +17,23 @@ import pytest
 
 from core.clock import ManualClock
 from core.config import load_config
+from core.market.service import at_real_resolution
 from core.services import build_services
 from dashboard.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SEC = 1000
+BAR = 30 * 60 * SEC  # the default recording's real bars
 
 
-def make_services(runtime: Path, **overrides):
+def make_services(runtime: Path, stream_seconds: bool = False, **overrides):
+    """The app's services on the default replay: one step per real 30m bar, or with
+    ``stream_seconds`` the app's own 1s stream (1s and 1m interpolated)."""
     cfg = load_config(ROOT / "config.yaml", {"market.source": "replay", "runtime_dir": str(runtime),
                                              "models.dqn.buffer_size": 2000, **overrides},
                       environ={})
+    if not stream_seconds:
+        cfg = at_real_resolution(cfg)
     services = build_services(cfg)
     services.market.source.backfill()
     # Market time moves only when run() moves it (no wall clock in these tests).
@@ -33,19 +41,23 @@ def make_services(runtime: Path, **overrides):
     return services
 
 
-def run(services, seconds: int, start_ms: int | None = None) -> int:
-    """Advance the replay `seconds` market seconds, running the jobs like the scheduler."""
+def run(services, steps: int, start_ms: int | None = None) -> int:
+    """Advance the replay ``steps`` of its streamed timeframe (30m bars, or 1s candles),
+    running the jobs like the scheduler: closes and training every step, signals every 10
+    market seconds and expiry every minute (every step for bars)."""
     src, training = services.market.source, services.training
+    step = src.base_ms
+    signal_every, expire_every = max(1, 10 * SEC // step), max(1, 60 * SEC // step)
     now = src.next_ts if start_ms is None else start_ms
-    for i in range(seconds):
-        now += SEC
+    for i in range(steps):
+        now += step
         src.emit_until(now)
         services.market.clock.set(now)
         training.process_closes()
         training.train_due()
-        if i % 10 == 9:
+        if i % signal_every == signal_every - 1:
             training.signal_job()
-        if i % 60 == 59:
+        if i % expire_every == expire_every - 1:
             training.expire_job()
     return now
 
@@ -72,8 +84,9 @@ def test_every_model_predicts_resolves_and_trains(trained):
         assert m["parameters"] == sum(p.numel() for p in trained.training.learners[name]
                                       .network.parameters())
         assert m["state"] == "ACTIVE"
-        assert m["accuracy"]["1s"]["resolved"] == counts[name]["resolved"] - \
-            sum(v["resolved"] for tf, v in m["accuracy"].items() if tf != "1s")
+        # Only the real timeframes are predicted: 1h every hour, 1d at midnight.
+        assert set(m["accuracy"]) <= {"1h", "1d"} and "1h" in m["accuracy"]
+        assert sum(v["resolved"] for v in m["accuracy"].values()) == counts[name]["resolved"]
     for name in ("cnn", "dqn", "cob"):
         q = status["models"][name]["quality"]
         # Pooled over the model's last 500 resolved predictions, beside the naive baselines.
@@ -121,7 +134,7 @@ def test_rest_status_agrees_with_the_store(trained):
     ("limit=abc", "not an integer"),
     ("model=lstm", "use one of: cnn, dqn, cob"),
     ("symbol=DOGE/USDT", "ETH/USDT"),
-    ("timeframe=5m", "1s, 1m, 1h, 1d"),
+    ("timeframe=5m", "30m, 1h, 1d"),
     ("status=done", "pending, resolved, expired"),
     ("colour=red", "unknown parameter"),
 ])
@@ -155,8 +168,8 @@ def test_stop_waits_for_the_training_step_in_flight_and_checkpoints_it(tmp_path)
     training, src = services.training, services.market.source
     training.start()
     now = src.next_ts
-    for _ in range(40):  # closes only: 1s experiences pile up, nothing trains yet
-        now += SEC
+    for _ in range(40):  # closes only: 1h experiences pile up, nothing trains yet
+        now += BAR
         src.emit_until(now)
         services.market.clock.set(now)
         training.process_closes()
@@ -189,7 +202,7 @@ def test_stop_waits_for_the_training_step_in_flight_and_checkpoints_it(tmp_path)
     # Stopped: a later cycle resolves but predicts nothing, a later job trains nothing.
     counts = {n: lrn.prediction_count for n, lrn in training.learners.items()}
     steps = {n: lrn.train_steps for n, lrn in training.learners.items()}
-    now += SEC
+    now += 2 * BAR  # an hour closes
     src.emit_until(now)
     services.market.clock.set(now)
     training.process_closes()
@@ -235,7 +248,7 @@ def test_restart_resumes_from_checkpoint_and_resolves_old_pending(tmp_path):
     q_after = again["dqn"].q_network(torch.from_numpy(probe)[None]).detach().numpy()
     np.testing.assert_array_equal(q_before, q_after)
     # The replay starts over; once it passes the old pending targets, they resolve.
-    run(second, (end - second.market.source.next_ts) // SEC + 2)
+    run(second, (end - second.market.source.next_ts) // BAR + 2)
     after = second.training.store.counts()
     assert sum(v["pending"] for v in after.values()) <= 6  # only the newest round may wait
     second.stop()
@@ -251,7 +264,7 @@ kernels.warm_up()
 before = {{name: list(k.signatures) for name, k in kernels.dispatchers().items()}}
 services = make_services(Path({runtime!r}))
 services.training.start()
-run(services, 65)  # 1s closes every second, a 1m close, training and signals
+run(services, 6)  # 30m bars, three 1h closes, training and signals
 services.stop()
 after = {{name: list(k.signatures) for name, k in kernels.dispatchers().items()}}
 new = {{name: [str(s) for s in sigs if s not in before[name]] for name, sigs in after.items()}}

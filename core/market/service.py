@@ -38,6 +38,28 @@ class MarketService:
     started: bool = False
     notice_level: str = "info"  # "warning" when auto fell back to the replay
     pump_error: bool = False
+    # The timeframes models predict, train on and are scored on: real ones only (see
+    # ``model_timeframes``); the others are streamed and drawn.
+    model_timeframes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.model_timeframes:
+            self.model_timeframes = model_timeframes(self.config, self.source)
+
+    def timeframe_roles(self) -> dict[str, dict]:
+        """Per timeframe: whether models train on and are scored on it, and if not, why."""
+        interpolated = set(interpolated_timeframes(self.source))
+        roles = {}
+        for tf in self.store.timeframes:
+            if tf in self.model_timeframes:
+                roles[tf] = {"scored": True, "label": "trained and scored"}
+            elif tf in interpolated:
+                roles[tf] = {"scored": False, "reason": "interpolated",
+                             "label": "not scored: interpolated"}
+            else:
+                roles[tf] = {"scored": False, "reason": "not in market.model_timeframes",
+                             "label": "not scored: not a model timeframe"}
+        return roles
 
     def start(self) -> None:
         """Start the pump thread: backfill history, then stream. Idempotent; returns at once
@@ -94,6 +116,68 @@ class MarketService:
             "prices": prices,
             "running": self.started and not self.pump_error,
         }
+
+
+def interpolated_timeframes(source) -> list[str]:
+    """Timeframes the source does not really deliver (finer than the replay's bars)."""
+    return list(source.describe().get("interpolated_timeframes", []))
+
+
+def model_timeframes(cfg: Config, source) -> tuple[str, ...]:
+    """``market.model_timeframes`` or, when null, every configured timeframe the source
+    delivers for real. A candle interpolated inside a coarser real bar carries that bar's
+    future (the path ends at its close), so no model may learn from it or be scored on it:
+    naming one is an error, and so is a source with no real timeframe at all."""
+    fake = interpolated_timeframes(source)
+    wanted = cfg.market.model_timeframes
+    if wanted is None:
+        real = tuple(tf for tf in cfg.market.timeframes if tf not in fake)
+        if not real:
+            raise SystemExit(
+                f"every timeframe of market.timeframes ({', '.join(cfg.market.timeframes)}) is "
+                f"interpolated by this source: models would learn the interpolation, not the "
+                f"market. Add a timeframe the source delivers for real.")
+        return real
+    bad = [tf for tf in wanted if tf in fake]
+    if bad:
+        raise SystemExit(
+            f"market.model_timeframes names {', '.join(bad)}, which this source interpolates "
+            f"inside its real bars: models may not learn from or be scored on them. Real ones: "
+            f"{', '.join(tf for tf in cfg.market.timeframes if tf not in fake) or 'none'}.")
+    return tuple(wanted)
+
+
+def at_real_resolution(cfg: Config) -> Config:
+    """The config that runs the same loop once per real bar of the replay's recording: the
+    candle store streams the recording's own bars (30m or 1m) and aggregates the configured
+    timeframes they tile exactly, and the models predict the configured timeframes that are
+    real. Nothing interpolated is made at all, so a market day of 30m bars is 48 steps, not
+    86,400. The learners see the same inputs as in the app on the same recording (their
+    timeframes are the real ones there too), so a model evaluated this way is the one the
+    page shows learning. Symbols the recording lacks are left out.
+    """
+    from dataclasses import replace
+
+    from core.timeframes import parse_timeframe
+
+    recording = load_recording(find_recording(cfg.replay.recording, cfg.recordings_dir))
+    symbols = tuple(s for s in cfg.market.symbols if s in recording.symbols) or recording.symbols
+    bar_tf = recording.candle_stream(symbols[0]).timeframe or "1s"
+    bar_ms = parse_timeframe(bar_tf)
+    wanted = cfg.market.model_timeframes or cfg.market.timeframes
+    real = tuple(tf for tf in wanted
+                 if parse_timeframe(tf) >= bar_ms and parse_timeframe(tf) % bar_ms == 0)
+    if not real:
+        raise SystemExit(f"recording '{recording.name}' has {bar_tf} bars: none of "
+                         f"{', '.join(wanted)} is real at that resolution")
+    timeframes = tuple(sorted({bar_tf, *real}, key=parse_timeframe))
+    buffer = dict(cfg.market.buffer)
+    if bar_tf not in buffer:  # enough bars to rebuild the next timeframe's history
+        buffer[bar_tf] = 2 * buffer[real[0]] * parse_timeframe(real[0]) // bar_ms
+    buffer = {tf: buffer[tf] for tf in timeframes}
+    market = replace(cfg.market, symbols=symbols, timeframes=timeframes, buffer=buffer,
+                     model_timeframes=real, source="replay")
+    return replace(cfg, market=market)
 
 
 def build_market(cfg: Config) -> MarketService:

@@ -205,7 +205,17 @@ def test_add_many_returns_ids_in_order(store):
 # ----------------------------------------------------------------------- expiry
 
 
-def test_expire_older_than(store):
+def test_a_day_candle_expires_from_its_close_not_its_open(store):
+    day = store.add(new(timeframe="1d", target_ts=T0))
+    # Eleven hours after the day opened (600 s of expiry long past the open): still pending.
+    assert store.expire_closed_before(T0 + 11 * 60 * MIN, T0 + 11 * 60 * MIN + 600_000) == 0
+    assert store.get(day)["status"] == "pending"
+    # A minute past its close (T0 + 1 day), the cutoff passes it: expired.
+    assert store.expire_closed_before(T0 + 24 * 60 * MIN + MIN, T0 + 25 * 60 * MIN) == 1
+    assert store.get(day)["status"] == "expired"
+
+
+def test_expire_closed_before(store):
     old = store.add(new(target_ts=T0))
     older_resolved = store.add(new(target_ts=T0))
     at_cutoff = store.add(new(target_ts=T0 + MIN))
@@ -215,13 +225,14 @@ def test_expire_older_than(store):
     assert [p.id for p in store.pending_before(T0 + MIN)] == [old]
     assert store.pending_before(T0 + MIN)[0].target_ts == T0
     assert [p.id for p in store.pending_before(T0 + 3 * MIN)] == [old, at_cutoff, fresh]
-    # Strictly before the cutoff: only `old`; the resolved one keeps its outcome.
-    assert store.expire_older_than(T0 + MIN, now_ts=T0 + 10 * MIN) == 1
+    # Closed (a 1m candle after target_ts) strictly before the cutoff: only `old`; the
+    # resolved one keeps its outcome.
+    assert store.expire_closed_before(T0 + 2 * MIN, now_ts=T0 + 10 * MIN) == 1
     assert store.get(old)["status"] == "expired"
     assert store.get(old)["resolved_ts"] == T0 + 10 * MIN
     assert store.get(older_resolved)["status"] == "resolved"
     assert store.get(at_cutoff)["status"] == "pending"
-    assert store.expire_older_than(T0 + MIN, now_ts=T0 + 11 * MIN) == 0
+    assert store.expire_closed_before(T0 + 2 * MIN, now_ts=T0 + 11 * MIN) == 0
     # An expired prediction can no longer be resolved.
     assert store.resolve(old, resolution(), T0 + 12 * MIN) is False
     assert [p.id for p in store.pending_before(T0 + 3 * MIN)] == [at_cutoff, fresh]
@@ -284,7 +295,7 @@ def test_counts_and_accuracy_by_hand(store):
         ],
         T0 + 2 * MIN,
     )
-    assert store.expire_older_than(T0 + MIN, T0 + 5 * MIN) == 1
+    assert store.expire_closed_before(T0 + 2 * MIN, T0 + 5 * MIN) == 1
 
     assert store.counts() == {
         "cnn": {"pending": 1, "resolved": 4, "expired": 0},
@@ -472,7 +483,7 @@ def test_writes_reach_the_file_at_the_flush_and_reads_see_them_before(store, tmp
     first = store.add(new())
     second = store.add(new(model="dqn"))
     store.resolve(first, resolution(), T0 + 2 * MIN)
-    assert store.expire_older_than(T0 + 2 * MIN, T0 + 12 * MIN) == 1  # the second
+    assert store.expire_closed_before(T0 + 3 * MIN, T0 + 12 * MIN) == 1  # the second
     other = sqlite3.connect(tmp_path / "predictions.db")  # as a backup or a report would
     assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)  # queued
     assert store.flush() == 4  # two inserts, a resolution and an expiry: one transaction

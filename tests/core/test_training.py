@@ -4,21 +4,21 @@ failing jobs are reported by type and do not stop the next run."""
 from __future__ import annotations
 
 from core.orchestrator import Vote
-from tests.test_live_training import SEC, make_services, run
+from tests.test_live_training import BAR, SEC, make_services, run
 
 
 def test_executed_predictions_become_heavier_experiences(tmp_path):
     services = make_services(tmp_path)
     training = services.training
     training.start()
-    run(services, 2)  # one round of 1s predictions is pending
-    pending = training.store.recent(limit=50, status="pending", model="dqn", timeframe="1s")
+    run(services, 2)  # one round of 1h predictions is pending
+    pending = training.store.recent(limit=50, status="pending", model="dqn", timeframe="1h")
     assert pending
     executed = [p["id"] for p in pending[:1]]
     assert training.store.mark_executed(executed) == 1
     training.train_due = lambda: 0  # keep the experiences waiting so we can look at them
-    run(services, 1)
-    waiting = training._waiting["dqn"]["1s"]
+    run(services, 2)
+    waiting = training._waiting["dqn"]["1h"]
     weights = sorted(e.weight for e in waiting)
     # One of the resolved predictions executed a paper trade: training.trade_weight = 10.
     assert weights[-1] == 10.0 and weights[0] == 1.0
@@ -35,7 +35,7 @@ def test_a_confident_fused_signal_opens_a_paper_position_and_marks_its_votes(tmp
     pid = pending[0]["id"]
     # Every timeframe votes BUY at 0.9 for ETH: fused score 0.9 >= threshold 0.6.
     training._votes["ETH/USDT"] = {("cnn", tf): Vote("cnn", tf, "BUY", 0.9, pid)
-                                   for tf in ("1s", "1m", "1h", "1d")}
+                                   for tf in ("1h", "1d")}
     training._votes["BTC/USDT"] = {}
     training.signal_job()
     signal = training.signals["ETH/USDT"]
@@ -70,10 +70,10 @@ def test_stopped_training_still_resolves_but_does_not_predict(tmp_path):
     services = make_services(tmp_path)
     training = services.training
     training.start()
-    run(services, 3)
+    run(services, 2)
     training.stop()
     before = training.store.counts()
-    run(services, 3)
+    run(services, 2)
     after = training.store.counts()
     for model in ("cnn", "dqn", "cob"):
         total_before = sum(before[model].values())
@@ -158,14 +158,14 @@ def test_a_close_that_fails_keeps_the_others_and_is_reported(tmp_path):
     training.builder.build = broken_for_btc
     before = training.store.counts()
     src = services.market.source
-    now = src.next_ts + 1000
+    now = src.next_ts + 2 * BAR  # the next hour
     src.emit_until(now)
     services.market.clock.set(now)
     training.guarded("process_closes", training.process_closes)
     err = training.status()["errors"]["process_closes"]
     assert err["type"] == "ValueError" and "bad BTC candle" in err["message"]
     recent = training.store.recent(limit=20, status="pending")
-    # ETH's close went through: its 1s predictions are stored, one per model; BTC's are not.
+    # ETH's close went through: its 1h predictions are stored, one per model; BTC's are not.
     newest = max(p["created_ts"] for p in recent)
     assert newest == now
     assert sorted(p["model"] for p in recent
@@ -211,3 +211,39 @@ def test_a_stale_status_is_refreshed_once_in_the_background(tmp_path):
     training._status_cache = (time.monotonic() - training.STATUS_MAX_STALE_S - 1, first)
     assert training.cached_status()["marker"] == 2
     services.stop()
+
+
+def test_interpolated_candles_are_streamed_but_never_predicted_trained_or_scored(tmp_path):
+    # The app's own 1s stream of 30m bars: 1s and 1m candles are interpolated inside each
+    # bar toward its close, so only the 1h (and 1d) candles may be predicted and learned from.
+    services = make_services(tmp_path, stream_seconds=True)
+    training, market = services.training, services.market
+    assert training.timeframes == ("1h", "1d")
+    assert set(training._waiting["dqn"]) == {"1h", "1d"}
+    roles = training.status()["timeframes"]
+    assert roles["1s"] == {"scored": False, "reason": "interpolated",
+                           "label": "not scored: interpolated"}
+    assert roles["1m"]["label"] == "not scored: interpolated"
+    assert roles["1h"] == {"scored": True, "label": "trained and scored"}
+    # The models' inputs hold no interpolated window either.
+    obs = training.builder.build("ETH/USDT", "1h", market.source.start_ms)
+    assert set(obs.windows) == {"1h", "1d"}
+    training.start()
+    run(services, 2 * 3600 + 1)  # two hours of 1s candles: 7,200 1s and 120 1m closes
+    assert len(market.store.closed("ETH/USDT", "1s", 10)) == 10  # streamed and drawn
+    made = training.store.recent(limit=1000)
+    # Two 1h closes x 2 symbols x 3 models; nothing on 1s or 1m.
+    assert {p["timeframe"] for p in made} == {"1h"}
+    assert len(made) == 2 * 2 * 3
+    resolved = [p for p in made if p["status"] == "resolved"]
+    assert len(resolved) == 2 * 3  # the first hour's predictions, resolved at the second
+    waiting = sum(len(v) for m in training._waiting.values() for v in m.values())
+    assert waiting == 6  # one experience per resolved prediction, all of them 1h
+    services.stop()
+
+
+def test_a_model_timeframe_the_source_interpolates_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="1m.*interpolates"):
+        make_services(tmp_path, stream_seconds=True, **{"market.model_timeframes": "1m,1h"})
