@@ -381,6 +381,10 @@ def _validate_market(m: MarketConfig) -> None:
     extra = sorted(set(m.buffer) - set(m.timeframes))
     if extra:
         raise ConfigError(f"market.buffer.{extra[0]}", "is not one of market.timeframes")
+    _validate_model_timeframes(m)
+
+
+def _validate_model_timeframes(m: MarketConfig) -> None:
     if m.model_timeframes is not None:
         if not m.model_timeframes:
             raise ConfigError("market.model_timeframes", "is empty; use null for every real one")

@@ -6,6 +6,13 @@ Each timeframe's head turns that summary into a 64-d hidden vector and three out
 over BUY/SELL/HOLD, a confidence in (0, 1) and the next candle's OHLCV as relative changes.
 The 64-d hidden vector and the action probabilities also feed the DQN (see ``predict_all``).
 
+Each head also has a tiny range head (``RangeHead``): a HAR model (heterogeneous
+autoregressive volatility, Corsi 2009) of the next candle's high-low range, read straight from
+the window's log ranges ln(h / l) (``range_features``), not from the trunk. It learns the
+median of the log range (L1 loss), whose exponential is the MAE-optimal range forecast, and its
+forecast sets the predicted candle's high and low around the regression head's mid (see
+``_predictions``).
+
 Training is supervised on hindsight labels (``hindsight_label``): once a candle closes, the
 move it made decides which action would have been right and how confident to have been.
 
@@ -17,7 +24,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -29,11 +35,13 @@ from core.config import CNNConfig
 from core.features import N_CHANNELS
 from core.timeframes import parse_timeframe
 from nn.base import (
+    ACTION_SCORES,
     TRADE_ACTIONS,
     Experience,
     Learner,
     ModelOutput,
     Observation,
+    Outcome,
     argmax_row,
     seeded,
     softmax_row,
@@ -45,7 +53,13 @@ TRUNK_WIDTHS = (64, 128, 256)  # conv channels after each trunk block
 # it a kernel-3 stack sees only 7 candles at a time before the global average, and costs 5x the
 # compute; with it the last block's units see 58 consecutive candles. See docs/ARCHITECTURE.md.
 TRUNK_POOL = 4
-ARCHITECTURE = f"trunk{'-'.join(map(str, TRUNK_WIDTHS))}-k3-conv-pool{TRUNK_POOL}-bn-relu-dropout"
+# Range head: HAR over the mean log range of the last 1, 4, 16, 64 and 256 real candles.
+RANGE_SCALES = (1, 4, 16, 64, 256)
+RANGE_EPS = 1e-5  # added to ranges (units of the reference price) before logs: a flat candle
+RANGE_LR = 1e-2  # the range head's Adam learning rate (it has 5 parameters per timeframe)
+RANGE_WEIGHT = 1.0  # of the range L1 in cnn_loss's total (touches only the range head: Adam)
+ARCHITECTURE = (f"trunk{'-'.join(map(str, TRUNK_WIDTHS))}-k3-conv-pool{TRUNK_POOL}-bn-relu-dropout"
+                f"-har{'-'.join(map(str, RANGE_SCALES))}-range")
 HIDDEN = 64  # width of each head's last hidden layer (what the DQN sees)
 N_OHLCV = 5
 GRAD_CLIP = 5.0
@@ -61,6 +75,48 @@ class CNNOutput(NamedTuple):
     confidence: torch.Tensor  # [B] in (0, 1)
     ohlcv: torch.Tensor  # [B, 5] next candle, standardised per timeframe (see TargetNorm)
     hidden: torch.Tensor  # [B, 64] the head's last hidden layer
+    log_range: torch.Tensor  # [B] ln(next candle's (high - low) / last close + RANGE_EPS)
+
+
+def range_features(x: torch.Tensor) -> torch.Tensor:
+    """[B, 5, L] normalised windows -> [B, 5]: ``ln(mean log range + RANGE_EPS)`` over the
+    last k real candles, k in ``RANGE_SCALES`` (all real candles when fewer than k).
+
+    A candle's log range is ln(h / l) = x[:, 1] - x[:, 2] (channels are ln(price / last
+    close)). The left zero padding is not a candle: the real candles run from the first column
+    with any non-zero channel to the end (the last column always counts). A real all-zero
+    candle before the first non-zero one is taken for padding; its range is 0 either way.
+    """
+    log_range = (x[:, 1] - x[:, 2]).clamp(min=0)  # [B, L]
+    real = (x != 0).any(dim=1).cumsum(dim=-1) > 0  # [B, L] from the first non-zero column on
+    real[:, -1] = True
+    sums = log_range.flip(-1).cumsum(dim=-1)  # [B, L]: column k - 1 sums the last k
+    counts = real.flip(-1).cumsum(dim=-1)  # [B, L] real candles among the last k (>= 1)
+    cols = [min(k, x.shape[-1]) - 1 for k in RANGE_SCALES]
+    return torch.log(sums[:, cols] / counts[:, cols] + RANGE_EPS)  # [B, 5]
+
+
+class RangeHead(nn.Module):
+    """HAR forecast of ln(next range + RANGE_EPS) from ``range_features`` f [B, 5]:
+    ``f_256 + b + sum_k w_k (f_k - f_256)`` over the four shorter scales k.
+
+    The levels' weights sum to 1 (the longest scale takes 1 - sum w_k), so the forecast is
+    scale-free: every past range doubled doubles it, on any timeframe and price. It also keeps
+    the 5 parameters well conditioned (the differences are O(1), the levels -3 to -9), which
+    lets the head learn within tens of steps. Starts at w_k = 1/5, b = 0: the geometric mean
+    of the five averages, a sensible forecast before any training.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(len(RANGE_SCALES) - 1, 1)
+        with torch.no_grad():
+            self.linear.weight.fill_(1 / len(RANGE_SCALES))
+            self.linear.bias.zero_()
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        anchor = f[:, -1:]  # [B, 1] the longest scale
+        return (anchor + self.linear(f[:, :-1] - anchor)).squeeze(-1)  # [B]
 
 
 class TimeframeHead(nn.Module):
@@ -72,20 +128,23 @@ class TimeframeHead(nn.Module):
         self.action = nn.Linear(HIDDEN, len(TRADE_ACTIONS))
         self.confidence = nn.Linear(HIDDEN, 1)
         self.ohlcv = nn.Linear(HIDDEN, N_OHLCV)
+        self.range = RangeHead()
 
-    def forward(self, z: torch.Tensor) -> CNNOutput:
+    def forward(self, z: torch.Tensor, range_feats: torch.Tensor) -> CNNOutput:
         h = self.body(z)  # [B, 64]
         logits = self.action(h)  # [B, 3]
         confidence = torch.sigmoid(self.confidence(h)).squeeze(-1)  # [B]
         ohlcv = self.ohlcv(h)  # [B, 5]
-        return CNNOutput(logits, confidence, ohlcv, h)
+        return CNNOutput(logits, confidence, ohlcv, h, self.range(range_feats))
 
 
 class CNNNet(nn.Module):
     """Shared trunk Conv1d 5->64->128->256 (kernel 3, each followed by BatchNorm, ReLU and
     Dropout; the first two max-pooled by ``TRUNK_POOL`` right after the convolution), global
-    average pooling, then the head of the timeframe asked for. 292,132 parameters with 4
-    heads (pooling has none)."""
+    average pooling, then the head of the timeframe asked for. The head's range part reads
+    ``range_features`` of the input, not the trunk (no gradient reaches the trunk from it).
+    292,152 parameters with 4 heads (125,184 trunk + 4 x 41,742), 208,668 with 2 (pooling
+    has none)."""
 
     def __init__(
         self,
@@ -110,7 +169,7 @@ class CNNNet(nn.Module):
     def forward(self, x: torch.Tensor, timeframe: str) -> CNNOutput:
         z = self.trunk(x)  # [B, 256, ceil(L / 16)]
         z = z.mean(dim=-1)  # [B, 256] global average pool (padding included)
-        return self.heads[timeframe](z)
+        return self.heads[timeframe](z, range_features(x))
 
 
 def cnn_loss(
@@ -119,45 +178,46 @@ def cnn_loss(
     confidence_target: torch.Tensor,
     ohlcv_target: torch.Tensor,
     weights: torch.Tensor,
+    range_target: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted mean over the batch of ``CE + 0.5 * BCE + MSE``.
+    """Weighted mean over the batch of ``CE + 0.5 * BCE + MSE + RANGE_WEIGHT * L1``.
 
     Per example: CE = cross-entropy of ``out.logits`` [B, 3] against ``action_target`` [B]
     (long); BCE = binary cross-entropy of ``out.confidence`` [B] against
     ``confidence_target`` [B] (soft targets in [0, 1]), halved because confidence is a
-    secondary signal; MSE = mean over the 5 OHLCV changes of ``(out.ohlcv - ohlcv_target)^2``.
+    secondary signal; MSE = mean over the 5 OHLCV changes of ``(out.ohlcv - ohlcv_target)^2``;
+    L1 = ``|out.log_range - ln(range_target + RANGE_EPS)|`` with ``range_target`` [B] the
+    candle's (high - low) / reference price (raw, not standardised). The L1's minimiser is the
+    conditional median of the log range, i.e. the log of the median range: the MAE-optimal
+    range forecast (a flat candle's log(EPS) only shifts it if most candles are flat). The L1
+    reaches only the range heads, whose Adam step does not depend on ``RANGE_WEIGHT``.
     The batch total is ``sum(w * l) / sum(w)`` with ``weights`` [B] > 0, so an executed trade
     (weight 10) counts ten times as much. Returns the total (a tensor to backpropagate) and
-    the three parts, each weighted the same way, as floats.
+    the four parts, each weighted the same way, as floats.
     """
     w = weights / weights.sum()  # [B], sums to 1
     ce = F.cross_entropy(out.logits, action_target, reduction="none")  # [B]
     bce = F.binary_cross_entropy(out.confidence, confidence_target, reduction="none")  # [B]
     mse = ((out.ohlcv - ohlcv_target) ** 2).mean(dim=-1)  # [B]
-    ce, bce, mse = (w * ce).sum(), (w * bce).sum(), (w * mse).sum()
-    total = ce + 0.5 * bce + mse
-    return total, {"ce": ce.item(), "confidence_bce": bce.item(), "ohlcv_mse": mse.item()}
+    l1 = (out.log_range - torch.log(range_target.clamp(min=0) + RANGE_EPS)).abs()  # [B]
+    ce, bce, mse, l1 = (w * ce).sum(), (w * bce).sum(), (w * mse).sum(), (w * l1).sum()
+    total = ce + 0.5 * bce + mse + RANGE_WEIGHT * l1
+    return total, {"ce": ce.item(), "confidence_bce": bce.item(), "ohlcv_mse": mse.item(),
+                   "range_l1": l1.item()}
 
 
-@lru_cache(maxsize=64)  # a few (timeframe, threshold) pairs, asked for every experience
-def move_threshold(timeframe: str, base_threshold: float) -> float:
-    """Smallest |move| worth acting on: ``base_threshold`` from 1h up; shorter timeframes scale
-    it by sqrt(tf / 1h) because price moves grow roughly with the square root of time
-    (0.02 -> 1m: 0.02 * sqrt(60 / 3600) = 0.00258, 1s: 0.02 / 60 = 0.000333)."""
-    seconds = parse_timeframe(timeframe) / 1000
-    if seconds >= 3600:
-        return base_threshold
-    return base_threshold * math.sqrt(seconds / 3600)
-
-
-def hindsight_label(move: float, timeframe: str, base_threshold: float) -> tuple[int, float]:
+def hindsight_label(move: float, hold_band: float) -> tuple[int, float]:
     """The action that was right for a candle that moved by ``move`` (relative close change,
-    e.g. 0.01 = +1%) and the confidence to have had: beyond the threshold, the move's direction
-    with confidence ``min(0.95, 10 * |move|)``; otherwise HOLD with confidence 0.3. A move
-    exactly at the threshold is HOLD."""
+    e.g. 0.01 = +1%) and the confidence to have had: beyond the timeframe's HOLD band
+    (``core.rewards.hold_band``: never below the round-trip fee, 1 % for a day), the move's
+    direction with confidence ``min(0.95, 10 * |move|)``; otherwise HOLD with confidence 0.3.
+    A move exactly at the band is HOLD. The same band decides whether a call was right in
+    every score, so the CNN learns the rule it is judged by."""
     if not math.isfinite(move):
         raise ValueError(f"move must be a finite number, got {move!r}")
-    if abs(move) > move_threshold(timeframe, base_threshold):
+    if not (math.isfinite(hold_band) and hold_band >= 0):
+        raise ValueError(f"hold_band must be a finite number >= 0, got {hold_band!r}")
+    if abs(move) > hold_band:
         return (BUY if move > 0 else SELL), min(MAX_CONFIDENCE, 10.0 * abs(move))
     return HOLD, HOLD_CONFIDENCE
 
@@ -294,6 +354,9 @@ class CNNLearner(Learner):
 
     name = "cnn"
     actions = TRADE_ACTIONS
+    # Judged as an action model and as a forecaster of the next candle's close and range.
+    scores = ("range_skill_ewma", "range_skill_persistence", "close_skill_ewma",
+              "close_skill_persistence", "ic_close", *ACTION_SCORES)
 
     def __init__(
         self,
@@ -316,8 +379,14 @@ class CNNLearner(Learner):
         # (symbol, tf) -> (weights version, window, prediction): a coarse timeframe's window
         # changes only when one of its candles closes, so most predict_all calls reuse it.
         self._cache: dict[tuple[str, str], tuple[int, np.ndarray, CNNPrediction]] = {}
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate,
-                                          foreach=True)  # one kernel per op for all tensors
+        # The range heads (5 parameters each, see RangeHead) learn at RANGE_LR in their own
+        # group: at the network's rate a daily head would take most of a year of candles to
+        # move its bias by 0.3. Their L1 gradients are bounded, so only the rest is clipped.
+        self._range_params = [p for n, p in self.net.named_parameters() if ".range." in n]
+        self._clipped = [p for n, p in self.net.named_parameters() if ".range." not in n]
+        self.optimizer = torch.optim.Adam(
+            [{"params": self._clipped}, {"params": self._range_params, "lr": RANGE_LR}],
+            lr=cfg.learning_rate, foreach=True)  # one kernel per op for all tensors
         self.rng = np.random.default_rng(seed)  # replay sampling
         self.buffer = ExampleRing(
             cfg.buffer_size,
@@ -336,6 +405,16 @@ class CNNLearner(Learner):
         return self.net
 
     # -- prediction ----------------------------------------------------------------------
+
+    def experience(self, outcome: Outcome) -> Experience:
+        """Supervised: the hindsight label of the move (``hindsight_label``) and the candle
+        that really came, as the regression target."""
+        label, confidence = hindsight_label(outcome.change, outcome.hold_band)
+        return Experience(
+            state=outcome.state, action=self.actions.index(outcome.action),
+            reward=outcome.reward, next_state=outcome.next_state,
+            timeframe=outcome.timeframe, weight=outcome.weight, label=label,
+            target_confidence=confidence, target_ohlcv=outcome.target_ohlcv)
 
     def encode(self, obs: Observation) -> np.ndarray:
         """float32 [5, window]: the observed timeframe's window, last ``window`` candles,
@@ -407,7 +486,8 @@ class CNNLearner(Learner):
         the gradient closer to the whole recent history. The new experiences join the ring
         after sampling, so replay never repeats them within the step. Each timeframe group
         goes through its own head in one forward pass. ``accuracy`` is over the new
-        experiences only, which the network has not trained on yet.
+        experiences only, which the network has not trained on yet. The range heads learn
+        from the same rows (their target: the raw target's high - low), at ``RANGE_LR``.
         """
         if not experiences:
             return None
@@ -416,6 +496,7 @@ class CNNLearner(Learner):
         replay = self.buffer.sample(n_new, self.rng)
         self.buffer.add(new)
         batch = {k: np.concatenate([new[k], replay[k]]) for k in new}
+        batch["range"] = batch["ohlcv"][:, 1] - batch["ohlcv"][:, 2]  # (h - l) / ref, raw
         self.target_norm.update(new["tf"], new["ohlcv"])
         batch["ohlcv"] = self.target_norm.normalise(batch["tf"], batch["ohlcv"])
         is_new = np.arange(len(batch["tf"])) < n_new
@@ -429,13 +510,14 @@ class CNNLearner(Learner):
         outs = [self.net(x, self.timeframes[i]) for i, x in groups]
         out = CNNOutput(*(torch.cat(parts) for parts in zip(*outs)))
         loss, parts = cnn_loss(
-            out, batch["label"], batch["confidence"], batch["ohlcv"], batch["weight"]
+            out, batch["label"], batch["confidence"], batch["ohlcv"], batch["weight"],
+            batch["range"],
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"CNN loss is {loss.item()} (parts {parts})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
+        nn.utils.clip_grad_norm_(self._clipped, GRAD_CLIP)
         with self.lock:
             self.optimizer.step()
         self.record_loss(loss.item())
@@ -509,6 +591,7 @@ class CNNLearner(Learner):
             )
         self.net.load_state_dict(state["network"])
         self.load_training_state(state, self.cfg.learning_rate)
+        self.optimizer.param_groups[1]["lr"] = RANGE_LR  # the configured rate is the trunk's
         if "target_norm" in state:
             self.target_norm.load(state["target_norm"])
         self.publish()
@@ -524,13 +607,27 @@ def _frozen(window) -> bool:
     return isinstance(window, np.ndarray) and not window.flags.writeable
 
 
+def predicted_range(log_range: torch.Tensor) -> np.ndarray:
+    """The range head's output [B] as float32 (high - low) / reference price, >= 0."""
+    return np.maximum(np.exp(log_range.numpy(force=True)) - RANGE_EPS, 0).astype(np.float32)
+
+
 def _predictions(out: CNNOutput, norm: TargetNorm, tf_index: int) -> list[CNNPrediction]:
-    """A batch's output [B, ...] as B predictions (each row a view of one array per field)."""
+    """A batch's output [B, ...] as B predictions (each row a view of one array per field).
+
+    The predicted candle's high and low are the range head's: ``mid +- range / 2`` around the
+    regression head's mid ``(high + low) / 2``, so the stored predicted high - low IS the range
+    forecast (``predicted_range``). Open, close and volume are the regression head's as they
+    are (an open or close may fall outside the reconciled high-low).
+    """
     logits = out.logits.tolist()  # [B][3]: a few numbers, handled in Python (see softmax_row)
     probs = np.array([softmax_row(row) for row in logits], dtype=np.float32)  # [B, 3]
     actions = [argmax_row(row) for row in logits]  # [B]
     confidence = out.confidence.tolist()  # [B]
     ohlcv = norm.denormalise(tf_index, out.ohlcv.numpy(force=True))  # [B, 5], target units
+    half = predicted_range(out.log_range) / 2  # [B]
+    mid = (ohlcv[:, 1] + ohlcv[:, 2]) / 2  # [B]
+    ohlcv[:, 1], ohlcv[:, 2] = mid + half, mid - half  # denormalise returned a new array
     hidden = out.hidden.numpy(force=True)  # [B, 64]
     return [CNNPrediction(action=actions[i], confidence=confidence[i], ohlcv=ohlcv[i],
                           hidden=hidden[i], probs=probs[i]) for i in range(len(actions))]

@@ -8,19 +8,26 @@ import torch
 
 from core.config import CNNConfig
 from core.features import normalised_window
+from core.rewards import hold_band
+from core.timeframes import parse_timeframe
 from nn.base import Experience, Observation
 from nn.cnn import (
+    ARCHITECTURE,
     BUY,
     HOLD,
+    RANGE_EPS,
+    RANGE_LR,
     SELL,
     CNNLearner,
     CNNNet,
     CNNOutput,
     CNNPrediction,
     ExampleRing,
+    _predictions,
     cnn_loss,
     hindsight_label,
-    move_threshold,
+    predicted_range,
+    range_features,
 )
 
 TFS = ("1s", "1m", "1h", "1d")
@@ -71,6 +78,7 @@ def test_output_shapes_for_every_timeframe():
         assert out.confidence.shape == (3,)
         assert out.ohlcv.shape == (3, 5)
         assert out.hidden.shape == (3, 64)
+        assert out.log_range.shape == (3,)
         assert torch.all((out.confidence > 0) & (out.confidence < 1))
         assert torch.all(out.hidden >= 0)  # after a ReLU
 
@@ -92,11 +100,14 @@ def test_parameter_count_by_hand():
             + 128 * 64 + 64  # 8256
             + 64 * 3 + 3  # 195 action logits
             + 64 * 1 + 1  # 65 confidence
-            + 64 * 5 + 5)  # 325 next OHLCV
-    assert head == 41_737
+            + 64 * 5 + 5  # 325 next OHLCV
+            + 4 * 1 + 1)  # 5 range head: 4 HAR weights + bias
+    assert head == 41_742
     net = CNNNet(timeframes=TFS)
-    assert sum(p.numel() for p in net.parameters()) == trunk + 4 * head == 292_132
-    assert make_learner().parameters_count() == 292_132
+    assert sum(p.numel() for p in net.parameters()) == trunk + 4 * head == 292_152
+    assert make_learner().parameters_count() == 292_152
+    two = CNNNet(timeframes=("1h", "1d"))
+    assert sum(p.numel() for p in two.parameters()) == trunk + 2 * head == 208_668
 
 
 def test_trunk_pools_by_four_twice_and_sees_58_candles():
@@ -126,31 +137,39 @@ def test_cnn_loss_by_hand():
         confidence=torch.tensor([0.5, 0.8]),
         ohlcv=torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4, 0.5]]),
         hidden=torch.zeros(2, 64),
+        log_range=torch.tensor([math.log(0.02), math.log(0.01)]),
     )
     action = torch.tensor([2, 0])
     conf_target = torch.tensor([1.0, 0.8])
     ohlcv_target = torch.tensor([[0.1, 0.0, 0.0, 0.0, -0.2], [0.1, 0.2, 0.3, 0.4, 0.5]])
     weights = torch.tensor([1.0, 3.0])  # normalised: 1/4, 3/4
-    total, parts = cnn_loss(out, action, conf_target, ohlcv_target, weights)
+    range_target = torch.tensor([0.04 - RANGE_EPS, 0.005 - RANGE_EPS])
+    total, parts = cnn_loss(out, action, conf_target, ohlcv_target, weights, range_target)
     # CE: zeros -> p = 1/3 -> ln 3; [ln 2, 0, 0] -> p(0) = 2 / (2 + 1 + 1) = 1/2 -> ln 2
     ce = (math.log(3) + 3 * math.log(2)) / 4  # (1.098612 + 2.079442) / 4 = 0.794513
     # BCE: 0.5 vs 1 -> ln 2; 0.8 vs 0.8 -> -(0.8 ln 0.8 + 0.2 ln 0.2) = 0.178515 + 0.321888
     bce = (math.log(2) + 3 * 0.500402) / 4  # (0.693147 + 1.501206) / 4 = 0.548588
     # MSE: (0.1^2 + 0.2^2) / 5 = 0.01; second example exact -> 0
     mse = 0.01 / 4  # 0.0025
+    # L1 on log range: |ln 0.02 - ln 0.04| = ln 2 (forecast half the range); |ln 0.01 - ln
+    # 0.005| = ln 2 (twice) -> (ln 2 + 3 ln 2) / 4 = ln 2 = 0.693147
+    l1 = math.log(2)
     assert parts["ce"] == pytest.approx(ce, abs=1e-6)
     assert parts["confidence_bce"] == pytest.approx(bce, abs=1e-5)
     assert parts["ohlcv_mse"] == pytest.approx(mse, abs=1e-7)
-    # 0.794513 + 0.5 * 0.548588 + 0.0025 = 1.071307
-    assert total.item() == pytest.approx(1.071307, abs=1e-5)
+    assert parts["range_l1"] == pytest.approx(l1, abs=1e-5)
+    # 0.794513 + 0.5 * 0.548588 + 0.0025 + 0.693147 = 1.764454
+    assert total.item() == pytest.approx(1.764454, abs=1e-5)
 
 
 def test_cnn_loss_uniform_weights_equal_plain_mean():
-    out = CNNOutput(torch.zeros(2, 3), torch.full((2,), 0.5), torch.zeros(2, 5), torch.zeros(2, 64))
+    out = CNNOutput(torch.zeros(2, 3), torch.full((2,), 0.5), torch.zeros(2, 5), torch.zeros(2, 64),
+                    torch.zeros(2))
     args = (torch.tensor([0, 1]), torch.tensor([1.0, 0.0]), torch.zeros(2, 5))
-    one, _ = cnn_loss(out, *args, torch.ones(2))
-    ten, _ = cnn_loss(out, *args, torch.full((2,), 10.0))
-    # every example: ln 3 + 0.5 ln 2 + 0 = 1.098612 + 0.346574 = 1.445186
+    range_target = torch.full((2,), 1.0 - RANGE_EPS)  # ln(1) = 0: the forecast is exact
+    one, _ = cnn_loss(out, *args, torch.ones(2), range_target)
+    ten, _ = cnn_loss(out, *args, torch.full((2,), 10.0), range_target)
+    # every example: ln 3 + 0.5 ln 2 + 0 + 0 = 1.098612 + 0.346574 = 1.445186
     assert one.item() == pytest.approx(1.445186, abs=1e-5)
     assert ten.item() == pytest.approx(one.item(), abs=1e-7)
 
@@ -158,53 +177,54 @@ def test_cnn_loss_uniform_weights_equal_plain_mean():
 # -------------------------------------------------------------- hindsight labels
 
 
-def test_move_threshold_by_hand():
-    assert move_threshold("1h", 0.02) == 0.02
-    assert move_threshold("1d", 0.02) == 0.02
-    assert move_threshold("4h", 0.02) == 0.02
-    assert move_threshold("15m", 0.02) == pytest.approx(0.01)  # 0.02 * sqrt(900 / 3600)
-    assert move_threshold("1m", 0.02) == pytest.approx(0.0025820, abs=1e-7)  # 0.02 * 0.1290994
-    assert move_threshold("1s", 0.02) == pytest.approx(0.00033333, abs=1e-8)  # 0.02 / 60
+# The band is core.rewards.hold_band(tf_ms, fee_rate) with the 0.1 % fee: 1h 0.0020412,
+# 1d 0.01, 1m and 1s the round-trip fee 0.002.
+BAND = {"1s": 0.002, "1m": 0.002, "1h": 0.01 * math.sqrt(1 / 24), "1d": 0.01}
+
+
+def test_label_band_is_the_scoring_band():
+    for tf, band in BAND.items():
+        assert hold_band(parse_timeframe(tf), 0.001) == pytest.approx(band, rel=1e-12)
 
 
 @pytest.mark.parametrize(
     "move, tf, expected",
     [
-        (0.03, "1h", (BUY, 0.3)),  # 0.03 > 0.02; 10 * 0.03
+        (0.03, "1h", (BUY, 0.3)),  # 0.03 > 0.00204; 10 * 0.03
         (-0.05, "1h", (SELL, 0.5)),
         (0.2, "1d", (BUY, 0.95)),  # 10 * 0.2 = 2 -> capped at 0.95
         (-0.0951, "1d", (SELL, 0.95)),  # 0.951 -> capped
-        (0.02, "1h", (HOLD, 0.3)),  # exactly the threshold is not beyond it
-        (-0.02, "1d", (HOLD, 0.3)),
+        (0.01, "1d", (HOLD, 0.3)),  # exactly the band is not beyond it
+        (0.009, "1d", (HOLD, 0.3)),  # a 0.9 % day: no move worth a trade
+        (0.0021, "1h", (BUY, 0.021)),  # beyond 0.0020412
+        (0.002, "1h", (HOLD, 0.3)),  # within it
         (0.0, "1h", (HOLD, 0.3)),
-        (0.0026, "1m", (BUY, 0.026)),  # beyond 0.002582
+        (0.0026, "1m", (BUY, 0.026)),  # beyond the 0.2 % round-trip fee
         (-0.0026, "1m", (SELL, 0.026)),
-        (0.0025, "1m", (HOLD, 0.3)),  # within 0.002582, although beyond the 1s threshold
-        (0.00034, "1s", (BUY, 0.0034)),  # beyond 0.000333
-        (-0.00033, "1s", (HOLD, 0.3)),
-        (0.015, "15m", (BUY, 0.15)),  # beyond 0.01
+        (0.0019, "1m", (HOLD, 0.3)),  # a move the fees would eat
+        (-0.0019, "1s", (HOLD, 0.3)),
     ],
 )
 def test_hindsight_label_table(move, tf, expected):
-    action, confidence = hindsight_label(move, tf, 0.02)
+    action, confidence = hindsight_label(move, BAND[tf])
     assert action == expected[0]
     assert confidence == pytest.approx(expected[1], abs=1e-12)
 
 
 @pytest.mark.parametrize("tf", TFS)
 def test_hindsight_label_boundary_is_exclusive(tf):
-    threshold = move_threshold(tf, 0.02)
-    assert hindsight_label(threshold, tf, 0.02)[0] == HOLD
-    assert hindsight_label(-threshold, tf, 0.02)[0] == HOLD
-    assert hindsight_label(math.nextafter(threshold, 1.0), tf, 0.02)[0] == BUY
-    assert hindsight_label(-math.nextafter(threshold, 1.0), tf, 0.02)[0] == SELL
+    band = BAND[tf]
+    assert hindsight_label(band, band)[0] == HOLD
+    assert hindsight_label(-band, band)[0] == HOLD
+    assert hindsight_label(math.nextafter(band, 1.0), band)[0] == BUY
+    assert hindsight_label(-math.nextafter(band, 1.0), band)[0] == SELL
 
 
-def test_hindsight_label_rejects_nan_and_bad_timeframe():
-    with pytest.raises(ValueError, match="finite"):
-        hindsight_label(float("nan"), "1m", 0.02)
-    with pytest.raises(ValueError, match="timeframe"):
-        hindsight_label(0.01, "1x", 0.02)
+def test_hindsight_label_rejects_nan_move_and_band():
+    with pytest.raises(ValueError, match="move must be a finite"):
+        hindsight_label(float("nan"), 0.002)
+    with pytest.raises(ValueError, match="hold_band"):
+        hindsight_label(0.01, float("nan"))
 
 
 # ------------------------------------------------------------------ replay ring
@@ -315,11 +335,12 @@ def test_learn_step_reports_finite_loss_and_refreshes_predictions():
     state = batch[0].state
     before = learner.predict(state, "1m")
     stats = learner.learn(batch)
-    assert set(stats) == {"loss", "ce", "confidence_bce", "ohlcv_mse", "accuracy"}
+    assert set(stats) == {"loss", "ce", "confidence_bce", "ohlcv_mse", "range_l1", "accuracy"}
     assert all(math.isfinite(v) for v in stats.values())
     # the total is the documented combination of its parts
     assert stats["loss"] == pytest.approx(
-        stats["ce"] + 0.5 * stats["confidence_bce"] + stats["ohlcv_mse"], rel=1e-5
+        stats["ce"] + 0.5 * stats["confidence_bce"] + stats["ohlcv_mse"] + stats["range_l1"],
+        rel=1e-5,
     )
     assert stats["accuracy"] in (0.0, 1 / 3, 2 / 3, 1.0)  # over the 3 new experiences
     assert learner.train_steps == 1 and list(learner.losses) == [stats["loss"]]
@@ -425,10 +446,10 @@ def test_load_state_dict_rejects_other_heads():
 def test_status_reports_real_numbers():
     learner = make_learner()
     status = learner.status()
-    assert status["name"] == "cnn" and status["parameters"] == 292_132
+    assert status["name"] == "cnn" and status["parameters"] == 292_152
     assert status["loss_5ma"] is None and status["epsilon"] is None
-    # weights (292132 float32) + BatchNorm buffers + the inference copy, at least
-    assert status["memory_bytes"] > 2 * 292_132 * 4
+    # weights (292152 float32) + BatchNorm buffers + the inference copy, at least
+    assert status["memory_bytes"] > 2 * 292_152 * 4
 
 
 def test_target_norm_by_hand_and_merged_batches_equal_one():
@@ -488,3 +509,129 @@ def test_predict_many_runs_one_forward_per_head_for_all_symbols():
         for tf in TFS:
             np.testing.assert_allclose(out[tf].probs, alone[tf].probs, rtol=1e-5)
             np.testing.assert_allclose(out[tf].hidden, alone[tf].hidden, rtol=1e-5, atol=1e-6)
+
+
+# -------------------------------------------------------------------- range head
+
+
+def test_range_features_by_hand_ignore_the_padding():
+    # Row 0: 3 padded columns, then 5 real candles with log ranges ln(h/l) = x[1] - x[2] of
+    # 0.04, 0 (a flat candle at the last close, volume at the window mean: an all-zero column
+    # that is real because a real candle came before it), 0.03, 0.02, 0.01.
+    x = torch.zeros(2, 5, 8)
+    x[0, :, 3] = torch.tensor([0.01, 0.03, -0.01, 0.02, 1.0])  # 0.03 - (-0.01) = 0.04
+    x[0, :, 5] = torch.tensor([0.0, 0.02, -0.01, 0.01, -1.0])  # 0.03
+    x[0, :, 6] = torch.tensor([0.0, 0.01, -0.01, 0.0, 0.5])  # 0.02
+    x[0, :, 7] = torch.tensor([0.0, 0.005, -0.005, 0.0, -0.5])  # 0.01
+    # Row 1: no padding, the same 5 candles after three of log range 0.05
+    x[1] = x[0]
+    x[1, 1, :3], x[1, 2, :3] = 0.02, -0.03
+    f = range_features(x)
+    assert f.shape == (2, 5)
+    # k = 1: the last candle; k = 4: (0 + 0.03 + 0.02 + 0.01) / 4; k = 16, 64, 256 (window 8):
+    # row 0 over its 5 real candles (0.10 / 5), row 1 over all 8 ((0.15 + 0.10) / 8)
+    means = [[0.01, 0.015, 0.02, 0.02, 0.02], [0.01, 0.015, 0.03125, 0.03125, 0.03125]]
+    expected = np.log(np.array(means) + RANGE_EPS)
+    np.testing.assert_allclose(f.numpy(), expected, rtol=0, atol=1e-5)
+    # a window of one real candle: every scale is that candle's log range
+    lone = torch.zeros(1, 5, 8)
+    lone[0, 1, -1], lone[0, 2, -1] = 0.01, -0.01
+    np.testing.assert_allclose(range_features(lone).numpy(), np.log(0.02 + RANGE_EPS), atol=1e-6)
+
+
+def test_range_head_starts_at_the_geometric_mean_and_gets_no_trunk_gradient():
+    net = CNNNet(timeframes=("1h",))
+    x = trend_window(np.random.default_rng(5), 0.001)[None]
+    x = torch.from_numpy(x)
+    out = net.eval()(x, "1h")
+    f = range_features(x)
+    # w_k = 1/5, b = 0: f_256 + sum_k (f_k - f_256) / 5 = mean of the five features
+    assert out.log_range.item() == pytest.approx(f.mean().item(), abs=1e-6)
+    net.zero_grad()
+    out.log_range.sum().backward()
+    assert all(p.grad is None for name, p in net.named_parameters() if ".range." not in name)
+    assert net.heads["1h"].range.linear.weight.grad is not None
+
+
+def test_predicted_high_low_are_the_range_head_around_the_regression_mid():
+    learner = make_learner()
+    learner.target_norm.update(np.array([2, 2, 2]), np.array(
+        [[0.0, 0.01, -0.01, 0.0, 5.0], [0.001, 0.02, -0.005, 0.002, 6.0],
+         [-0.002, 0.005, -0.02, -0.01, 4.0]]))
+    learner.publish()
+    state = trend_window(np.random.default_rng(6), 0.002)
+    pred = learner.predict(state, "1h")
+    with torch.no_grad():
+        out = learner.inference_net(torch.from_numpy(state)[None], "1h")
+    raw = learner._inference_norm.denormalise(2, out.ohlcv.numpy())[0]  # the regression head
+    span = math.exp(out.log_range.item()) - RANGE_EPS
+    assert predicted_range(out.log_range)[0] == pytest.approx(span, rel=1e-6)
+    assert pred.ohlcv[1] - pred.ohlcv[2] == pytest.approx(span, rel=1e-5)  # the head's range
+    assert (pred.ohlcv[1] + pred.ohlcv[2]) / 2 == pytest.approx((raw[1] + raw[2]) / 2, abs=1e-7)
+    np.testing.assert_array_equal(pred.ohlcv[[0, 3, 4]], raw[[0, 3, 4]])  # o, c, v kept
+    assert predicted_range(torch.tensor([-20.0]))[0] == 0.0  # never negative
+
+
+def regime_candles(n, seed=0):
+    """Candles [n, 6] of 12-step random walks whose step size alternates every 40 candles
+    between calm (0.0005) and volatile (0.003): a range a model can forecast."""
+    rng = np.random.default_rng(seed)
+    sigma = np.where((np.arange(n) // 40) % 2 == 0, 0.0005, 0.003)
+    steps = rng.standard_normal((n, 12)) * sigma[:, None]
+    path = 2000.0 * np.exp(np.cumsum(steps.reshape(-1)).reshape(n, 12))
+    opens = np.r_[2000.0, path[:-1, -1]]
+    high = np.maximum(path.max(axis=1), opens)
+    low = np.minimum(path.min(axis=1), opens)
+    return np.column_stack([np.arange(n) * 60_000.0, opens, high, low, path[:, -1],
+                            rng.uniform(1, 10, n)])
+
+
+def test_range_head_learns_online_to_beat_an_ewma_of_20():
+    # Online as the app runs: predict candle t + 1 from the window ending at t, train on the
+    # resolved ones 4 at a time (plus 4 replayed): 200 steps over 830 candles. Scored over the
+    # second half against the EWMA (alpha 2/21) of the 20 previous ranges on the same rows.
+    # The weights change only at a step, so the next 4 windows are predicted in one forward.
+    learner = CNNLearner(CNNConfig(window=W, buffer_size=1000), ("1m",), seed=0)
+    candles = regime_candles(W + 4 * 200 + 2)
+    ref = candles[:, 4]
+    span = candles[:, 2] - candles[:, 3]  # high - low
+    states = np.stack([normalised_window(candles[t + 1 - W : t + 1], W)
+                       for t in range(W - 1, len(candles) - 1)])  # states[i]: window ending W-1+i
+    weights = (1 - 2 / 21) ** np.arange(20)  # newest first
+    rows = []
+    for start in range(W - 1, len(candles) - 2, 4):  # predict at t = start .. start + 3
+        ts = list(range(start, min(start + 4, len(candles) - 1)))
+        x = torch.from_numpy(states[[t - W + 1 for t in ts]])
+        with torch.no_grad():
+            out = learner.inference_net(x, "1m")
+        preds = _predictions(out, learner._inference_norm, 0)
+        batch = []
+        for t, pred in zip(ts, preds):
+            actual = np.r_[candles[t + 1, 1:5] / ref[t] - 1.0, np.log1p(candles[t + 1, 5])]
+            ewma = weights @ span[t - 19 : t + 1][::-1] / weights.sum() / ref[t]
+            rows.append((span[t + 1] / ref[t], pred.ohlcv[1] - pred.ohlcv[2], ewma))
+            batch.append(Experience(state=states[t - W + 1], action=HOLD, reward=0.0,
+                                    timeframe="1m", label=HOLD, target_confidence=0.3,
+                                    target_ohlcv=actual.astype(np.float32)))
+        learner.learn(batch)  # resolved once candle start + 4 closed
+    actual, model, ewma = np.array(rows[len(rows) // 2:]).T
+    mae_model, mae_ewma = np.abs(model - actual).mean(), np.abs(ewma - actual).mean()
+    assert learner.train_steps == 201  # one per 4 candles
+    assert mae_model < 0.9 * mae_ewma, (mae_model, mae_ewma)
+
+
+def test_checkpoint_without_the_range_head_is_refused():
+    state = make_learner().state_dict()
+    assert ARCHITECTURE.endswith("-har1-4-16-64-256-range")
+    state["architecture"] = ARCHITECTURE.removesuffix("-har1-4-16-64-256-range")  # the old tag
+    with pytest.raises(ValueError, match="architecture"):
+        make_learner().load_state_dict(state)
+
+
+def test_range_head_learns_at_its_own_rate_and_keeps_it_across_a_checkpoint():
+    learner = make_learner(learning_rate=3e-4)
+    assert [g["lr"] for g in learner.optimizer.param_groups] == [3e-4, RANGE_LR]
+    assert sum(p.numel() for p in learner.optimizer.param_groups[1]["params"]) == 4 * 5
+    fresh = make_learner(learning_rate=3e-4)
+    fresh.load_state_dict(learner.state_dict())
+    assert [g["lr"] for g in fresh.optimizer.param_groups] == [3e-4, RANGE_LR]
