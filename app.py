@@ -57,6 +57,8 @@ def parse_evaluate_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--from", dest="start", help="market time to start (ISO, UTC); default: "
                    "after replay.warmup_days of history")
     p.add_argument("--to", dest="end", help="market time to stop (ISO, UTC); default: the end")
+    p.add_argument("--split", help="market time (ISO, UTC) from which predictions are scored; "
+                   "tune only on what comes before it. Default: halfway through the run")
     p.add_argument("--out", required=True, help="folder for report.json and report.html")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -73,24 +75,32 @@ def evaluate(argv: list[str]) -> int:
     try:
         base = load_config(args.config)
         end_ms = parse_time(args.end) if args.end else None
+        split_ms = parse_time(args.split) if args.split else None
         if args.start:
             parse_time(args.start)
     except ConfigError as exc:
         print(f"tickwise: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        print(f"tickwise: --from/--to must be ISO dates or datetimes: {exc}", file=sys.stderr)
+        print(f"tickwise: --from/--to/--split must be ISO dates or datetimes: {exc}",
+              file=sys.stderr)
         return 2
     import torch
 
     torch.set_num_threads(base.torch.threads)
     out = Path(args.out)
-    cfg = evaluation_config(base, args.recording, args.start, out)
-    report = run_evaluation(cfg, out, end_ms, progress=not args.no_progress)
-    for row in report["results"]:
-        print(f"{row['model']:>4} {row['symbol']:<9} {row['timeframe']:>3}  n={row['n']:<6} "
-              f"accuracy {row['accuracy']:.3f}  best baseline {row['best_baseline']}: "
-              f"{row['verdict']}")
+    try:
+        cfg = evaluation_config(base, args.recording, args.start, out)
+        report = run_evaluation(cfg, out, end_ms, progress=not args.no_progress,
+                                split_ms=split_ms, timeframes=base.market.timeframes)
+    except ValueError as exc:  # a split outside the run, a start outside the recording
+        print(f"tickwise: {exc}", file=sys.stderr)
+        return 2
+    split = report["split"]
+    print(f"scored on the {split['reported_rows']:,} predictions made from {split['ts']} on "
+          f"(tuning: the {split['tuning_rows']:,} before)")
+    for model, h in report["headlines"].items():
+        print(f"{model:>4}: {h['text']}")
     print(f"wrote {out / 'report.json'} and {out / 'report.html'}")
     return 0
 

@@ -1,12 +1,15 @@
 """The evaluate command: a recording through the exact live loop, as fast as the work allows.
 
 ``run_evaluation`` builds the same services as the app (core/services.py) on the replay
-source with a manual clock, then advances market time one finest candle at a time and runs the
-scheduler's jobs in the order the scheduler would (close processing every second, training,
-signals and prediction-store writes every ``scheduler.signal_interval_s``, expiry every
-minute): no sleeping, no wall clock. Models start from fresh weights (a run measures learning from nothing). Afterwards
-the resolved predictions are scored against the baselines (core/evaluation.py) and written to
-``report.json`` and ``report.html`` (plotly, offline: the script is embedded).
+source with a manual clock, at the recording's real resolution (``at_real_resolution``: the
+store streams the recording's own bars, the models predict the real timeframes, as they do
+in the app), then advances market time one real bar at a time and runs the scheduler's jobs in
+the order the scheduler would (close processing and training every step, signals and
+prediction-store writes every ``scheduler.signal_interval_s`` or every step, expiry every
+minute or every step): no sleeping, no wall clock. Models start from fresh weights (a run
+measures learning from nothing). Afterwards the resolved predictions are scored
+(core/scoring.py) on the part of the run after the split (tuning looks only before it) and
+written to ``report.json`` and ``report.html`` (plotly, offline: the script is embedded).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import evaluation
+from core import evaluation, scoring
 from core.clock import ManualClock
 from core.config import Config
 from core.kernels import warm_up
+from core.market.service import at_real_resolution, interpolated_timeframes
 from core.services import build_services
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,13 @@ def rss_mb() -> float:
 
 
 PUBLISH_LAG_S = 20  # market seconds between taking a batch and predicting with its weights
+# ... and at least this many steps of the loop: stepping real bars, the training thread gets
+# a few bars' time to finish a step (a CNN step of 32 windows is ~70 ms, a bar of the loop
+# ~6 ms) before its weights are due; one bar would make the loop wait for every step, and
+# the two cores would take turns instead of working together. 8 bars is at most one batch
+# period (1h batches of 8 from two symbols = 4 hours = 8 bars of 30m; 1m batches of 16).
+PUBLISH_LAG_MIN_STEPS = 16
+FLUSH_MIN_STEPS = 10
 
 
 class TrainingPipeline:
@@ -91,7 +102,8 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     predict, store), and every batch that is due is taken. Training runs on a second thread,
     as in the app, overlapped with the market seconds that follow: a batch taken at second i
     is trained there (batches in order), a snapshot of the weights is taken right after its
-    step, and that snapshot is installed for prediction at second i + PUBLISH_LAG_S (waiting
+    step, and that snapshot is installed for prediction at second i + PUBLISH_LAG_S, or
+    PUBLISH_LAG_MIN_STEPS steps when the loop steps bars of a minute or more (waiting
     for it if training is behind). Which weights predict which candle therefore depends on
     market time only, never on thread timing: a run is reproducible (the no-look-ahead test
     relies on it). The app installs each step's weights as soon as it is done, about one
@@ -103,8 +115,12 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     services.market.clock = clock
     base_ms = services.market.store.tf_ms[services.market.store.base_tf]
     signal_every = max(1, round(cfg.scheduler.signal_interval_s * 1000 / base_ms))
+    # The store's writes: every signal, and at most every FLUSH_MIN_STEPS steps (a bar a step:
+    # one transaction per bar cost ~0.8 ms of a ~6 ms step)
+    flush_every = max(signal_every, FLUSH_MIN_STEPS)
     expire_every = max(1, round(60_000 / base_ms))
-    lag = max(1, round(PUBLISH_LAG_S * 1000 / base_ms))
+    rss_every = max(1, round(600_000 / base_ms))  # RSS sampled every 10 market minutes
+    lag = max(PUBLISH_LAG_MIN_STEPS, round(PUBLISH_LAG_S * 1000 / base_ms))
     steps = max(0, (end_ms - start_ms) // base_ms)
     bar = None
     if progress:
@@ -124,9 +140,11 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
             pipeline.submit(i)
             if i % signal_every == signal_every - 1:
                 training.signal_job()
-                training.flush_job()  # every signal: by market time, as the rest of the loop
+            if i % flush_every == flush_every - 1:
+                training.flush_job()  # by market time, as the rest of the loop
             if i % expire_every == expire_every - 1:
                 training.expire_job()
+            if i % rss_every == rss_every - 1:
                 peak_rss = max(peak_rss, rss_mb())
             if bar is not None:
                 bar.update(1)
@@ -139,20 +157,25 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
             "end_ms": now}
 
 
-def learning_curves(rows: pd.DataFrame, window: int = 200) -> dict:
-    """Rolling accuracy and reward per model (all symbols and timeframes) over market time."""
+def learning_curves(rows: pd.DataFrame, fee_rate: float, metrics: dict[str, str],
+                    window: int = 200) -> dict:
+    """Per model: its headline measure (``metrics``: model -> score name) rolling over its
+    last ``window`` resolved predictions of each symbol and timeframe, beside the baseline's
+    value on the same rows; plus the rolling accuracy (kept, never alone)."""
     curves = {}
-    for model, group in rows.groupby("model", sort=True):
-        group = group.sort_values("created_ts")
-        correct = group["action_correct"].astype(float).to_numpy()
-        w = min(window, len(group))
-        if w < 1:
+    for (model, symbol, tf), group in rows.groupby(["model", "symbol", "timeframe"], sort=True):
+        metric = metrics.get(model)
+        if metric is None or len(group) < window:
             continue
-        curves[model] = {
-            "ts": group["created_ts"].astype(int).tolist()[w - 1:],
-            "accuracy": evaluation.rolling_accuracy(correct, w)[w - 1:].tolist(),
-            "reward": pd.Series(group["reward"].to_numpy(float)).rolling(w).mean()
-            .to_numpy()[w - 1:].tolist(),
+        skill = scoring.rolling(group, timeframe=tf, fee_rate=fee_rate, metric=metric,
+                                window=window)
+        correct = group.sort_values("created_ts")["action_correct"].astype(float).to_numpy()
+        curves[f"{model} {symbol} {tf}"] = {
+            "model": model, "metric": metric,
+            "ts": skill["created_ts"].astype(int).tolist(),
+            "value": skill["value"].tolist(),
+            "baseline_value": skill["baseline_value"].tolist(),
+            "accuracy": evaluation.rolling_accuracy(correct, window)[window - 1:].tolist(),
         }
     return curves
 
@@ -192,21 +215,52 @@ def write_report(out: Path, report: dict) -> tuple[Path, Path]:
     return json_path, html_path
 
 
+def _fmt_score(score: dict | None) -> str:
+    if not score or score.get("value") is None or not math.isfinite(score["value"]):
+        return "—"
+    ci = score.get("ci") or [math.nan, math.nan]
+    text = f"{score['value']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+    if score.get("baseline"):
+        base = score.get("baseline_value")
+        text += f" vs {score['baseline']}" + (f" {base:+.3f}" if base is not None
+                                             and math.isfinite(base) else "")
+    return text + (f": {score['verdict']}" if score.get("verdict") else "")
+
+
+def results_table_html(results: list[dict]) -> str:
+    """One row per model, symbol and timeframe: scored ones with every measure (value,
+    interval, baseline, verdict), the others with the reason they are not scored."""
+    metrics = sorted({m for r in results for m in r.get("scores", {})},
+                     key=lambda m: scoring.SCORE_NAMES.index(m)
+                     if m in scoring.SCORE_NAMES else 99)
+    head = "".join(f"<th>{h}</th>" for h in ("model", "symbol", "tf", "n", *metrics))
+    body = []
+    for r in results:
+        cells = [r["model"], r["symbol"], r["timeframe"], str(r.get("n", ""))]
+        if not r["scored"]:
+            cells.append(f"not scored: {r['reason']}")
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells[:-1])
+                        + f"<td colspan='{len(metrics)}'>{cells[-1]}</td></tr>")
+            continue
+        cells += [_fmt_score(r["scores"].get(m)) for m in metrics]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
 def report_html(report: dict) -> str:
-    """One offline HTML page: verdicts table, learning curves, reliability diagrams."""
+    """One offline HTML page: the verdicts first (each model's headline, then every measure
+    with its interval and baseline), rolling skill, reliability diagrams."""
     import plotly.graph_objects as go
     import plotly.io as pio
 
     figures = []
     curves = go.Figure()
-    for model, c in report["learning_curves"].items():
+    for name, c in report["learning_curves"].items():
         x = pd.to_datetime(c["ts"], unit="ms")
-        curves.add_trace(go.Scatter(x=x, y=c["accuracy"], name=f"{model} accuracy"))
-        curves.add_trace(go.Scatter(x=x, y=c["reward"], name=f"{model} reward", yaxis="y2",
+        curves.add_trace(go.Scatter(x=x, y=c["value"], name=f"{name} {c['metric']}"))
+        curves.add_trace(go.Scatter(x=x, y=c["baseline_value"], name=f"{name} baseline",
                                     line={"dash": "dot"}))
-    curves.update_layout(title="Learning curves (rolling over the last predictions)",
-                         yaxis={"title": "accuracy"},
-                         yaxis2={"title": "mean reward", "overlaying": "y", "side": "right"},
+    curves.update_layout(title="Rolling skill (last 200 predictions) beside its baseline",
                          template="plotly_white", height=420)
     figures.append(curves)
     for model, cal in report["calibration"].items():
@@ -222,32 +276,85 @@ def report_html(report: dict) -> str:
                           yaxis={"title": "accuracy", "range": [0, 1]},
                           template="plotly_white", height=320, width=420)
         figures.append(fig)
-    table = pd.DataFrame(report["results"])
-    keep = [c for c in ("model", "symbol", "timeframe", "n", "accuracy", "mean_reward", "ece",
-                        "pnl", "best_baseline", "accuracy_diff", "ci_low", "ci_high", "verdict")
-            if c in table.columns]
     parts = [pio.to_html(f, include_plotlyjs=(i == 0), full_html=False)
              for i, f in enumerate(figures)]
     run = report["run"]
+    split = report["split"]
+    headlines = "".join(f"<li><b>{m.upper()}</b>: {h['text']}</li>"
+                        for m, h in report["headlines"].items())
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Tickwise evaluation</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>
 <h1>Tickwise evaluation: {report['recording']['name']}</h1>
-<p>Market time {report['from']} to {report['to']} ({run['market_s']:,.0f} market s in
-{run['wall_s']:,.1f} wall s; peak RSS {run['peak_rss_mb']:,.0f} MB, final
-{run['final_rss_mb']:,.0f} MB). Fee {report['fee_rate']:.4%} per side. Models trained from fresh
+<h2>Verdicts (reported part: predictions made from {split['ts']} on)</h2><ul>{headlines}</ul>
+<p>Each measure: value [95 % block-bootstrap interval] vs its naive baseline on the same rows:
+verdict ("skill" only when the whole interval of model minus baseline is above 0).
+Tuning looked only at the part before {split['ts']} ({split['tuning_rows']:,} predictions);
+the {split['reported_rows']:,} after it are reported here.</p>
+{results_table_html(report['results'])}
+<p>Market time {report['from']} to {report['to']}, one step per real {report['bar_timeframe']}
+bar ({run['market_s']:,.0f} market s in {run['wall_s']:,.1f} wall s; peak RSS
+{run['peak_rss_mb']:,.0f} MB). Fee {report['fee_rate']:.4%} per side. Models trained from fresh
 weights on the live loop as they went.</p>
-<h2>Verdicts</h2>{table[keep].to_html(index=False, float_format=lambda v: f"{v:.4g}")}
 {''.join(parts)}
+<h2>Tuning part (before {split['ts']})</h2>{results_table_html(report['tuning'])}
 </body></html>"""
 
 
+def _results(rows: pd.DataFrame, learners: dict, cfg: Config, roles: dict[str, dict],
+             symbols: tuple[str, ...]) -> list[dict]:
+    """Every (model, symbol, configured timeframe): the scored ones with the model's own
+    measures (``Learner.scores``), the others with why they are not scored."""
+    table = scoring.score_table(rows, fee_rate=cfg.signal.fee_rate, seed=cfg.replay.seed) \
+        if len(rows) else []
+    found = {(r["model"], r["symbol"], r["timeframe"]): r for r in table}
+    results = []
+    for model, learner in learners.items():
+        for symbol in symbols:
+            for tf, role in roles.items():
+                if not role["scored"]:
+                    results.append({"model": model, "symbol": symbol, "timeframe": tf,
+                                    "scored": False, "reason": role["reason"]})
+                    continue
+                row = found.get((model, symbol, tf))
+                if row is None:
+                    results.append({"model": model, "symbol": symbol, "timeframe": tf,
+                                    "scored": False, "reason": "no resolved predictions"})
+                    continue
+                scores = {k: v for k, v in row["scores"].items() if k in learner.scores}
+                results.append({**row, "scored": True, "scores": scores})
+    return results
+
+
+def _roles(cfg: Config, base_cfg_timeframes: tuple[str, ...], services) -> dict[str, dict]:
+    """Per timeframe the user configured: scored, or not and why (interpolated: finer than
+    the recording's bars; or not a model timeframe)."""
+    bar_tf = services.market.store.base_tf
+    bar_ms = services.market.store.tf_ms[bar_tf]
+    from core.timeframes import parse_timeframe
+
+    roles = {}
+    for tf in base_cfg_timeframes:
+        if tf in services.training.timeframes:
+            roles[tf] = {"scored": True}
+        elif parse_timeframe(tf) < bar_ms or parse_timeframe(tf) % bar_ms:
+            roles[tf] = {"scored": False,
+                         "reason": f"interpolated (finer than the recording's {bar_tf} bars)"}
+        else:
+            roles[tf] = {"scored": False, "reason": "not in market.model_timeframes"}
+    return roles
+
+
 def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, split_ms: int | None = None,
+                   timeframes: tuple[str, ...] | None = None) -> dict:
     """Evaluate on cfg.replay (recording, start) up to end_ms (default: the recording's end);
-    write report.json and report.html into ``out``."""
+    score the predictions made from ``split_ms`` on (default: halfway) and write report.json
+    and report.html into ``out``. ``timeframes``: those the user configured (the report says
+    why each one not scored is not)."""
     shutil.rmtree(Path(cfg.runtime_dir), ignore_errors=True)  # this run's own fresh store
     services = build_services(cfg)
+    assert not interpolated_timeframes(services.market.source), "evaluate at real resolution"
     warm_up()  # the kernels compiled or loaded before the clock runs
     src = services.market.source
     src.backfill()
@@ -255,39 +362,74 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
     gc.freeze()  # as app.py does: what lives for the whole run stays out of full collections
     start = src.start_ms
     end = src.data_end if end_ms is None else min(end_ms, src.data_end)
-    log.info("evaluating %s from %d to %d", src.recording.name, start, end)
+    split = split_ms if split_ms is not None else start + (end - start) // 2
+    if not start < split < end:
+        raise ValueError(f"the split {split} must fall inside the evaluated span {start}..{end}")
+    log.info("evaluating %s from %d to %d (reported from %d)", src.recording.name, start, end,
+             split)
     try:
         run = run_loop(services, start, end, progress)
         rows = services.training.store.resolved_frame()
     finally:
         services.training.active = False
         services.training.store.close()
-    results = evaluation.compare(rows, fee_rate=cfg.signal.fee_rate, seed=cfg.replay.seed) \
-        if len(rows) else pd.DataFrame()
+    learners = services.training.learners
+    roles = _roles(cfg, timeframes or cfg.market.timeframes, services)
+    symbols = services.market.store.symbols
+    reported = rows[rows["created_ts"] >= split] if len(rows) else rows
+    tuning = rows[rows["created_ts"] < split] if len(rows) else rows
+    results = _results(reported, learners, cfg, roles, symbols)
+    scored = [r for r in results if r["scored"]]
+    headlines = {m: scoring.headline(scored, m) for m in learners}
+    metrics = {m: h.get("metric") for m, h in headlines.items()}
     report = {
         "recording": {"name": src.recording.name, "description": src.recording.description,
                       "licence": src.recording.licence},
-        "from": pd.Timestamp(start, unit="ms", tz="UTC").isoformat(),
-        "to": pd.Timestamp(run["end_ms"], unit="ms", tz="UTC").isoformat(),
+        "from": _iso(start),
+        "to": _iso(run["end_ms"]),
+        "bar_timeframe": services.market.store.base_tf,
+        "split": {"ts": _iso(split), "ms": split,
+                  "rule": "tuned only on predictions made before the split; every score "
+                          "here is from the predictions made at or after it",
+                  "tuning_rows": int(len(tuning)), "reported_rows": int(len(reported))},
+        "timeframes": roles,
         "fee_rate": cfg.signal.fee_rate,
         "run": run,
         "predictions_resolved": int(len(rows)),
-        "train_steps": {n: lrn.train_steps for n, lrn in services.training.learners.items()},
-        "results": results.to_dict(orient="records"),
-        "learning_curves": learning_curves(rows) if len(rows) else {},
-        "calibration": calibration(rows) if len(rows) else {},
+        "train_steps": {n: lrn.train_steps for n, lrn in learners.items()},
+        "headlines": headlines,
+        "results": results,
+        "tuning": _results(tuning, learners, cfg, roles, symbols),
+        "learning_curves": learning_curves(rows, cfg.signal.fee_rate, metrics)
+        if len(rows) else {},
+        "calibration": calibration(reported) if len(reported) else {},
     }
     write_report(out, report)
     return report
 
 
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+
+
 def evaluation_config(base: Config, recording: str, start: str | None, out: Path) -> Config:
-    """The app's config with the replay pointed at the recording and a runtime dir in ``out``."""
+    """The app's config with the replay pointed at the recording, a runtime dir in ``out``,
+    and the loop at the recording's real resolution (``at_real_resolution``). Without a
+    start: as soon as the CNN's window (``models.cnn.window`` candles of the finest model
+    timeframe) of history is there, so a short recording is evaluated almost whole."""
     from dataclasses import replace
 
-    replay = replace(base.replay, recording=recording, on_end="stop",
-                     start=start if start else base.replay.start)
+    from core.market.recording import find_recording, load_recording
+    from core.timeframes import parse_timeframe
+
     market = replace(base.market, source="replay")
     models = replace(base.models, load_checkpoints=False)
-    return replace(base, replay=replay, market=market, models=models,
-                   runtime_dir=str(out / "runtime"))
+    cfg = replace(base, replay=replace(base.replay, recording=recording, on_end="stop"),
+                  market=market, models=models, runtime_dir=str(out / "runtime"))
+    cfg = at_real_resolution(cfg)
+    if not start:
+        first = load_recording(find_recording(recording, cfg.recordings_dir)).start_ms
+        tf_ms = parse_timeframe(cfg.market.model_timeframes[0])
+        begin = -(-(first + cfg.models.cnn.window * tf_ms) // tf_ms) * tf_ms  # rounded up
+        start = pd.Timestamp(begin, unit="ms").isoformat()
+    return replace(cfg, replay=replace(cfg.replay, start=start))

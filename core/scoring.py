@@ -750,6 +750,7 @@ def headline(table: list[dict], model: str) -> dict:
         for name, s in row["scores"].items()
         if s["verdict"] is not None
     ]
+    found = _against_the_best_naive(found)
     judged = [item for item in found if item[2]["verdict"] != "too few rows"]
     if not judged:
         most = max((row["n"] for row in table if row["model"] == model), default=0)
@@ -772,6 +773,25 @@ def headline(table: list[dict], model: str) -> dict:
         "symbol": row["symbol"], "timeframe": row["timeframe"], "value": s["value"],
         "ci": s["ci"], "baseline": s["baseline"], "diff": s["diff"], "diff_ci": s["diff_ci"],
     }  # fmt: skip
+
+
+def _against_the_best_naive(found: list[tuple]) -> list[tuple]:
+    """Of a forecast's skills against several naive forecasts (``range_skill_persistence``
+    and ``range_skill_ewma`` of one symbol and timeframe), keep the one against the best
+    naive forecast on those rows (the lowest skill): beating a weak baseline while losing to
+    a strong one is no skill. Other scores pass unchanged."""
+    lowest: dict[tuple, float] = {}
+    for row, name, s in found:
+        if "_skill_" in name:
+            key = (row["symbol"], row["timeframe"], name.split("_skill_")[0])
+            value = s["value"] if math.isfinite(s["value"]) else math.inf
+            lowest[key] = min(lowest.get(key, math.inf), value)
+    return [
+        (row, name, s) for row, name, s in found
+        if "_skill_" not in name
+        or (s["value"] if math.isfinite(s["value"]) else math.inf)
+        == lowest[(row["symbol"], row["timeframe"], name.split("_skill_")[0])]
+    ]
 
 
 def rolling(

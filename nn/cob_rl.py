@@ -170,7 +170,7 @@ class COBLearner(Learner):
             return []
         x = torch.as_tensor(np.stack(states).astype(np.float32, copy=False),
                             device=self.device)  # [N, F]
-        with self.lock, torch.no_grad():
+        with self.lock, torch.inference_mode():
             logits = self.inference_net(x).tolist()  # [N][2]
         outs = []
         for row in logits:

@@ -194,7 +194,7 @@ class DQNLearner(Learner):
         x = torch.from_numpy(np.stack(states)).to(self.device, torch.float32)  # [N, D]
         outs = []
         with self.lock:
-            with torch.no_grad():
+            with torch.inference_mode():  # no autograd bookkeeping at all
                 q = self.inference_net(x).tolist()  # [N][A]
             for row in q:
                 explored = bool(self.rng.random() < self._published_epsilon)

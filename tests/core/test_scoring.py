@@ -661,6 +661,22 @@ def test_headline_picks_the_clearest_skill():
     assert out["value"] == 0.12 and out["ci"] == [0.08, 0.15] and out["baseline"] == "ewma"
 
 
+def test_headline_judges_a_forecast_against_the_best_naive_forecast():
+    # Beating persistence by 0.55 while tying the EWMA is no skill: the EWMA is the better
+    # naive forecast on these rows, so it is the one the headline holds the model to.
+    table = _table(("1m", {"close_skill_ewma": _s(0.55, 0.50, 0.59, "skill"),
+                           "close_skill_persistence": _s(-0.003, -0.007, 0.0004, "no skill yet",
+                                                         "persistence")}))  # fmt: skip
+    out = headline(table, "cnn")
+    assert out["verdict"] == "no skill yet" and out["metric"] == "close_skill_persistence"
+    # Skill against both: the headline shows the smaller one, against the stronger baseline.
+    table = _table(("1h", {"range_skill_persistence": _s(0.17, 0.13, 0.20, "skill",
+                                                         "persistence"),
+                           "range_skill_ewma": _s(0.086, 0.058, 0.114, "skill")}))  # fmt: skip
+    out = headline(table, "cnn")
+    assert out["verdict"] == "learning" and out["metric"] == "range_skill_ewma"
+
+
 def test_headline_without_skill():
     no_skill = _table(("5m", {"ic": _s(0.02, -0.01, 0.05, "no skill yet", "momentum", 0.01),
                               "pnl": _s(-5.0, -9.0, -1.0, "worse", "always_hold", 0.0)}))  # fmt: skip
