@@ -25,7 +25,6 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from core import evaluation, scoring
@@ -193,23 +192,10 @@ def calibration(rows: pd.DataFrame, bins: int = 10) -> dict:
     return out
 
 
-def _clean(value):
-    """JSON-safe: NaN and infinities become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _clean(value.item())
-    return value
-
-
 def write_report(out: Path, report: dict) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(_clean(report), indent=2) + "\n")
+    json_path.write_text(json.dumps(scoring.json_safe(report), indent=2) + "\n")
     html_path = out / "report.html"
     html_path.write_text(report_html(report))
     return json_path, html_path

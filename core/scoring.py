@@ -829,3 +829,17 @@ def rolling(
         best, _ = _best_baseline(m, full, g.n)
         out["baseline_value"] = np.where(sized, m.baselines[best](sums, sums[:, ONE]), np.nan)
     return out
+
+
+def json_safe(value):
+    """``value`` with NaN and infinities as None and numpy scalars as Python numbers, so
+    that the REST status and report.json are valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return json_safe(value.item())
+    return value

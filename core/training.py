@@ -20,7 +20,6 @@ before it writes the checkpoints, so they hold every step and nothing changes af
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter, deque
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core import evaluation
+from core import evaluation, scoring
 from core.config import Config
 from core.market.candles import Candle
 from core.market.service import MarketService
@@ -456,24 +455,28 @@ class LiveTrainingService:
 
     # -- status -------------------------------------------------------------------------
 
-    QUALITY_ROWS = 500  # resolved predictions per model behind the cards' accuracy
+    QUALITY_ROWS = 1000  # resolved predictions per model behind the cards' scores
     QUALITY_MAX_AGE_S = 5.0
+    ROLLING_WINDOW = 60  # predictions per point of the cards' rolling-skill sparkline
 
     def model_quality(self, resolved: int = 0) -> dict[str, dict]:
-        """Per model, over its last QUALITY_ROWS resolved predictions: accuracy beside the
-        best naive baseline's on the same candles, and calibration (ECE, reliability in 5
-        bins). It bootstraps the comparison, so it is recomputed only every QUALITY_MAX_AGE_S,
-        or sooner when the number of resolved predictions (``resolved``) grew by over 10%."""
+        """Per model, over its last QUALITY_ROWS resolved predictions: every measure of
+        core/scoring.py it is judged by (``Learner.scores``), per symbol and timeframe, each
+        with its baseline on the same rows and a 95 % block-bootstrap interval; the headline
+        verdict; the headline measure rolling; calibration. Bootstraps, so it is recomputed
+        only every QUALITY_MAX_AGE_S, or sooner when the number of resolved predictions
+        (``resolved``) grew by over 10%."""
         now = time.monotonic()
         cached = self._quality_cache
         if cached is not None and now - cached[0] < self.QUALITY_MAX_AGE_S \
                 and resolved <= cached[2] * 1.1:
             return cached[1]
         quality = {}
-        for name in self.learners:
+        for name, learner in self.learners.items():
             rows = pd.DataFrame(self.store.recent(limit=self.QUALITY_ROWS, model=name,
                                                   status="resolved"))
-            quality[name] = _quality(rows, self.cfg.signal.fee_rate, self.cfg.replay.seed)
+            quality[name] = _quality(name, rows, learner.scores, self.cfg.signal.fee_rate,
+                                     self.cfg.replay.seed, self.ROLLING_WINDOW)
         self._quality_cache = (now, quality, resolved)
         return quality
 
@@ -557,28 +560,33 @@ class LiveTrainingService:
         }
 
 
-def _quality(rows: pd.DataFrame, fee_rate: float, seed: int) -> dict | None:
-    """Pooled over a model's symbols and timeframes, weighted by rows; None below 30 rows."""
-    if len(rows) < evaluation.MIN_ROWS_FOR_VERDICT:
+def _quality(model: str, rows: pd.DataFrame, measures: tuple[str, ...], fee_rate: float,
+             seed: int, window: int) -> dict | None:
+    """One model's scores for the card and /status (JSON-safe); None before any resolved."""
+    if rows.empty:
         return None
-    table = evaluation.compare(rows, fee_rate, seed, resamples=200)
-    weights = table["n"].to_numpy(float)
-
-    def pooled(column: str) -> float:
-        return float(np.average(table[column].to_numpy(float), weights=weights))
-
-    baselines = {b: pooled(f"{b}_accuracy") for b in evaluation.BASELINES}
-    baselines = {b: v for b, v in baselines.items() if not math.isnan(v)}  # applicable ones
-    best = max(baselines, key=baselines.get)
+    table = scoring.score_table(rows, fee_rate=fee_rate, seed=seed)
+    for row in table:  # the model's own measures only
+        row["scores"] = {k: v for k, v in row["scores"].items() if k in measures}
+    head = scoring.headline(table, model)
+    rolling = None
+    if head["metric"] is not None:
+        group = rows[(rows["symbol"] == head["symbol"]) & (rows["timeframe"] == head["timeframe"])]
+        curve = scoring.rolling(group, timeframe=head["timeframe"], fee_rate=fee_rate,
+                                metric=head["metric"], window=window)
+        rolling = {"metric": head["metric"], "symbol": head["symbol"],
+                   "timeframe": head["timeframe"], "window": window,
+                   "values": curve["value"].tolist()[-200:],
+                   "baseline_values": curve["baseline_value"].tolist()[-200:]}
     conf = rows["confidence"].to_numpy(float)
     correct = rows["action_correct"].astype(bool).to_numpy()
     bins = evaluation.reliability(conf, correct, bins=5)
-    return {
-        "rows": int(weights.sum()),
-        "accuracy": pooled("accuracy"),
-        "best_baseline": best,
-        "best_baseline_accuracy": baselines[best],
+    return scoring.json_safe({
+        "rows": len(rows),
+        "headline": head,
+        "groups": table,
+        "rolling": rolling,
         "ece": evaluation.expected_calibration_error(conf, correct, bins=10),
         "reliability": [{"low": b[0], "high": b[1], "count": int(b[2]),
                          "accuracy": None if b[2] == 0 else float(b[4])} for b in bins],
-    }
+    })

@@ -183,8 +183,10 @@ def register_training_callbacks(app, training, timeframes: tuple[str, ...]) -> N
         status = training.cached_status()
         if not status["models"]:
             return no_update, no_update, no_update, no_update
-        cards = [dbc.Col(model_card(name, m), lg=4, md=6)
+        roles = status.get("timeframes")
+        cards = [dbc.Col(model_card(name, m, roles), lg=4, md=6)
                  for name, m in status["models"].items()]
         recent = training.store.recent(limit=12)
-        return (cards, panel_stats(status), accuracy_table(status["models"], timeframes),
+        return (cards, panel_stats(status),
+                accuracy_table(status["models"], timeframes, roles),
                 predictions_table(recent))

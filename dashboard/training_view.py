@@ -18,8 +18,9 @@ MODEL_TITLES = {"cnn": "CNN · multi-timeframe", "dqn": "DQN · dueling double",
 
 
 def sparkline(values: list[float], width: int = 24) -> str:
-    """Unicode bars of the last ``width`` values, scaled between their min and max."""
-    values = [v for v in values[-width:] if v == v]
+    """Unicode bars of the last ``width`` values, scaled between their min and max; a value
+    not there yet (None, NaN: a window not full) is skipped."""
+    values = [v for v in values[-width:] if v is not None and v == v]
     if not values:
         return ""
     lo, hi = min(values), max(values)
@@ -58,7 +59,46 @@ def _ts(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%m-%d %H:%M:%S")
 
 
-def model_card(name: str, m: dict) -> dbc.Card:
+VERDICT_COLOURS = {"learning": "success", "no skill yet": "secondary",
+                   "worse than baseline": "danger", "too few rows": "warning"}
+
+
+def skill_lines(q: dict | None) -> tuple[str, str, str, str]:
+    """(headline, verdict, rolling-skill sparkline, accuracy beside its baseline) of a
+    model's scores (the status' ``quality``). A model with nothing resolved says so."""
+    if q is None:
+        return "no resolved predictions yet", "too few rows", "", "—"
+    head = q["headline"]
+    rolling = q.get("rolling")
+    spark = ""
+    if rolling:
+        spark = (f"{sparkline(rolling['values'])} rolling {rolling['timeframe']} "
+                 f"(last {rolling['window']} per point)")
+    accuracy = "—"
+    group = next((g for g in q["groups"] if (g["symbol"], g["timeframe"])
+                  == (head.get("symbol"), head.get("timeframe"))), None) \
+        or (q["groups"][0] if q["groups"] else None)
+    acc = group["scores"].get("accuracy") if group else None
+    if acc and acc.get("value") is not None:
+        accuracy = (f"{acc['value']:.1%} vs {acc['baseline']} {fmt(acc['baseline_value'], '.1%')}"
+                    f" ({group['timeframe']}, n={acc['n']:,})")
+    return head["text"], head["verdict"], spark, accuracy
+
+
+def scored_on(roles: dict | None) -> str:
+    """'1h, 1d · not scored: 1s, 1m (interpolated)' from the status' timeframe roles."""
+    if not roles:
+        return "—"
+    scored = [tf for tf, r in roles.items() if r["scored"]]
+    text = ", ".join(scored) or "none"
+    skipped = [tf for tf, r in roles.items() if not r["scored"]]
+    if skipped:
+        reasons = sorted({roles[tf]["reason"] for tf in skipped})
+        text += f" · not scored: {', '.join(skipped)} ({'; '.join(reasons)})"
+    return text
+
+
+def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
     state = m["state"]
     last = m.get("last_prediction")
     last_text = "none yet" if not last else (
@@ -68,20 +108,20 @@ def model_card(name: str, m: dict) -> dbc.Card:
     loss_text = "not trained yet" if loss is None else f"{loss:.4f} {trend(m['loss_history'])}"
     ckpt = m.get("checkpoint")
     q = m.get("quality")
-    if q is None:
-        quality_text, calibration_text = "fewer than 30 resolved yet", "—"
-    else:
-        quality_text = (f"{q['accuracy']:.1%} vs {q['best_baseline']} "
-                        f"{q['best_baseline_accuracy']:.1%} (last {q['rows']:,})")
-        calibration_text = f"ECE {q['ece']:.3f}  " + calibration_bars(q["reliability"])
+    headline, verdict, spark, accuracy = skill_lines(q)
+    calibration_text = "—" if q is None else (
+        f"ECE {q['ece']:.3f}  " + calibration_bars(q["reliability"]))
     rows = [
+        ("skill", headline),
+        ("rolling skill", spark),
+        ("accuracy", accuracy),
+        ("calibration", calibration_text),
+        ("scored on", scored_on(roles)),
         ("parameters", f"{m['parameters']:,}"),
         ("loss (5-step MA)", loss_text),
         ("", sparkline(m["loss_history"])),
         ("epsilon", fmt(m["epsilon"], ".3f", "n/a")),
         ("train steps", f"{m['train_steps']:,}"),
-        ("rolling accuracy", quality_text),
-        ("calibration", calibration_text),
         ("predictions", f"{m['prediction_count']:,}"),
         ("last prediction", last_text),
         ("device", m["device"]),
@@ -95,20 +135,32 @@ def model_card(name: str, m: dict) -> dbc.Card:
     )
     header = html.Div([
         html.Span(MODEL_TITLES.get(name, name), className="mc-title"),
-        dbc.Badge(state, color=STATE_COLOURS.get(state, "secondary"), className="ms-auto",
+        dbc.Badge(verdict, color=VERDICT_COLOURS.get(verdict, "secondary"),
+                  className="ms-auto me-1", id={"type": "model-verdict", "model": name}),
+        dbc.Badge(state, color=STATE_COLOURS.get(state, "secondary"),
                   id={"type": "model-state", "model": name}),
     ], className="d-flex align-items-center")
     return dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")],
                     className="model-card h-100", id=f"model-card-{name}")
 
 
-def accuracy_table(models: dict, timeframes: tuple[str, ...]) -> html.Table:
-    head = html.Tr([html.Th("accuracy")] + [html.Th(tf) for tf in timeframes])
+def accuracy_table(models: dict, timeframes: tuple[str, ...],
+                   roles: dict | None = None) -> html.Table:
+    """Accuracy (the timeframe's HOLD band) per model and timeframe; a timeframe the models
+    do not learn from says why (interpolated)."""
+    roles = roles or {}
+    head = html.Tr([html.Th("accuracy")] + [
+        html.Th([tf, html.Br(), html.Small(roles[tf]["label"] if tf in roles else "")],
+                className="" if roles.get(tf, {}).get("scored", True) else "tf-unscored")
+        for tf in timeframes])
     rows = [head]
     for name, m in models.items():
         cells = []
         for tf in timeframes:
             a = m["accuracy"].get(tf)
+            if not roles.get(tf, {}).get("scored", True):
+                cells.append(html.Td("not scored", className="tf-unscored"))
+                continue
             cells.append(html.Td("—" if not a else f"{a['accuracy']:.0%} ({a['resolved']:,})"))
         rows.append(html.Tr([html.Td(name.upper())] + cells))
     return html.Table(rows, className="table table-sm table-dark lt-table mb-0")

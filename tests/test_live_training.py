@@ -89,11 +89,27 @@ def test_every_model_predicts_resolves_and_trains(trained):
         assert sum(v["resolved"] for v in m["accuracy"].values()) == counts[name]["resolved"]
     for name in ("cnn", "dqn", "cob"):
         q = status["models"][name]["quality"]
-        # Pooled over the model's last 500 resolved predictions, beside the naive baselines.
-        assert q is not None and q["rows"] == min(500, counts[name]["resolved"])
-        assert 0 <= q["accuracy"] <= 1 and 0 <= q["best_baseline_accuracy"] <= 1
-        assert q["best_baseline"] in ("always_hold", "buy_and_hold", "momentum", "random_like")
+        # Over the model's last 1,000 resolved predictions: its own measures per symbol and
+        # timeframe, each beside its naive baseline with an interval, and a headline verdict.
+        assert q is not None and q["rows"] == min(1000, counts[name]["resolved"])
+        learner = trained.training.learners[name]
+        assert {(g["symbol"], g["timeframe"]) for g in q["groups"]} >= {
+            ("ETH/USDT", "1h"), ("BTC/USDT", "1h")}
+        for group in q["groups"]:
+            assert set(group["scores"]) <= set(learner.scores)
+            accuracy = group["scores"]["accuracy"]
+            assert accuracy["baseline"] in ("always_hold", "buy_and_hold", "momentum")
+            assert accuracy["ci"] is None or accuracy["ci"][0] <= accuracy["value"] <= \
+                accuracy["ci"][1]
+        assert q["headline"]["verdict"] in ("learning", "no skill yet", "worse than baseline",
+                                            "too few rows")
+        assert q["headline"]["text"]
         assert sum(b["count"] for b in q["reliability"]) == q["rows"]
+    cnn_groups = status["models"]["cnn"]["quality"]["groups"]
+    assert all("range_skill_ewma" in g["scores"] for g in cnn_groups)
+    import json
+
+    json.dumps(status, allow_nan=False)  # valid JSON: no NaN reaches the REST status
     dqn = status["models"]["dqn"]
     # epsilon decays x0.995 per training step from 0.3.
     assert dqn["epsilon"] == pytest.approx(0.3 * 0.995 ** dqn["train_steps"])

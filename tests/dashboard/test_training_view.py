@@ -1,0 +1,44 @@
+"""The model card's skill lines: the verdict in words, with its interval and baseline."""
+
+from __future__ import annotations
+
+from dashboard.training_view import scored_on, skill_lines
+
+ROLES = {
+    "1s": {"scored": False, "reason": "interpolated", "label": "not scored: interpolated"},
+    "1m": {"scored": False, "reason": "interpolated", "label": "not scored: interpolated"},
+    "1h": {"scored": True, "label": "trained and scored"},
+    "1d": {"scored": True, "label": "trained and scored"},
+}
+
+
+def test_scored_on_names_the_real_timeframes_and_why_the_others_are_not():
+    assert scored_on(ROLES) == "1h, 1d · not scored: 1s, 1m (interpolated)"
+    assert scored_on(None) == "—"
+
+
+def test_a_model_with_nothing_resolved_says_so():
+    headline, verdict, spark, accuracy = skill_lines(None)
+    assert headline == "no resolved predictions yet" and verdict == "too few rows"
+    assert spark == "" and accuracy == "—"
+
+
+def test_skill_lines_show_the_headline_rolling_skill_and_accuracy_beside_its_baseline():
+    text = "range forecast 1h BTC/USDT: skill +0.06 [+0.05, +0.07] vs ewma: learning"
+    quality = {
+        "headline": {"text": text, "verdict": "learning", "symbol": "BTC/USDT",
+                     "timeframe": "1h", "metric": "range_skill_ewma"},
+        "rolling": {"metric": "range_skill_ewma", "timeframe": "1h", "window": 60,
+                    "values": [None, 0.0, 0.05, 0.1], "baseline_values": [0, 0, 0, 0]},
+        "groups": [
+            {"symbol": "ETH/USDT", "timeframe": "1h", "scores": {}},
+            {"symbol": "BTC/USDT", "timeframe": "1h", "scores": {"accuracy": {
+                "value": 0.52, "baseline": "always_hold", "baseline_value": 0.47, "n": 400}}},
+        ],
+    }
+    headline, verdict, spark, accuracy = skill_lines(quality)
+    assert headline == text and verdict == "learning"
+    # Rising rolling skill: lowest bar to highest (None, before a full window, is skipped).
+    assert spark.startswith("▁▄█") and "rolling 1h (last 60 per point)" in spark
+    # Accuracy never alone: beside its best naive baseline, on the headline's rows.
+    assert accuracy == "52.0% vs always_hold 47.0% (1h, n=400)"
