@@ -38,7 +38,8 @@ def test_skill_lines_show_the_headline_rolling_skill_and_accuracy_beside_its_bas
     }
     headline, verdict, spark, accuracy = skill_lines(quality)
     assert headline == text and verdict == "learning"
-    # Rising rolling skill: lowest bar to highest (None, before a full window, is skipped).
-    assert spark.startswith("▁▄█") and "rolling 1h (last 60 per point)" in spark
+    # Rising rolling skill: 0 -> bar 0, 0.05 -> round(3.5) = bar 4, 0.1 -> bar 7 (None, before
+    # a full window, is skipped).
+    assert spark.startswith("▁▅█ ") and "rolling 1h (last 60 per point)" in spark
     # Accuracy never alone: beside its best naive baseline, on the headline's rows.
     assert accuracy == "52.0% vs always_hold 47.0% (1h, n=400)"
