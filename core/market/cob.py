@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Literal
@@ -271,27 +272,44 @@ def cob_features(
 
 
 class ConsolidatedBooks:
-    """Latest book per (exchange, symbol), written by the stream threads, read by the page.
+    """Recent books per (exchange, symbol), written by the stream threads, read by the page
+    and the models' observations.
 
     A book put here is one a feed accepted (``OrderBook``: each side best first, finite
     prices, sizes >= 0); it is not checked again when consolidated.
 
-    ``consolidated`` leaves out books older than ``stale_after_s`` (by market time ``ts``) and
-    names those exchanges in the result's ``stale``; it returns None when no fresh book is left.
+    ``fresh``/``consolidated`` at market time ``ts`` read, per exchange, the newest book taken
+    no later than ``ts`` (never one from after it: the observation of a candle that closed at
+    ``ts`` is often built a little later, when a fast replay has already published newer
+    books, which sit around prices inside the next bar) and leave it out when it is older than
+    ``stale_after_s``, naming those exchanges in the result's ``stale``; None when no fresh
+    book is left. The last ``history`` books per exchange and symbol are kept for that.
     """
 
     def __init__(
-        self, bucket_bps: float = 1.0, levels: int = 20, stale_after_s: float = 5.0
+        self, bucket_bps: float = 1.0, levels: int = 20, stale_after_s: float = 5.0,
+        history: int = 256,
     ) -> None:
         self.bucket_bps = bucket_bps
         self.levels = levels
         self.stale_after_ms = int(stale_after_s * 1000)
-        self._books: dict[tuple[str, str], OrderBook] = {}
+        self._books: dict[tuple[str, str], deque[OrderBook]] = {}
+        self._history = history
         self._lock = threading.Lock()
 
     def put(self, exchange: str, book: OrderBook) -> None:
         with self._lock:
-            self._books[(exchange, book.symbol)] = book
+            kept = self._books.setdefault((exchange, book.symbol), deque(maxlen=self._history))
+            if kept and book.ts < kept[-1].ts:  # out of order: keep the series sorted
+                return
+            kept.append(book)
+
+    def _at(self, kept: deque[OrderBook], ts: int) -> OrderBook | None:
+        """The newest of ``kept`` (sorted by time) taken no later than ts."""
+        for book in reversed(kept):
+            if book.ts <= ts:
+                return book
+        return None
 
     def on_book(
         self, exchange: str, symbol: str, ts: int, bids: np.ndarray, asks: np.ndarray
@@ -307,8 +325,10 @@ class ConsolidatedBooks:
         """The books of ``symbol`` no older than ``stale_after_s`` at ``ts``, by exchange, and
         the names of the exchanges left out for being older."""
         with self._lock:
-            mine = {ex: b for (ex, sym), b in self._books.items() if sym == symbol}
-        fresh = {ex: b for ex, b in mine.items() if ts - b.ts <= self.stale_after_ms}
+            mine = {ex: self._at(kept, ts) for (ex, sym), kept in self._books.items()
+                    if sym == symbol}
+        fresh = {ex: b for ex, b in mine.items()
+                 if b is not None and ts - b.ts <= self.stale_after_ms}
         return fresh, tuple(sorted(set(mine) - set(fresh)))
 
     def consolidated(self, symbol: str, ts: int) -> ConsolidatedBook | None:

@@ -89,7 +89,10 @@ class MarketService:
         self.started = False
 
     def consolidated_book(self, symbol: str):
-        return self.cob.consolidated(symbol, self.clock.now_ms())
+        """The consolidated book as of the newest data the source delivered (a fast replay's
+        data trails its clock by a few market seconds; books are stale by data time)."""
+        now = self.clock.now_ms()
+        return self.cob.consolidated(symbol, now - self.source.lag_ms(now))
 
     def snapshot(self) -> dict:
         """Everything the page header and the market status endpoint show, computed here."""

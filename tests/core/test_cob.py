@@ -181,3 +181,23 @@ def test_consolidate_equals_bucketing_every_level(seed):
     width = cob.bucket_width
     np.testing.assert_allclose(cob.bids, reference_side(books, 0, width, 20), rtol=1e-12)
     np.testing.assert_allclose(cob.asks, reference_side(books, 1, width, 20), rtol=1e-12)
+
+
+def test_a_book_from_after_the_asked_time_is_never_read():
+    # A fast replay publishes books past a candle's close before its observation is built:
+    # the observation must read the book of the close, not a newer one (prices inside the
+    # next bar, where the replay's path already heads for that bar's close).
+    books = ConsolidatedBooks(stale_after_s=5)
+    bids, asks = np.array([[99.0, 1.0]]), np.array([[101.0, 1.0]])
+    for ts in (1_000, 2_000, 3_000):
+        books.put("replay", OrderBook("ETH/USDT", ts, bids + ts / 1000, asks + ts / 1000))
+    fresh, stale = books.fresh("ETH/USDT", 2_500)
+    assert fresh["replay"].ts == 2_000 and stale == ()  # not the 3,000 one
+    assert books.fresh("ETH/USDT", 3_000)[0]["replay"].ts == 3_000
+    # Before the first book: none; older than stale_after_s: left out, named stale.
+    assert books.fresh("ETH/USDT", 500) == ({}, ("replay",))
+    assert books.fresh("ETH/USDT", 9_000) == ({}, ("replay",))
+    assert books.consolidated("ETH/USDT", 2_500).ts == 2_500
+    # An out-of-order book is dropped: the series stays sorted.
+    books.put("replay", OrderBook("ETH/USDT", 1_500, bids, asks))
+    assert books.fresh("ETH/USDT", 1_600)[0]["replay"].ts == 1_000
