@@ -76,7 +76,7 @@ def bench(base, recording: str, days: float | None) -> None:
     for row in table:
         row["scores"] = {k: v for k, v in row["scores"].items()
                          if k in learners[row["model"]].scores}
-    heads = {m: scoring.headline(table, m)["text"] for m in learners}
+    heads = {m: scoring.headline(table, m, lrn.scores)["text"] for m, lrn in learners.items()}
     score_s = time.perf_counter() - t1
     final = rss_mb()
     peak = max(peak, final)

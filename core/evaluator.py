@@ -366,7 +366,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
     tuning = rows[rows["created_ts"] < split] if len(rows) else rows
     results = _results(reported, learners, cfg, roles, symbols)
     scored = [r for r in results if r["scored"]]
-    headlines = {m: scoring.headline(scored, m) for m in learners}
+    headlines = {m: scoring.headline(scored, m, lrn.scores) for m, lrn in learners.items()}
     metrics = {m: h.get("metric") for m, h in headlines.items()}
     report = {
         "recording": {"name": src.recording.name, "description": src.recording.description,

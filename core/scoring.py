@@ -84,7 +84,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -733,14 +733,16 @@ def _strength(s: Score) -> tuple[float, float]:
     return key, lo
 
 
-def headline(table: list[dict], model: str) -> dict:
+def headline(table: list[dict], model: str, priority: Sequence[str] = ()) -> dict:
     """The model's best result over its (symbol, timeframe) rows of ``score_table``.
 
     Among scores with verdict "skill", the clearest (highest lower diff bound, measured in
     units of its interval's width so that USD and fractions compare): verdict "learning". If
     none: "worse than baseline" when every score with a verdict is "worse", else "no skill
-    yet", each showing the score with the highest (scaled) lower bound; "too few rows" when
-    no score has MIN_ROWS rows. Keys: text, verdict, metric, symbol, timeframe, value, ci
+    yet", each showing the model's main measure (the first of ``priority``, the model's
+    ``Learner.scores``, that has one; else the highest scaled lower bound); "too few rows" when
+    no score has MIN_ROWS rows. A forecast's skill counts only against the best naive
+    forecast on its rows. Keys: text, verdict, metric, symbol, timeframe, value, ci
     (of the value), baseline, diff, diff_ci.
     """
     found = [
@@ -767,7 +769,13 @@ def headline(table: list[dict], model: str) -> dict:
     else:
         pool = [item for item in judged if item[2]["verdict"] == "no skill yet"]
         word = HEADLINE_VERDICTS["no skill yet"]
-    row, metric, s = max(pool, key=lambda item: _strength(item[2]))
+    rank = {name: i for i, name in enumerate(priority)}
+    if word == HEADLINE_VERDICTS["skill"] or not rank:
+        row, metric, s = max(pool, key=lambda item: _strength(item[2]))
+    else:  # the model's main measure, then the clearest
+        first = min(rank.get(item[1], len(rank)) for item in pool)
+        row, metric, s = max((item for item in pool if rank.get(item[1], len(rank)) == first),
+                             key=lambda item: _strength(item[2]))
     return {
         "text": _headline_text(row, metric, s, word), "verdict": word, "metric": metric,
         "symbol": row["symbol"], "timeframe": row["timeframe"], "value": s["value"],

@@ -568,7 +568,7 @@ def _quality(model: str, rows: pd.DataFrame, measures: tuple[str, ...], fee_rate
     table = scoring.score_table(rows, fee_rate=fee_rate, seed=seed)
     for row in table:  # the model's own measures only
         row["scores"] = {k: v for k, v in row["scores"].items() if k in measures}
-    head = scoring.headline(table, model)
+    head = scoring.headline(table, model, measures)
     rolling = None
     if head["metric"] is not None:
         group = rows[(rows["symbol"] == head["symbol"]) & (rows["timeframe"] == head["timeframe"])]

@@ -677,6 +677,18 @@ def test_headline_judges_a_forecast_against_the_best_naive_forecast():
     assert out["verdict"] == "learning" and out["metric"] == "range_skill_ewma"
 
 
+def test_without_skill_the_headline_shows_the_models_main_measure():
+    # A zero-width precision tie is no news; the range forecast is the CNN's main measure.
+    table = _table(("1h", {"range_skill_ewma": _s(0.01, -0.02, 0.04, "no skill yet"),
+                           "precision": _s(0.51, 0.51, 0.51, "no skill yet", "base_rate",
+                                           0.51)}))  # fmt: skip
+    out = headline(table, "cnn", priority=("range_skill_ewma", "ic", "precision"))
+    assert out["verdict"] == "no skill yet" and out["metric"] == "range_skill_ewma"
+    # A skill anywhere still wins over the order.
+    table[0]["scores"]["precision"] = _s(0.55, 0.53, 0.57, "skill", "base_rate", 0.51)
+    assert headline(table, "cnn", priority=("range_skill_ewma",))["metric"] == "precision"
+
+
 def test_headline_without_skill():
     no_skill = _table(("5m", {"ic": _s(0.02, -0.01, 0.05, "no skill yet", "momentum", 0.01),
                               "pnl": _s(-5.0, -9.0, -1.0, "worse", "always_hold", 0.0)}))  # fmt: skip
