@@ -136,8 +136,8 @@ def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
     header = html.Div([
         html.Span(MODEL_TITLES.get(name, name), className="mc-title"),
         dbc.Badge(verdict, color=VERDICT_COLOURS.get(verdict, "secondary"),
-                  className="ms-auto me-1", id={"type": "model-verdict", "model": name}),
-        dbc.Badge(state, color=STATE_COLOURS.get(state, "secondary"),
+                  className="ms-auto me-1 mc-verdict", id={"type": "model-verdict", "model": name}),
+        dbc.Badge(state, color=STATE_COLOURS.get(state, "secondary"), className="mc-state",
                   id={"type": "model-state", "model": name}),
     ], className="d-flex align-items-center")
     return dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")],

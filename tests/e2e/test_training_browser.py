@@ -29,7 +29,7 @@ def test_start_shows_active_and_learning_then_stop_stops(server_url, browser, se
     wait.until(lambda d: d.find_elements(By.ID, "model-card-dqn"), "model cards never appeared")
     assert text(browser, "#lt-state") == "INACTIVE"
     for model in ("cnn", "dqn", "cob"):
-        assert text(browser, f"#model-card-{model} .badge") in ("UNTRAINED", "IDLE")
+        assert text(browser, f"#model-card-{model} .mc-state") in ("UNTRAINED", "IDLE")
 
     import time
 
@@ -37,15 +37,24 @@ def test_start_shows_active_and_learning_then_stop_stops(server_url, browser, se
     started = time.monotonic()
     wait.until(lambda d: text(d, "#lt-state") == "ACTIVE", "Start did not make training ACTIVE")
     for model in ("cnn", "dqn", "cob"):
-        wait.until(lambda d, m=model: text(d, f"#model-card-{m} .badge") == "ACTIVE")
+        wait.until(lambda d, m=model: text(d, f"#model-card-{m} .mc-state") == "ACTIVE")
     # On the default replay every model predicts, sees its predictions resolve and trains
     # within a wall minute of Start (config.yaml, replay.speed).
     for model in ("cnn", "cob", "dqn"):
         wait.until(lambda d, m=model: field(d, m, "loss (5-step MA)") != "not trained yet",
                    f"the {model} never reported a loss")
-    assert time.monotonic() - started < 60, "a model took over a wall minute to train"
+    took = time.monotonic() - started
+    print(f"every model trained {took:.1f} s after Start")
+    assert took < 60, "a model took over a wall minute to train"
     first = field(browser, "dqn", "loss (5-step MA)")
     wait.until(lambda d: field(d, "dqn", "loss (5-step MA)") != first, "the loss never moved")
+    # What is learned from, in words: the real 1h and 1d candles; 1s and 1m are interpolated.
+    assert field(browser, "cnn", "scored on") == "1h, 1d · not scored: 1s, 1m (interpolated)"
+    assert "not scored: interpolated" in text(browser, "#lt-accuracy")
+    for model in ("cnn", "dqn", "cob"):  # each card leads with its verdict (or says why not)
+        assert field(browser, model, "skill")
+        assert text(browser, f"#model-card-{model} .mc-verdict") in (
+            "learning", "no skill yet", "worse than baseline", "too few rows")
     epsilon = float(field(browser, "dqn", "epsilon"))
     assert 0.05 <= epsilon < 0.3
     assert int(field(browser, "cnn", "parameters").replace(",", "")) == \
@@ -54,7 +63,7 @@ def test_start_shows_active_and_learning_then_stop_stops(server_url, browser, se
 
     browser.find_element(By.ID, "lt-stop").click()
     wait.until(lambda d: text(d, "#lt-state") == "INACTIVE", "Stop did not stop training")
-    wait.until(lambda d: text(d, "#model-card-dqn .badge") == "IDLE")
+    wait.until(lambda d: text(d, "#model-card-dqn .mc-state") == "IDLE")
     steps = services.training.learners["dqn"].train_steps
     predictions = services.training.learners["dqn"].prediction_count
     time.sleep(2.0)  # stopped: no training and no new predictions while we wait
