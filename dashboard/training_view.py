@@ -194,6 +194,9 @@ def panel_stats(status: dict) -> list:
         ("open positions", ", ".join(f"{s} {p['side']}" for s, p in paper["positions"].items())
          or "none"),
     ]
+    direction = status.get("direction")
+    if direction:
+        items.append(("direction skill", direction["text"]))
     errors = status.get("errors") or {}
     if errors:
         items.append(("job errors", "; ".join(f"{k}: {v['type']} x{v['count']}"

@@ -749,3 +749,19 @@ def test_group_rng_is_keyed():
 def test_module_has_no_torch():
     source = open(scoring.__file__).read()
     assert "import torch" not in source and "from torch" not in source
+
+
+def test_direction_summary_says_plainly_when_no_model_calls_the_direction():
+    from core.scoring import direction_summary
+
+    none = _table(("1h", {"range_skill_ewma": _s(0.09, 0.08, 0.11, "skill"),
+                          "ic": _s(0.01, -0.01, 0.03, "no skill yet", "constant", 0.0),
+                          "balanced_accuracy": _s(0.2, 0.18, 0.22, "worse", "momentum",
+                                                  0.45)}))  # fmt: skip
+    out = direction_summary(none)  # a range forecast is skill, but not a direction
+    assert out["any"] is False and out["text"].startswith("No model has direction skill")
+    some = none + [{"model": "cob", "symbol": "BTC/USDT", "timeframe": "1h", "n": 100,
+                    "scores": {"ic": _s(0.08, 0.06, 0.10, "skill", "constant", 0.0)}}]
+    out = direction_summary(some)
+    assert out["any"] is True and [f["model"] for f in out["found"]] == ["cob"]
+    assert out["text"].startswith("Direction skill: COB IC 1h BTC/USDT: +0.08 vs constant")
