@@ -55,7 +55,7 @@ class ReplayConfig:
     on_end: Literal["loop", "stop"] = "loop"
     seed: int = 7
     book_levels: int = 20
-    book_interval_s: int = 1
+    book_interval_s: int = 10
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ class LiveTrainingService:
         self._status_cache: tuple[float, dict] | None = None
         self._status_lock = threading.Lock()  # the first computation
         self._refreshing = threading.Lock()  # held while a background refresh runs
-        self._quality_cache: tuple[float, dict] | None = None
+        self._quality_cache: tuple[float, dict, int] | None = None
         market.store.subscribe(self._on_close)
 
     # -- control ------------------------------------------------------------------------
@@ -459,17 +459,19 @@ class LiveTrainingService:
     QUALITY_MAX_AGE_S = 5.0
     ROLLING_WINDOW = 60  # predictions per point of the cards' rolling-skill sparkline
 
-    def model_quality(self) -> dict[str, dict]:
+    def model_quality(self, resolved: int = 0) -> dict[str, dict]:
         """Per model, over its last QUALITY_ROWS resolved predictions: every measure of
         core/scoring.py it is judged by (``Learner.scores``), per symbol and timeframe, each
         with its baseline on the same rows and a 95 % block-bootstrap interval; the headline
         verdict; the headline measure rolling; calibration. It bootstraps (~60 ms a model), so
-        it is recomputed at most every QUALITY_MAX_AGE_S: recomputing whenever a few more
-        predictions resolved took ~40 % of a core in the first minutes after Start, away from
-        the replay and the jobs."""
+        it is recomputed every QUALITY_MAX_AGE_S, or sooner once the number of resolved
+        predictions (``resolved``) has doubled: a few times in the first minute after Start
+        (recomputing whenever 10 % more had resolved took ~40 % of a core then, away from the
+        replay and the jobs)."""
         now = time.monotonic()
         cached = self._quality_cache
-        if cached is not None and now - cached[0] < self.QUALITY_MAX_AGE_S:
+        if cached is not None and now - cached[0] < self.QUALITY_MAX_AGE_S \
+                and resolved < 2 * cached[2]:
             return cached[1]
         quality = {}
         for name, learner in self.learners.items():
@@ -477,7 +479,7 @@ class LiveTrainingService:
                                                   status="resolved"))
             quality[name] = _quality(name, rows, learner.scores, self.cfg.signal.fee_rate,
                                      self.cfg.replay.seed, self.ROLLING_WINDOW)
-        self._quality_cache = (now, quality)
+        self._quality_cache = (now, quality, max(1, resolved))
         return quality
 
     STATUS_MAX_STALE_S = 2.0  # an older copy is recomputed on the request, not in the background
@@ -518,7 +520,7 @@ class LiveTrainingService:
     def status(self) -> dict:
         accuracy = self.store.accuracy()
         counts = self.store.counts()
-        quality = self.model_quality()
+        quality = self.model_quality(sum(c.get("resolved", 0) for c in counts.values()))
         models = {}
         for name, learner in self.learners.items():
             s = learner.status()

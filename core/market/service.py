@@ -235,8 +235,10 @@ def _replay_market(cfg: Config, store: CandleStore, books: OrderBooks, feed: Mar
     )
     # Paused at the replay's start until start(): market time does not run during the backfill.
     clock = ReplayClock(source.start_ms, cfg.replay.speed, paused=True)
-    # The replay's (synthetic or recorded) book is one exchange of the consolidated book.
+    # The replay's (synthetic or recorded) book is one exchange of the consolidated book; it
+    # comes every book_interval_s market seconds, so it is fresh for two of those.
     feed.book_listeners.append(lambda book: cob.put("replay", book))
+    cob.stale_after_ms = max(cob.stale_after_ms, 2 * cfg.replay.book_interval_s * 1000)
     service = MarketService(cfg, clock, store, books, feed, source, cob, notice)
     service.notice_level = level
     return service

@@ -328,4 +328,4 @@ def test_bad_env_value_names_the_key():
 def test_process_environment_is_read_when_none_is_given(monkeypatch):
     monkeypatch.setenv("TICKWISE_REPLAY__SPEED", "45")
     assert load_config(None).replay.speed == 45.0
-    assert load_config(None, environ=NO_ENV).replay.speed == 15.0
+    assert load_config(None, environ=NO_ENV).replay.speed == 600.0

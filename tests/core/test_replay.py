@@ -671,7 +671,7 @@ def test_build_market_wires_a_paused_replay_and_starts_nothing():
     assert market.source.start_ms == START
     assert isinstance(market.clock, ReplayClock) and market.clock.paused
     assert market.clock.now_ms() == START
-    assert market.clock.speed == 15.0
+    assert market.clock.speed == 600.0
     assert not market.started and market.notice == ""
     assert market.store.symbols == (ETH, BTC)
     assert market.store.capacity("1h") == 48
