@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import scoring
+from core import scoring, verdicts
 from core.config import load_config
 from core.evaluator import evaluation_config, rss_mb, run_loop
 from core.kernels import warm_up
@@ -76,7 +76,7 @@ def bench(base, recording: str, days: float | None) -> None:
     for row in table:
         row["scores"] = {k: v for k, v in row["scores"].items()
                          if k in learners[row["model"]].scores}
-    heads = {m: scoring.headline(table, m, lrn.scores)["text"] for m, lrn in learners.items()}
+    heads = {m: verdicts.headline(table, m, lrn.scores)["text"] for m, lrn in learners.items()}
     score_s = time.perf_counter() - t1
     final = rss_mb()
     peak = max(peak, final)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import evaluation, scoring
+from core import evaluation, scoring, verdicts
 from core.clock import ManualClock
 from core.config import Config
 from core.kernels import warm_up
@@ -367,7 +367,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
     tuning = rows[rows["created_ts"] < split] if len(rows) else rows
     results = _results(reported, learners, cfg, roles, symbols)
     scored = [r for r in results if r["scored"]]
-    headlines = {m: scoring.headline(scored, m, lrn.scores) for m, lrn in learners.items()}
+    headlines = {m: verdicts.headline(scored, m, lrn.scores) for m, lrn in learners.items()}
     metrics = {m: h.get("metric") for m, h in headlines.items()}
     report = {
         "recording": {"name": src.recording.name, "description": src.recording.description,
@@ -385,7 +385,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
         "predictions_resolved": int(len(rows)),
         "train_steps": {n: lrn.train_steps for n, lrn in learners.items()},
         "headlines": headlines,
-        "direction": scoring.direction_summary(scored),
+        "direction": verdicts.direction_summary(scored),
         "results": results,
         "tuning": _results(tuning, learners, cfg, roles, symbols),
         "learning_curves": learning_curves(rows, cfg.signal.fee_rate, metrics)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core import evaluation, scoring
+from core import evaluation, scoring, verdicts
 from core.config import Config
 from core.market.candles import Candle
 from core.market.service import MarketService
@@ -557,7 +557,7 @@ class LiveTrainingService:
             "paper": self.paper.snapshot(prices),
             "models": models,
             # whether any model calls the direction better than its baselines, in words
-            "direction": scoring.direction_summary(
+            "direction": verdicts.direction_summary(
                 [g for q in quality.values() if q for g in q["groups"]]),
             "errors": {k: v.__dict__ for k, v in self.errors.items()},
             "prediction_counts": counts,
@@ -573,7 +573,7 @@ def _quality(model: str, rows: pd.DataFrame, measures: tuple[str, ...], fee_rate
     table = scoring.score_table(rows, fee_rate=fee_rate, seed=seed)
     for row in table:  # the model's own measures only
         row["scores"] = {k: v for k, v in row["scores"].items() if k in measures}
-    head = scoring.headline(table, model, measures)
+    head = verdicts.headline(table, model, measures)
     rolling = None
     if head["metric"] is not None:
         group = rows[(rows["symbol"] == head["symbol"]) & (rows["timeframe"] == head["timeframe"])]
