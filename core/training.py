@@ -521,6 +521,7 @@ class LiveTrainingService:
         accuracy = self.store.accuracy()
         counts = self.store.counts()
         quality = self.model_quality(sum(c.get("resolved", 0) for c in counts.values()))
+        roles = self.market.timeframe_roles()
         models = {}
         for name, learner in self.learners.items():
             s = learner.status()
@@ -532,6 +533,8 @@ class LiveTrainingService:
                 "checkpoint": self.checkpoints.latest_info(name),
                 "accuracy": acc,
                 "quality": quality.get(name),
+                # per timeframe: "trained and scored" or "not scored: interpolated"
+                "timeframes": {tf: role["label"] for tf, role in roles.items()},
             }
         prices = {s: p for s in self.market.store.symbols
                   if (p := self.market.store.last_price(s)) is not None}
@@ -539,7 +542,7 @@ class LiveTrainingService:
             "active": self.active,
             "started_at": self.started_at_ms,
             # per timeframe: "trained and scored", or "not scored" and why (interpolated)
-            "timeframes": self.market.timeframe_roles(),
+            "timeframes": roles,
             "market_time_ms": self.market.clock.now_ms(),
             "clock_speed": self.market.clock.speed,
             "source": {**self.market.source.describe(),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -90,10 +91,22 @@ def range_features(x: torch.Tensor) -> torch.Tensor:
     log_range = (x[:, 1] - x[:, 2]).clamp(min=0)  # [B, L]
     real = (x != 0).any(dim=1).cumsum(dim=-1) > 0  # [B, L] from the first non-zero column on
     real[:, -1] = True
-    sums = log_range.flip(-1).cumsum(dim=-1)  # [B, L]: column k - 1 sums the last k
-    counts = real.flip(-1).cumsum(dim=-1)  # [B, L] real candles among the last k (>= 1)
-    cols = [min(k, x.shape[-1]) - 1 for k in RANGE_SCALES]
-    return torch.log(sums[:, cols] / counts[:, cols] + RANGE_EPS)  # [B, 5]
+    tails = _tails(x.shape[-1], x.dtype, x.device)  # [L, 5]: 1 on each scale's last k columns
+    sums = log_range @ tails  # [B, 5] the last k candles' log ranges, summed
+    counts = real.to(x.dtype) @ tails  # [B, 5] real candles among them (>= 1)
+    return torch.log(sums / counts + RANGE_EPS)  # [B, 5]
+
+
+@lru_cache(maxsize=8)
+def _tails(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[L, len(RANGE_SCALES)]: column j is 1 on the last min(k_j, L) positions, else 0, so
+    one matmul sums every scale's tail (two matmuls cost less than a flip, cumsums and
+    gathers on a [1, 300] window, where each call is mostly overhead)."""
+    with torch.inference_mode(False):  # a plain tensor, usable by training too
+        tails = torch.zeros(length, len(RANGE_SCALES), dtype=dtype, device=device)
+        for j, k in enumerate(RANGE_SCALES):
+            tails[max(0, length - k):, j] = 1.0
+    return tails
 
 
 class RangeHead(nn.Module):

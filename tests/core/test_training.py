@@ -225,6 +225,10 @@ def test_interpolated_candles_are_streamed_but_never_predicted_trained_or_scored
                            "label": "not scored: interpolated"}
     assert roles["1m"]["label"] == "not scored: interpolated"
     assert roles["1h"] == {"scored": True, "label": "trained and scored"}
+    for model in training.status()["models"].values():  # per model and timeframe too
+        assert model["timeframes"] == {"1s": "not scored: interpolated",
+                                       "1m": "not scored: interpolated",
+                                       "1h": "trained and scored", "1d": "trained and scored"}
     # The models' inputs hold no interpolated window either.
     obs = training.builder.build("ETH/USDT", "1h", market.source.start_ms)
     assert set(obs.windows) == {"1h", "1d"}
