@@ -117,7 +117,10 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     # The store's writes: every signal, and at most every FLUSH_MIN_STEPS steps (a bar a step:
     # one transaction per bar cost ~0.8 ms of a ~6 ms step)
     flush_every = max(signal_every, FLUSH_MIN_STEPS)
-    expire_every = max(1, round(60_000 / base_ms))
+    # expiry every market minute, and at most every FLUSH_MIN_STEPS bars (it only matters
+    # across gaps, and a pending prediction expires 10 market minutes late at the earliest)
+    expire_every = max(round(60_000 / base_ms), FLUSH_MIN_STEPS) if base_ms >= 60_000 \
+        else max(1, round(60_000 / base_ms))
     lag = max(PUBLISH_LAG_MIN_STEPS, round(PUBLISH_LAG_S * 1000 / base_ms))
     steps = max(0, (end_ms - start_ms) // base_ms)
     # RSS sampled every 10 market minutes, and at most ~200 samples kept for the run

@@ -298,8 +298,8 @@ def test_predict_all_reuses_outputs_until_the_window_or_weights_change():
     windows = {tf: trend_window(rng, 0.001) for tf in TFS}
     obs = Observation("ETH/USDT", "1s", 0, windows, {}, np.zeros(0))
     calls = []
-    forward = learner.inference_net.forward
-    learner.inference_net.forward = lambda x, tf: calls.append(tf) or forward(x, tf)
+    forward = learner._forward  # the inference copy's (traced) forward per head
+    learner._forward = lambda x, tf: calls.append(tf) or forward(x, tf)
     first = learner.predict_all(obs)
     assert sorted(calls) == sorted(TFS)  # 4 forwards the first time
     # Only the 1s window changed (a 1s candle closed): one forward, the rest reused.
@@ -499,8 +499,8 @@ def test_predict_many_runs_one_forward_per_head_for_all_symbols():
              Observation("BTC/USDT", "1s", 0, btc, {}, np.zeros(0)),
              Observation("ETH/USDT", "1m", 0, eth, {}, np.zeros(0))]  # ETH's windows again
     calls = []
-    forward = learner.inference_net.forward
-    learner.inference_net.forward = lambda x, tf: calls.append((tf, len(x))) or forward(x, tf)
+    forward = learner._forward  # the inference copy's (traced) forward per head
+    learner._forward = lambda x, tf: calls.append((tf, len(x))) or forward(x, tf)
     outs = learner.predict_many(batch)
     assert sorted(calls) == sorted((tf, 2) for tf in TFS)  # ETH and BTC rows, once each
     assert outs[2]["1h"] is outs[0]["1h"]  # the repeated ETH windows share their outputs
@@ -635,3 +635,31 @@ def test_range_head_learns_at_its_own_rate_and_keeps_it_across_a_checkpoint():
     fresh = make_learner(learning_rate=3e-4)
     fresh.load_state_dict(learner.state_dict())
     assert [g["lr"] for g in fresh.optimizer.param_groups] == [3e-4, RANGE_LR]
+
+
+def test_traced_prediction_equals_the_eager_network_and_follows_published_weights():
+    # predict_many runs a TorchScript trace of each head; it must give what the inference
+    # copy gives, for one or two windows, and keep doing so after training publishes.
+    learner = CNNLearner(CNNConfig(window=W), TFS)
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(0, 0.01, (2, 5, W)).astype(np.float32))
+
+    def same():
+        with torch.inference_mode():
+            for tf in TFS:
+                for batch in (x[:1], x):
+                    traced = learner._forward(batch, tf)
+                    eager = learner.inference_net(batch, tf)
+                    for a, b in zip(traced, eager):
+                        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    same()
+    before = learner._forward(x[:1], "1h").logits.clone()
+    experiences = [Experience(state=rng.normal(0, 0.01, (5, W)).astype(np.float32), action=0,
+                              reward=0.0, timeframe="1h", label=0, target_confidence=0.5,
+                              target_ohlcv=np.array([0.0, 0.01, -0.01, 0.005, 1.0]))
+                   for _ in range(8)]
+    for _ in range(3):
+        learner.learn(experiences)  # publishes after each step
+    same()
+    assert not torch.equal(before, learner._forward(x[:1], "1h").logits)  # it moved
