@@ -164,10 +164,16 @@ def register_training_callbacks(app, training, timeframes: tuple[str, ...]) -> N
         Input("refresh", "n_intervals"),
     )
     def control(_start, _stop, _n):
-        if ctx.triggered_id == "lt-start":
-            status = training.start()
-        elif ctx.triggered_id == "lt-stop":
+        # Every input that changed since the last call, not just the first: a click that
+        # lands while the once-a-second refresh is in flight reaches the server in the same
+        # request as the next tick, and ``triggered_id`` would name only one of them (the
+        # click was lost: the browser test saw Start do nothing in some runs). Both at once
+        # (two quick clicks in one request): stop, the safe one.
+        changed = {t["prop_id"] for t in ctx.triggered}
+        if "lt-stop.n_clicks" in changed:
             status = training.stop()
+        elif "lt-start.n_clicks" in changed:
+            status = training.start()
         else:
             status = training.cached_status()
         return ("ACTIVE", "success") if status["active"] else ("INACTIVE", "secondary")
