@@ -128,11 +128,13 @@ def instrument(service, pieces: bool) -> tuple[Timings, dict]:
     and the networks."""
     t = Timings()
     learners = service.learners
-    # The bare forward passes: the networks' own forward methods (not nn.Module.__call__).
+    # The bare forward passes: the networks' own forward methods (not nn.Module.__call__); for
+    # the CNN its traced head (CNNLearner._forward: what prediction runs since the trace).
     forwards = {"cnn": learners["cnn"].inference_net, "dqn": learners["dqn"].inference_net,
                 "cob": learners["cob"].inference_net}
-    for name, net in forwards.items():
-        t.wrap(net, "forward", f"fwd.{name}", keep_inputs=True)
+    t.wrap(learners["cnn"], "_forward", "fwd.cnn", keep_inputs=True)
+    for name in ("dqn", "cob"):
+        t.wrap(forwards[name], "forward", f"fwd.{name}", keep_inputs=True)
     if not pieces:
         return t, forwards
     t.wrap(service.builder, "build", "obs")
