@@ -94,6 +94,23 @@ class TrainingPipeline:
                 lrn.auto_publish = self.saved[name]
 
 
+def cadence(signal_interval_s: float, base_ms: int, steps: int) -> dict[str, int]:
+    """Every how many steps of ``base_ms`` each part of the loop runs, by market time:
+    signals every ``scheduler.signal_interval_s``; store writes every signal, at most every
+    FLUSH_MIN_STEPS steps (a bar a step: one transaction per bar cost ~0.8 ms of a ~6 ms
+    step); expiry every market minute, at most every FLUSH_MIN_STEPS bars (it only matters
+    across gaps); RSS every 10 market minutes, ~200 samples at most; and the publish lag."""
+    signal = max(1, round(signal_interval_s * 1000 / base_ms))
+    minute = max(1, round(60_000 / base_ms))
+    return {
+        "signal": signal,
+        "flush": max(signal, FLUSH_MIN_STEPS),
+        "expire": max(minute, FLUSH_MIN_STEPS) if base_ms >= 60_000 else minute,
+        "rss": max(1, round(600_000 / base_ms), steps // 200),
+        "lag": max(PUBLISH_LAG_MIN_STEPS, round(PUBLISH_LAG_S * 1000 / base_ms)),
+    }
+
+
 def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dict:
     """Drive the live loop from start_ms to end_ms (market time); returns run statistics.
 
@@ -105,31 +122,24 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     PUBLISH_LAG_MIN_STEPS steps when the loop steps bars of a minute or more (waiting
     for it if training is behind). Which weights predict which candle therefore depends on
     market time only, never on thread timing: a run is reproducible (the no-look-ahead test
-    relies on it). The app installs each step's weights as soon as it is done, about one
-    market second after the batch at x15; here the lag is PUBLISH_LAG_S.
+    relies on it). The app installs each step's weights as soon as it is done. How often
+    each job runs: ``cadence``.
     """
     cfg = services.config
     src, training = services.market.source, services.training
     clock = ManualClock(start_ms)
     services.market.clock = clock
     base_ms = services.market.store.tf_ms[services.market.store.base_tf]
-    signal_every = max(1, round(cfg.scheduler.signal_interval_s * 1000 / base_ms))
-    # The store's writes: every signal, and at most every FLUSH_MIN_STEPS steps (a bar a step:
-    # one transaction per bar cost ~0.8 ms of a ~6 ms step)
-    flush_every = max(signal_every, FLUSH_MIN_STEPS)
-    # expiry every market minute, and at most every FLUSH_MIN_STEPS bars (it only matters
-    # across gaps, and a pending prediction expires 10 market minutes late at the earliest)
-    expire_every = max(round(60_000 / base_ms), FLUSH_MIN_STEPS) if base_ms >= 60_000 \
-        else max(1, round(60_000 / base_ms))
-    lag = max(PUBLISH_LAG_MIN_STEPS, round(PUBLISH_LAG_S * 1000 / base_ms))
     steps = max(0, (end_ms - start_ms) // base_ms)
-    # RSS sampled every 10 market minutes, and at most ~200 samples kept for the run
-    rss_every = max(1, round(600_000 / base_ms), steps // 200)
+    every = cadence(cfg.scheduler.signal_interval_s, base_ms, steps)
+    signal_every, flush_every = every["signal"], every["flush"]
+    expire_every, rss_every, lag = every["expire"], every["rss"], every["lag"]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, unit="s", desc="evaluate", mininterval=1.0)
+        bar = tqdm(total=steps, unit=services.market.store.base_tf, desc="evaluate",
+                   mininterval=1.0)
     peak_rss = rss_mb()
     rss_samples = [(start_ms, peak_rss)]
     started = time.perf_counter()
