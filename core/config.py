@@ -21,6 +21,9 @@ from typing import Any, Literal
 import yaml
 
 from core.timeframes import parse_timeframe
+from nn.cnn import CNNConfig
+from nn.cob_rl import COBConfig
+from nn.dqn import DQNConfig
 
 ENV_PREFIX = "TICKWISE_"
 
@@ -84,40 +87,6 @@ class SchedulerConfig:
     signal_interval_s: float = 10.0
     prediction_expiry_s: float = 600.0
     store_flush_s: float = 0.5  # wall seconds between prediction-store writes (not scaled)
-
-
-@dataclass(frozen=True)
-class CNNConfig:
-    enabled: bool = True
-    learning_rate: float = 1e-3
-    window: int = 300  # candles per timeframe the CNN sees
-    dropout: float = 0.1
-    buffer_size: int = 5000  # resolved examples kept for training
-
-
-@dataclass(frozen=True)
-class DQNConfig:
-    enabled: bool = True
-    learning_rate: float = 1e-4
-    gamma: float = 0.99
-    epsilon_start: float = 0.3
-    epsilon_decay: float = 0.995  # multiplied in after every training step
-    epsilon_min: float = 0.05
-    window: int = 60  # candles per timeframe in the state (up to 300)
-    hidden: int = 256
-    buffer_size: int = 50_000
-    target_sync_steps: int = 100  # copy the online net to the target net every N steps
-    per_alpha: float = 0.6  # how much TD error shapes sampling (0 = uniform)
-    per_beta_start: float = 0.4  # importance-sampling correction, annealed to 1
-    per_beta_steps: int = 10_000  # training steps over which beta reaches 1
-
-
-@dataclass(frozen=True)
-class COBConfig:
-    enabled: bool = True
-    learning_rate: float = 1e-3
-    hidden: int = 128
-    buffer_size: int = 5000
 
 
 @dataclass(frozen=True)

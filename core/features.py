@@ -25,6 +25,8 @@ import numpy.typing as npt
 import pandas as pd
 from numba import njit
 
+from nn.contract import N_CHANNELS
+
 if TYPE_CHECKING:  # torch costs ~1 s to import; only the tensor helpers need it.
     import torch
 
@@ -168,7 +170,6 @@ def volume_ratio(volume: npt.ArrayLike, period: int = 20) -> FloatArray:
     return np.divide(v, prev_mean, out=np.full(v.shape, np.nan), where=ok)
 
 
-N_CHANNELS = 5  # open, high, low, close (log vs last close), volume (z-scored log1p)
 
 
 def normalised_window(candles: npt.ArrayLike, length: int) -> npt.NDArray[np.float32]:

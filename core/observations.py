@@ -20,31 +20,7 @@ from core.market.cob import (
     consolidate_sides,
     stacked_sides,
 )
-from nn.base import Observation
-
-# Hand-made scalars, in this order (the DQN's state starts with them):
-SCALAR_NAMES = (
-    "ret_1", "ret_5", "ret_10",  # simple returns of the close over 1, 5, 10 candles
-    "volatility_20",  # std of the last 20 log returns
-    "volume_ratio_20",  # last volume / mean of the 20 before (log1p-squashed)
-    "close_vs_sma5", "close_vs_sma10", "sma5_vs_sma10",  # ratios - 1
-    "rsi_14",  # scaled to [-1, 1]
-    "pivot_high_1", "pivot_low_1", "pivot_high_2", "pivot_low_2",  # last swing levels vs close
-    "regime_trending", "regime_ranging", "regime_volatile",  # one-hot
-    "regime_efficiency",
-)
-N_SCALARS = len(SCALAR_NAMES)
-
-BOOK_TOP_LEVELS = 10  # bucketed top levels per side in the book vector
-BOOK_NAMES = (
-    "spread_bps", "imbalance", "micro_vs_mid_bps",
-    "bid_depth_10bps", "ask_depth_10bps", "bid_depth_50bps", "ask_depth_50bps",
-    "bid_depth_100bps", "ask_depth_100bps",
-    *(f"bid_size_{i}" for i in range(BOOK_TOP_LEVELS)),
-    *(f"ask_size_{i}" for i in range(BOOK_TOP_LEVELS)),
-)
-N_BOOK = len(BOOK_NAMES)
-
+from nn.contract import BOOK_TOP_LEVELS, N_BOOK, N_CHANNELS, N_SCALARS, Observation
 
 RSI_PERIOD = 14
 RSI_CLOSES = 60  # the RSI reads the last 60 closes (59 changes)
@@ -278,7 +254,7 @@ class ObservationBuilder:
             return cached[1]
         candles = self.store.closed(symbol, tf, self.window)
         window = (features.normalised_window(candles, self.window) if len(candles)
-                  else np.zeros((features.N_CHANNELS, self.window), dtype=np.float32))
+                  else np.zeros((N_CHANNELS, self.window), dtype=np.float32))
         window.flags.writeable = False
         self._window_cache[(symbol, tf)] = (revision, window)
         return window

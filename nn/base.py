@@ -24,31 +24,18 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-TRADE_ACTIONS = ("BUY", "SELL", "HOLD")
-DIRECTION_ACTIONS = ("UP", "DOWN")
-
-
-@dataclass
-class Observation:
-    """What the market looks like to the models at one moment, for one symbol and timeframe.
-
-    Built once per prediction round by core/observations.py from the candle store and books;
-    every array is already normalised (see core/features.py).
-    """
-
-    symbol: str
-    timeframe: str  # the timeframe whose next candle is predicted
-    ts: int  # market time, UTC ms
-    windows: dict[str, np.ndarray]  # tf -> [5, L] normalised window of this symbol
-    ref_windows: dict[str, np.ndarray]  # tf -> [5, L] normalised window of the reference (BTC)
-    scalars: np.ndarray  # [K] hand-made features: returns, volatility, SMA ratios, pivots, regime
-    book: np.ndarray | None = None  # [F] order-book features, None without a book
-    extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the CNN's hidden layer
+from nn.contract import (  # noqa: F401 - re-exported for the models
+    DIRECTION_ACTIONS,
+    TRADE_ACTIONS,
+    Experience,
+    ModelOutput,
+    Observation,
+    Outcome,
+)
 
 
 def softmax_row(logits: list[float]) -> list[float]:
@@ -65,45 +52,6 @@ def softmax_row(logits: list[float]) -> list[float]:
 def argmax_row(values: list[float]) -> int:
     """Index of the first largest value (``torch.argmax``'s choice on ties)."""
     return values.index(max(values))
-
-
-@dataclass
-class ModelOutput:
-    action: int  # index into the learner's ``actions``
-    confidence: float  # 0..1
-    ohlcv: np.ndarray | None = None  # [5] predicted next candle as relative changes, if any
-    hidden: np.ndarray | None = None  # last hidden layer, for models that feed others
-    explored: bool = False  # True when epsilon-greedy picked a random action
-
-
-@dataclass
-class Experience:
-    """A resolved prediction turned into something a learner trains on."""
-
-    state: np.ndarray
-    action: int
-    reward: float
-    next_state: np.ndarray | None = None  # None at the end of an episode
-    timeframe: str = "1m"
-    weight: float = 1.0  # executed paper trades weigh more (training.trade_weight)
-    label: int | None = None  # hindsight-best action (CNN) or true direction (COB)
-    target_confidence: float | None = None
-    target_ohlcv: np.ndarray | None = None  # [5] actual next candle as relative changes
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A resolved prediction as the core hands it to the model's own rule (``experience``)."""
-
-    state: np.ndarray  # what the model predicted from
-    action: str  # what it called
-    change: float  # actual close / reference price - 1
-    reward: float  # core/rewards.py's table
-    next_state: np.ndarray | None  # the model's state at the candle's close
-    timeframe: str
-    hold_band: float  # |change| up to this is "no move" on this timeframe (rewards.hold_band)
-    target_ohlcv: np.ndarray  # [5] the actual candle relative to the reference (read-only)
-    weight: float = 1.0  # executed paper trades weigh more (training.trade_weight)
 
 
 # The measures of core/scoring.py every action model is judged by; a model with a candle

@@ -33,9 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import CNNConfig
-from core.features import N_CHANNELS
-from core.timeframes import parse_timeframe
 from nn.base import (
     ACTION_SCORES,
     TRADE_ACTIONS,
@@ -48,6 +45,19 @@ from nn.base import (
     seeded,
     softmax_row,
 )
+from nn.contract import N_CHANNELS, parse_timeframe, setting
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """models.cnn in config.yaml."""
+
+    enabled: bool = setting(True, "predict and train this model")
+    learning_rate: float = setting(1e-3, "Adam's learning rate", gt=0, lt=1)
+    window: int = setting(300, "candles per timeframe the CNN sees", ge=8, le=5000)
+    dropout: float = setting(0.1, "dropout before each head, while training", ge=0, lt=1)
+    buffer_size: int = setting(5000, "resolved examples kept for training", ge=64, le=10_000_000)
+
 
 BUY, SELL, HOLD = (TRADE_ACTIONS.index(a) for a in ("BUY", "SELL", "HOLD"))
 TRUNK_WIDTHS = (64, 128, 256)  # conv channels after each trunk block

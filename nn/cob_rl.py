@@ -14,7 +14,7 @@ R returns, T timeframes::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -22,8 +22,6 @@ import torch.nn.functional as F
 from numba import njit
 from torch import nn
 
-from core.config import COBConfig
-from core.timeframes import parse_timeframe
 from nn.base import (
     DIRECTION_ACTIONS,
     Experience,
@@ -37,6 +35,18 @@ from nn.base import (
 )
 from nn.buffers import finite32
 from nn.cnn import ExampleRing
+from nn.contract import parse_timeframe, setting
+
+
+@dataclass(frozen=True)
+class COBConfig:
+    """models.cob in config.yaml."""
+
+    enabled: bool = setting(True, "predict and train this model")
+    learning_rate: float = setting(1e-3, "Adam's learning rate", gt=0, lt=1)
+    hidden: int = setting(128, "width of the network's hidden layers", ge=8, le=8192)
+    buffer_size: int = setting(5000, "resolved examples kept for training", ge=64, le=10_000_000)
+
 
 _LABELS = frozenset(range(len(DIRECTION_ACTIONS)))  # what Experience.label may be
 CLOSE = 3  # close channel of a normalised window: ln(close / last close)

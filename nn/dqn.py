@@ -15,14 +15,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import DQNConfig
-from core.features import N_CHANNELS
 from nn.base import (
     TRADE_ACTIONS,
     Experience,
@@ -34,6 +33,30 @@ from nn.base import (
     softmax_row,
 )
 from nn.buffers import PrioritizedReplayBuffer, storable
+from nn.contract import N_CHANNELS, setting
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """models.dqn in config.yaml."""
+
+    enabled: bool = setting(True, "predict and train this model")
+    learning_rate: float = setting(1e-4, "Adam's learning rate", gt=0, lt=1)
+    gamma: float = setting(0.99, "discount of the next state's value", ge=0, le=1)
+    epsilon_start: float = setting(0.3, "exploration: a random action with this probability at "
+                                   "first,", ge=0, le=1)
+    epsilon_decay: float = setting(0.995, "multiplied in after every training step,", gt=0, le=1)
+    epsilon_min: float = setting(0.05, "never below this", ge=0, le=1)
+    window: int = setting(60, "candles per timeframe in the state, for the symbol and BTC",
+                          ge=8, le=300)
+    hidden: int = setting(256, "width of the dueling network's layers", ge=8, le=8192)
+    buffer_size: int = setting(50_000, "prioritised replay capacity", ge=64, le=10_000_000)
+    target_sync_steps: int = setting(100, "training steps between target-network syncs", ge=1)
+    per_alpha: float = setting(0.6, "prioritisation strength (0 = uniform sampling)", ge=0, le=1)
+    per_beta_start: float = setting(0.4, "importance-sampling correction at first, annealed to "
+                                    "1 over", ge=0, le=1)
+    per_beta_steps: int = setting(10_000, "this many training steps", ge=1)
+
 
 MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
 GRAD_CLIP = 10.0  # max global grad norm

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from core.config import Config
-from core.observations import N_BOOK, N_SCALARS
 from nn.base import Learner, Observation
 from nn.buffers import STORE_DTYPE
 from nn.cnn import CNNLearner
 from nn.cob_rl import COBLearner
+from nn.contract import N_BOOK, N_SCALARS
 from nn.dqn import DQNLearner
 
 MB = 2**20

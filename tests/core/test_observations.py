@@ -12,15 +12,11 @@ from core import features
 from core.market.books import OrderBook, OrderBooks
 from core.market.candles import Candle, CandleStore
 from core.observations import (
-    BOOK_NAMES,
-    BOOK_TOP_LEVELS,
-    N_BOOK,
-    N_SCALARS,
-    SCALAR_NAMES,
     ObservationBuilder,
     book_vector,
     scalar_features,
 )
+from nn.contract import BOOK_NAMES, BOOK_TOP_LEVELS, N_BOOK, N_SCALARS, SCALAR_NAMES
 
 ETH, BTC = "ETH/USDT", "BTC/USDT"
 IDX = {name: i for i, name in enumerate(SCALAR_NAMES)}

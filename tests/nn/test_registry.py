@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from core.config import COBConfig, DQNConfig, load_config
-from core.observations import N_BOOK, N_SCALARS
 from nn.cnn import CNNLearner
 from nn.cob_rl import COBLearner
+from nn.contract import N_BOOK, N_SCALARS
 from nn.dqn import DQNLearner
 from nn.registry import (
     MB,
