@@ -138,7 +138,7 @@ def instrument(service, pieces: bool) -> tuple[Timings, dict]:
     if not pieces:
         return t, forwards
     t.wrap(service.builder, "build", "obs")
-    t.wrap(learners["cnn"], "predict_many", "cnn.predict_many")
+    t.wrap(learners["cnn"], "predict_windows", "cnn.predict_windows")
     for learner in learners.values():
         t.wrap(learner, "encode", "encode")
     t.wrap(service, "_decide", "decide")
@@ -256,7 +256,7 @@ def report(t: Timings, r: dict, pieces_t: Timings, pieces_r: dict, replayed: lis
           f"timers add {mean(p_cycles) - mean(cycles):+.3f} ms to the mean cycle there):")
     row("  cycle (process_closes)", p_cycles, p_cycles)
     for label, key in (("    observation build", "obs"),
-                       ("    cnn.predict_many (1 fwd per head)", "cnn.predict_many"),
+                       ("    cnn.predict_windows (1 fwd per head)", "cnn.predict_windows"),
                        ("    encode (3 models)", "encode"),
                        ("    decide (dqn, cob: 1 fwd each)", "decide"),
                        ("    resolve (outcomes, experiences)", "resolve"),

@@ -14,12 +14,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from core.config import Config
 from core.kernels import warm_up
+from core.live.models import build_learners
 from core.market.service import MarketService, build_market
 from core.predictions import PredictionStore
 from core.scheduler import build_scheduler
 from core.training import LiveTrainingService
 from nn.checkpoints import CheckpointManager
-from nn.registry import build_learners
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from core import evaluation, scoring, verdicts
 from core.config import Config
+from core.live.models import observation_window
 from core.market.candles import Candle
 from core.market.service import MarketService
 from core.observations import ObservationBuilder
@@ -79,7 +80,6 @@ class _Close:
     candle: Candle
     close_ts: int
     obs: object
-    cnn: dict | None = None  # the CNN's output per timeframe
     states: dict = field(default_factory=dict)  # model -> encoded state
     outputs: dict | None = None  # model -> ModelOutput, when this close predicts
 
@@ -99,8 +99,9 @@ class LiveTrainingService:
         self._modelled = frozenset(self.timeframes)
         # Per timeframe, the move up to which "no move" (HOLD) is right: every score's band.
         self.bands = {tf: hold_band(self.tf_ms[tf], cfg.signal.fee_rate) for tf in self.timeframes}
-        window = max([cfg.models.cnn.window, cfg.models.dqn.window, 32])
-        self.builder = ObservationBuilder(market.store, market.books, window,
+        # Models that another enabled model uses: what they offer goes into its observation.
+        self._offering = [n for n in learners if any(n in lrn.uses for lrn in learners.values())]
+        self.builder = ObservationBuilder(market.store, market.books, observation_window(cfg),
                                           reference="BTC/USDT", cob=market.cob,
                                           timeframes=self.timeframes)
         self.active = False
@@ -238,15 +239,14 @@ class LiveTrainingService:
         return closes
 
     def _encode(self, closes: list[_Close], failed: list) -> list[_Close]:
-        """The CNN over every observation (its outputs feed the DQN), then each model's state;
-        the closes whose states could be made."""
-        cnn = self.learners.get("cnn")
-        if cnn is not None and closes:
-            for c, per_tf in zip(closes, cnn.predict_many([c.obs for c in closes])):
-                c.cnn = per_tf
-                # per-timeframe rows: the DQN's state concatenates them with the rest
-                c.obs.extras["cnn_hidden"] = [per_tf[tf].hidden for tf in per_tf]
-                c.obs.extras["cnn_probs"] = [per_tf[tf].probs for tf in per_tf]
+        """What each model used by another offers about every observation (the CNN's hidden
+        layers and probabilities, for the DQN), then each model's state; the closes whose
+        states could be made."""
+        if closes:
+            for name in self._offering:
+                offers = self.learners[name].offer([c.obs for c in closes])
+                for c, offer in zip(closes, offers or (), strict=bool(offers)):
+                    c.obs.extras[name] = offer
         good = []
         for c in closes:
             try:
@@ -264,12 +264,8 @@ class LiveTrainingService:
         for c in closes:
             c.outputs = {}
         for name, learner in self.learners.items():
-            if name == "cnn" and all(c.cnn is not None for c in closes):
-                outs = [c.cnn[c.tf] for c in closes]
-            else:
-                outs = learner.predict_many([c.states[name] for c in closes],
-                                            [c.tf for c in closes])
-            for c, out in zip(closes, outs):
+            outs = learner.decide([c.obs for c in closes], [c.states[name] for c in closes])
+            for c, out in zip(closes, outs, strict=True):
                 c.outputs[name] = out
 
     def _resolve(self, c: _Close) -> tuple[list, list]:

@@ -14,6 +14,11 @@ optimiser, target network, buffer and exploration. The live-training service see
   (core/scoring.py). The core's cycle only calls them;
 - ``status() -> dict``; ``state_dict()`` / ``load_state_dict()``; ``memory_bytes()``.
 
+What a model declares about itself, as class attributes: ``name``, ``Config`` (its config
+dataclass, the section ``models.<name>`` of config.yaml), ``actions``, ``scores``, ``look``
+(how the page draws it) and ``uses`` (other models whose outputs it reads: the cycle runs
+those first and hands over what they ``offer`` in ``obs.extras[<their name>]``).
+
 Adding a model means a new module with a Learner subclass and one line in ``nn/registry.py``.
 """
 
@@ -24,6 +29,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +38,7 @@ from nn.contract import (  # noqa: F401 - re-exported for the models
     DIRECTION_ACTIONS,
     TRADE_ACTIONS,
     Experience,
+    Look,
     ModelOutput,
     Observation,
     Outcome,
@@ -72,9 +79,14 @@ class Learner(ABC):
     """Shared bookkeeping: counters, loss history, the prediction/weights lock, memory."""
 
     name: str = "model"
+    Config: ClassVar[type]  # the model's config dataclass (models.<name> in config.yaml)
     actions: tuple[str, ...] = TRADE_ACTIONS
     scores: tuple[str, ...] = ACTION_SCORES  # what core/scoring.py judges it by
+    uses: tuple[str, ...] = ()  # the models whose ``offer`` this one reads in obs.extras
+    look: Look = Look("model", {"BUY": "circle", "SELL": "circle"})
 
+    # Every learner is built the same way (nn/registry.py): its config section, the
+    # timeframes it predicts, the device and a seed.
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.train_steps = 0
@@ -106,6 +118,17 @@ class Learner(ABC):
     def predict_many(self, states: list[np.ndarray], timeframes: list[str]) -> list[ModelOutput]:
         """``predict`` for several states; models override it with one batched forward."""
         return [self.predict(s, tf) for s, tf in zip(states, timeframes, strict=True)]
+
+    def decide(self, observations: list[Observation], states: list[np.ndarray]
+               ) -> list[ModelOutput]:
+        """The live cycle's call: this model's prediction for each observation, from the state
+        ``encode`` made of it. A model that already computed it in ``offer`` answers from there."""
+        return self.predict_many(states, [obs.timeframe for obs in observations])
+
+    def offer(self, observations: list[Observation]) -> list | None:
+        """What this model tells the models that ``use`` it about each observation (the cycle
+        puts it in ``obs.extras[self.name]`` before they encode), or None: nothing."""
+        return None
 
     @abstractmethod
     def learn(self, experiences: list[Experience]) -> dict[str, float] | None: ...
@@ -230,6 +253,11 @@ class Learner(ABC):
 
     def buffer_bytes(self) -> int:
         return 0
+
+    def replay_bytes(self, state: np.ndarray) -> int:
+        """What one experience of ``state`` takes in this model's full replay buffer (the
+        registry's memory estimate); 64 bytes of labels and bookkeeping besides the state."""
+        return state.nbytes + 64
 
     def status(self) -> dict:
         return {

@@ -4,7 +4,7 @@ The trunk reads a normalised window (core.features.normalised_window: 5 channels
 low/close as ln(price / last close) and z-scored log volume) and pools it to a 256-d summary.
 Each timeframe's head turns that summary into a 64-d hidden vector and three outputs: logits
 over BUY/SELL/HOLD, a confidence in (0, 1) and the next candle's OHLCV as relative changes.
-The 64-d hidden vector and the action probabilities also feed the DQN (see ``predict_all``).
+The 64-d hidden vector and the action probabilities also feed the DQN (see ``offer``).
 
 Each head also has a tiny range head (``RangeHead``): a HAR model (heterogeneous
 autoregressive volatility, Corsi 2009) of the next candle's high-low range, read straight from
@@ -38,6 +38,7 @@ from nn.base import (
     TRADE_ACTIONS,
     Experience,
     Learner,
+    Look,
     ModelOutput,
     Observation,
     Outcome,
@@ -390,7 +391,9 @@ class CNNLearner(Learner):
     """
 
     name = "cnn"
+    Config = CNNConfig
     actions = TRADE_ACTIONS
+    look = Look("CNN · multi-timeframe", {"BUY": "triangle-up", "SELL": "triangle-down"})
     # Judged as an action model and as a forecaster of the next candle's close and range.
     scores = ("range_skill_ewma", "range_skill_persistence", "close_skill_ewma",
               "close_skill_persistence", "ic_close", *ACTION_SCORES)
@@ -490,9 +493,27 @@ class CNNLearner(Learner):
     def predict_all(self, obs: Observation) -> dict[str, CNNPrediction]:
         """Every timeframe that has both a head and a window in ``obs``, each through its own
         head (the DQN's input: hidden layers and action probabilities per timeframe)."""
-        return self.predict_many([obs])[0]
+        return self.predict_windows([obs])[0]
 
-    def predict_many(self, observations: list[Observation]) -> list[dict[str, CNNPrediction]]:
+    def decide(self, observations: list[Observation], states: list[np.ndarray]
+               ) -> list[CNNPrediction]:
+        """The prediction for each observation's own timeframe, from ``predict_windows`` (the
+        forwards ``offer`` ran for the DQN are reused, not run again)."""
+        return [per_tf[obs.timeframe] for obs, per_tf
+                in zip(observations, self.predict_windows(observations), strict=True)]
+
+    def offer(self, observations: list[Observation]) -> list[dict[str, list[np.ndarray]]]:
+        """For the models that use the CNN (the DQN), per observation: the hidden layer and the
+        action probabilities of every timeframe head, in ``self.timeframes`` order (a head
+        without a window in the observation is left out)."""
+        offers = []
+        for per_tf in self.predict_windows(observations):
+            outs = list(per_tf.values())
+            offers.append({"hidden": [o.hidden for o in outs], "probs": [o.probs for o in outs]})
+        return offers
+
+    def predict_windows(self, observations: list[Observation]
+                        ) -> list[dict[str, CNNPrediction]]:
         """``predict_all`` for several observations (both symbols' closes of one market
         second), with one forward per timeframe head for all of them.
 

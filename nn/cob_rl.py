@@ -26,6 +26,7 @@ from nn.base import (
     DIRECTION_ACTIONS,
     Experience,
     Learner,
+    Look,
     ModelOutput,
     Observation,
     Outcome,
@@ -35,7 +36,7 @@ from nn.base import (
 )
 from nn.buffers import finite32
 from nn.cnn import ExampleRing
-from nn.contract import parse_timeframe, setting
+from nn.contract import N_BOOK, parse_timeframe, setting
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,15 @@ class COBLearner(Learner):
     network has no dropout or batch norm, so train and eval mode agree."""
 
     name = "cob"
+    Config = COBConfig
     actions = DIRECTION_ACTIONS
+    look = Look("COB · order book", {"UP": "diamond", "DOWN": "diamond"})
 
     def __init__(
         self,
         cfg: COBConfig,
         timeframes: tuple[str, ...],
-        n_book_features: int,
+        n_book_features: int = N_BOOK,
         n_returns: int = 10,
         device: torch.device | str = "cpu",
         seed: int = 0,

@@ -137,6 +137,15 @@ class Outcome:
     weight: float = 1.0  # executed paper trades weigh more (training.trade_weight)
 
 
+@dataclass(frozen=True)
+class Look:
+    """How the page shows a model: its card's title and its markers on the price chart."""
+
+    title: str  # the card's heading, e.g. "CNN · multi-timeframe"
+    markers: dict[str, str]  # action -> plotly marker symbol; an action not named is not drawn
+    executed_only: bool = False  # draw only the predictions that traded on paper
+
+
 # -- config fields ------------------------------------------------------------------------
 
 

@@ -26,14 +26,15 @@ from nn.base import (
     TRADE_ACTIONS,
     Experience,
     Learner,
+    Look,
     ModelOutput,
     Observation,
     argmax_row,
     seeded,
     softmax_row,
 )
-from nn.buffers import PrioritizedReplayBuffer, storable
-from nn.contract import N_CHANNELS, setting
+from nn.buffers import STORE_DTYPE, PrioritizedReplayBuffer, storable
+from nn.contract import N_CHANNELS, N_SCALARS, setting
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,12 @@ class DQNLearner(Learner):
     """Trading agent over TRADE_ACTIONS; state layout documented in :meth:`encode`."""
 
     name = "dqn"
+    Config = DQNConfig
     actions = TRADE_ACTIONS
+    uses = ("cnn",)  # the CNN's hidden layers and action probabilities join the state
+    look = Look("DQN · dueling double", {"BUY": "circle", "SELL": "circle"}, executed_only=True)
 
-    def __init__(self, cfg: DQNConfig, timeframes: tuple[str, ...], n_scalars: int,
+    def __init__(self, cfg: DQNConfig, timeframes: tuple[str, ...], n_scalars: int = N_SCALARS,
                  cnn_hidden_dim: int = 64, device: torch.device | str = "cpu", seed: int = 0):
         super().__init__(device)
         if not timeframes:
@@ -159,9 +163,10 @@ class DQNLearner(Learner):
         2. per timeframe, ``obs.windows[tf][:, -window:]`` [5, window] flattened row by row,
            left-padded with zeros when shorter, all zeros when missing;
         3. the same for ``obs.ref_windows`` (the reference symbol, BTC);
-        4. ``obs.extras["cnn_hidden"]`` [n_tf, cnn_hidden_dim] flattened (zeros if absent; a
-           list of the n_tf rows is read the same);
-        5. ``obs.extras["cnn_probs"]`` [n_tf, 3] flattened (zeros if absent; or a list);
+        4. what the CNN offers (``obs.extras["cnn"]``, see ``CNNLearner.offer``): its
+           ``hidden`` layers [n_tf, cnn_hidden_dim] flattened (zeros without the CNN; a list
+           of the n_tf rows is read the same);
+        5. its action ``probs`` [n_tf, 3] flattened (zeros without the CNN; or a list);
         6. one-hot [n_tf] of ``obs.timeframe``.
 
         Every value must fit float16, the replay buffer's storage type (nn/buffers.py): that
@@ -180,8 +185,8 @@ class DQNLearner(Learner):
             scalars,
             *self._windows(obs, "windows"),
             *self._windows(obs, "ref_windows"),
-            *self._extra(obs, "cnn_hidden", n_tf * self.cnn_hidden_dim),
-            *self._extra(obs, "cnn_probs", n_tf * CNN_CLASSES),
+            *self._extra(obs, "hidden", n_tf * self.cnn_hidden_dim),
+            *self._extra(obs, "probs", n_tf * CNN_CLASSES),
             self._onehot[self.timeframes.index(obs.timeframe)],
         ]
         state = np.concatenate(parts)  # [state_dim] float32
@@ -326,6 +331,10 @@ class DQNLearner(Learner):
         weights = self.inference_net.state_dict().values()
         return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
 
+    def replay_bytes(self, state: np.ndarray) -> int:
+        """The state and the next state, both stored as float16 (nn/buffers.py)."""
+        return 2 * state.size * np.dtype(STORE_DTYPE).itemsize + 64
+
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, device=self.device)
 
@@ -365,10 +374,10 @@ class DQNLearner(Learner):
         return parts
 
     def _extra(self, obs: Observation, key: str, size: int) -> list[np.ndarray]:
-        """``obs.extras[key]`` as 1-D float32 parts of ``size`` values in all: an array
-        [n_tf, dim], or a list of the per-timeframe rows [dim] (what the service hands over,
-        so they go into the state's one concatenate without being stacked first)."""
-        value = obs.extras.get(key)
+        """The CNN's offer ``obs.extras["cnn"][key]`` as 1-D float32 parts of ``size`` values
+        in all: an array [n_tf, dim], or a list of the per-timeframe rows [dim] (what the CNN
+        hands over, so they go into the state's one concatenate without being stacked)."""
+        value = (obs.extras.get("cnn") or {}).get(key)
         if value is None:
             return [np.zeros(size, dtype=np.float32)]
         rows = value if isinstance(value, list) else [value]
@@ -376,5 +385,6 @@ class DQNLearner(Learner):
                  else np.asarray(row, dtype=np.float32).reshape(-1) for row in rows]
         if sum(part.size for part in parts) != size:
             got = sum(part.size for part in parts)
-            raise ValueError(f"dqn: obs.extras[{key!r}] has {got} values, expected {size}")
+            raise ValueError(f"dqn: obs.extras['cnn'][{key!r}] has {got} values, "
+                             f"expected {size}")
         return parts

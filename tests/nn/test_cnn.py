@@ -501,7 +501,7 @@ def test_predict_many_runs_one_forward_per_head_for_all_symbols():
     calls = []
     forward = learner._forward  # the inference copy's (traced) forward per head
     learner._forward = lambda x, tf: calls.append((tf, len(x))) or forward(x, tf)
-    outs = learner.predict_many(batch)
+    outs = learner.predict_windows(batch)
     assert sorted(calls) == sorted((tf, 2) for tf in TFS)  # ETH and BTC rows, once each
     assert outs[2]["1h"] is outs[0]["1h"]  # the repeated ETH windows share their outputs
     for obs, out in zip(batch[:2], outs):

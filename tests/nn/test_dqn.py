@@ -32,8 +32,8 @@ def random_obs(rng: np.random.Generator, learner: DQNLearner, timeframe="1m") ->
     return Observation(
         symbol="ETH/USDT", timeframe=timeframe, ts=0, windows=windows, ref_windows=refs,
         scalars=rng.normal(size=learner.n_scalars).astype(np.float32),
-        extras={"cnn_hidden": rng.normal(size=(n_tf, learner.cnn_hidden_dim)),
-                "cnn_probs": rng.dirichlet(np.ones(3), size=n_tf)},
+        extras={"cnn": {"hidden": rng.normal(size=(n_tf, learner.cnn_hidden_dim)),
+                        "probs": rng.dirichlet(np.ones(3), size=n_tf)}},
     )
 
 
@@ -130,8 +130,8 @@ def test_state_dim_and_encode_layout():
     # one-hot of "1h" over ("1m", "1h") at [177, 179)
     np.testing.assert_array_equal(s[177:179], [0.0, 1.0])
 
-    obs.extras = {"cnn_hidden": np.arange(8.0).reshape(2, 4),
-                  "cnn_probs": np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])}
+    obs.extras = {"cnn": {"hidden": np.arange(8.0).reshape(2, 4),
+                          "probs": np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])}}
     obs.timeframe = "1m"
     s = learner.encode(obs)
     np.testing.assert_array_equal(s[163:171], np.arange(8.0))
@@ -147,8 +147,8 @@ def test_encode_rejects_bad_observations():
     with pytest.raises(ValueError, match="scalars has 4 values, expected 3"):
         learner.encode(obs)
     obs = random_obs(rng, learner)
-    obs.extras["cnn_hidden"] = np.zeros((2, 5))
-    with pytest.raises(ValueError, match="cnn_hidden"):
+    obs.extras["cnn"] = {"hidden": np.zeros((2, 5))}
+    with pytest.raises(ValueError, match="'cnn'.*'hidden'"):
         learner.encode(obs)
     obs = random_obs(rng, learner, timeframe="1d")
     with pytest.raises(ValueError, match="1d"):

@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from core.config import COBConfig, DQNConfig, load_config
-from nn.cnn import CNNLearner
-from nn.cob_rl import COBLearner
-from nn.contract import N_BOOK, N_SCALARS
-from nn.dqn import DQNLearner
-from nn.registry import (
+from core.live.models import (
     MB,
     ModelTooLarge,
     build_learners,
     estimate_memory,
-    pick_device,
     zero_observation,
 )
+from nn.cnn import CNNLearner
+from nn.cob_rl import COBLearner
+from nn.contract import N_BOOK, N_SCALARS
+from nn.dqn import DQNLearner
+from nn.registry import pick_device
 
 torch.set_num_threads(1)
 NO_CUDA = not torch.cuda.is_available()
