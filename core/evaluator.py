@@ -28,10 +28,11 @@ from pathlib import Path
 import pandas as pd
 
 from core import evaluation, scoring, verdicts
-from core.clock import ManualClock
 from core.config import Config
 from core.kernels import warm_up
+from core.live.jobs import Job
 from core.market.service import at_real_resolution, interpolated_timeframes
+from core.scheduler import live_jobs
 from core.services import build_services
 
 log = logging.getLogger(__name__)
@@ -56,25 +57,25 @@ class TrainingPipeline:
     """Training on one worker thread; weights installed for prediction ``lag`` steps after
     their batch was taken (see run_loop). Learners publish only through it while it runs."""
 
-    def __init__(self, training, lag: int):
-        self.training = training
-        self.learners = training.learners
+    def __init__(self, live, lag: int):
+        self.live = live
+        self.learning = live.learning
+        self.learners = live.learners
         self.lag = lag
         self.queue: deque = deque()  # (step at which to install, future of snapshots)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="evaluate-train")
-        self.saved = {name: lrn.auto_publish for name, lrn in self.learners.items()}
+        self._deferred = self.learning.publishing_deferred()
 
     def __enter__(self) -> TrainingPipeline:
-        for lrn in self.learners.values():
-            lrn.auto_publish = False
+        self._deferred.__enter__()
         return self
 
     def _train(self, due) -> dict:
-        self.training.train_batches(due)
+        self.learning.train_batches(due)
         return {name: self.learners[name].snapshot() for name in {name for name, _, _ in due}}
 
     def submit(self, step: int) -> None:
-        due = self.training.take_due()
+        due = self.live.take_due()
         if due:
             self.queue.append((step + self.lag, self.pool.submit(self._train, due)))
 
@@ -84,83 +85,66 @@ class TrainingPipeline:
             for name, snapshot in self.queue.popleft()[1].result().items():  # raises if failed
                 self.learners[name].install(snapshot)
 
-    def __exit__(self, exc_type, *_) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         try:
             if exc_type is None:
                 self.install_due()
         finally:
             self.pool.shutdown(wait=True)
-            for name, lrn in self.learners.items():
-                lrn.auto_publish = self.saved[name]
+            self._deferred.__exit__(exc_type, *exc)
 
 
-def cadence(signal_interval_s: float, base_ms: int, steps: int) -> dict[str, int]:
-    """Every how many steps of ``base_ms`` each part of the loop runs, by market time:
-    signals every ``scheduler.signal_interval_s``; store writes every signal, at most every
-    FLUSH_MIN_STEPS steps (a bar a step: one transaction per bar cost ~0.8 ms of a ~6 ms
-    step); expiry every market minute, at most every FLUSH_MIN_STEPS bars (it only matters
-    across gaps); RSS every 10 market minutes, ~200 samples at most; and the publish lag."""
-    signal = max(1, round(signal_interval_s * 1000 / base_ms))
-    minute = max(1, round(60_000 / base_ms))
-    return {
-        "signal": signal,
-        "flush": max(signal, FLUSH_MIN_STEPS),
-        "expire": max(minute, FLUSH_MIN_STEPS) if base_ms >= 60_000 else minute,
-        "rss": max(1, round(600_000 / base_ms), steps // 200),
-        "lag": max(PUBLISH_LAG_MIN_STEPS, round(PUBLISH_LAG_S * 1000 / base_ms)),
-    }
+def cadence(jobs: tuple[Job, ...], base_ms: int, steps: int) -> dict[str, int]:
+    """Every how many steps of ``base_ms`` each job of the job table runs, by market time
+    (at least every step); the store's writes, a wall-time job in the app, run with the
+    signals, at most every FLUSH_MIN_STEPS steps (a bar a step: one transaction per bar cost
+    ~0.8 ms of a ~6 ms step); expiry at most every FLUSH_MIN_STEPS bars of a minute or more
+    (it only matters across gaps). Besides the jobs: RSS every 10 market minutes (~200
+    samples at most) and the publish lag."""
+    every = {job.name: max(1, round(job.market_s * 1000 / base_ms))
+             for job in jobs if job.market_s is not None}
+    every["flush"] = max(every["signal"], FLUSH_MIN_STEPS)
+    if base_ms >= 60_000:
+        every["expire"] = max(every["expire"], FLUSH_MIN_STEPS)
+    every["rss"] = max(1, round(600_000 / base_ms), steps // 200)
+    every["lag"] = max(PUBLISH_LAG_MIN_STEPS, round(PUBLISH_LAG_S * 1000 / base_ms))
+    return every
 
 
 def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dict:
     """Drive the live loop from start_ms to end_ms (market time); returns run statistics.
 
-    Each market second: the replay emits, the clock moves, closes are processed (resolve,
-    predict, store), and every batch that is due is taken. Training runs on a second thread,
-    as in the app, overlapped with the market seconds that follow: a batch taken at second i
-    is trained there (batches in order), a snapshot of the weights is taken right after its
-    step, and that snapshot is installed for prediction at second i + PUBLISH_LAG_S, or
-    PUBLISH_LAG_MIN_STEPS steps when the loop steps bars of a minute or more (waiting
-    for it if training is behind). Which weights predict which candle therefore depends on
-    market time only, never on thread timing: a run is reproducible (the no-look-ahead test
-    relies on it). The app installs each step's weights as soon as it is done. How often
-    each job runs: ``cadence``.
+    Each step of one bar: the replay emits up to the step's market time, then the jobs of the
+    job table (core/live/jobs.py) that are due run in its order, with that market time passed
+    in: closes are processed (resolve, predict, store), and every batch that is due is taken.
+    Training runs on a second thread, as in the app, overlapped with the steps that follow: a
+    batch taken at step i is trained there (batches in order), a snapshot of the weights is
+    taken right after its step, and that snapshot is installed for prediction at step i +
+    ``lag`` (waiting for it if training is behind). Which weights predict which candle
+    therefore depends on market time only, never on thread timing: a run is reproducible
+    (the no-look-ahead test relies on it). The app installs each step's weights as soon as
+    it is done. How often each job runs: ``cadence``.
     """
-    cfg = services.config
-    src, training = services.market.source, services.training
-    clock = ManualClock(start_ms)
-    services.market.clock = clock
+    live, src = services.training, services.market.source
     base_ms = services.market.store.tf_ms[services.market.store.base_tf]
     steps = max(0, (end_ms - start_ms) // base_ms)
-    every = cadence(cfg.scheduler.signal_interval_s, base_ms, steps)
-    signal_every, flush_every = every["signal"], every["flush"]
-    expire_every, rss_every, lag = every["expire"], every["rss"], every["lag"]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, unit=services.market.store.base_tf, desc="evaluate",
-                   mininterval=1.0)
-    peak_rss = rss_mb()
-    rss_samples = [(start_ms, peak_rss)]
+    jobs = live_jobs(live)
+    every = cadence(jobs, base_ms, steps)
+    bar = _progress_bar(progress, steps, services.market.store.base_tf)
+    rss = [(start_ms, rss_mb())]
     started = time.perf_counter()
     now = start_ms
-    with TrainingPipeline(training, lag) as pipeline:
+    with TrainingPipeline(live, every["lag"]) as pipeline:
+        runners = {job.name: _runner(live, job, pipeline) for job in jobs}
         for i in range(steps):
             now += base_ms
             src.emit_until(now)
-            clock.set(now)
             pipeline.install_due(i)
-            training.process_closes()
-            pipeline.submit(i)
-            if i % signal_every == signal_every - 1:
-                training.signal_job()
-            if i % flush_every == flush_every - 1:
-                training.flush_job()  # by market time, as the rest of the loop
-            if i % expire_every == expire_every - 1:
-                training.expire_job()
-            if i % rss_every == rss_every - 1:
-                rss_samples.append((now, rss_mb()))
-                peak_rss = max(peak_rss, rss_samples[-1][1])
+            for name, run in runners.items():
+                if i % every[name] == every[name] - 1:
+                    run(i, now)
+            if i % every["rss"] == every["rss"] - 1:
+                rss.append((now, rss_mb()))
             if bar is not None:
                 bar.update(1)
             if getattr(src, "ended", False):
@@ -168,9 +152,28 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     if bar is not None:
         bar.close()
     return {"wall_s": time.perf_counter() - started, "market_s": (now - start_ms) / 1000,
-            "peak_rss_mb": max(peak_rss, rss_mb()), "final_rss_mb": rss_mb(),
-            "rss_samples": rss_samples,  # (market ms, MB)
+            "peak_rss_mb": max(max(mb for _, mb in rss), rss_mb()), "final_rss_mb": rss_mb(),
+            "rss_samples": rss,  # (market ms, MB)
             "end_ms": now}
+
+
+def _runner(live, job: Job, pipeline: TrainingPipeline):
+    """A job of the table as the loop runs it at (step, market time): training goes through
+    the pipeline; the others call the live service's method, with the time if it takes one."""
+    if job.name == "train":
+        return lambda i, _now: pipeline.submit(i)
+    method = getattr(live, job.method)
+    if job.timed:
+        return lambda _i, now: method(now)
+    return lambda _i, _now: method()
+
+
+def _progress_bar(progress: bool, steps: int, unit: str):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, unit=unit, desc="evaluate", mininterval=1.0)
 
 
 def learning_curves(rows: pd.DataFrame, fee_rate: float, metrics: dict[str, str],
@@ -362,7 +365,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
     warm_up()  # the kernels compiled or loaded before the clock runs
     src = services.market.source
     src.backfill()
-    services.training.start()
+    services.training.start(now_ms=src.start_ms)
     gc.freeze()  # as app.py does: what lives for the whole run stays out of full collections
     start = src.start_ms
     end = src.data_end if end_ms is None else min(end_ms, src.data_end)
@@ -375,7 +378,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
         run = run_loop(services, start, end, progress)
         rows = services.training.store.resolved_frame()
     finally:
-        services.training.active = False
+        services.training.stop(save=False)
         services.training.store.close()
     learners = services.training.learners
     roles = _roles(cfg, timeframes or cfg.market.timeframes, services)

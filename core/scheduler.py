@@ -1,4 +1,6 @@
-"""APScheduler wiring. Intervals are market time, divided by the clock's speed.
+"""APScheduler wiring: the jobs of core/live/jobs.py, their market intervals divided by the
+clock's speed (never below MIN_WALL_INTERVAL_S); a job that needs the market time gets the
+market clock's reading when it runs.
 
 Jobs run in the scheduler's thread pool, ``coalesce=True, max_instances=1``: a slow job never
 piles up, and the close-processing job (prediction) and the training job run in different
@@ -12,28 +14,32 @@ import logging
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from core.training import LiveTrainingService
+from core.live.jobs import Job, job_table
+from core.live.service import LiveTraining
 
 MIN_WALL_INTERVAL_S = 0.02  # APScheduler's own resolution makes shorter intervals meaningless
 
 
-def job_intervals(base_tf_s: float, signal_s: float, speed: float,
-                  flush_s: float = 0.5) -> dict[str, float]:
-    """Wall-clock seconds between runs of each job, from market-time intervals (``flush_s``,
-    the prediction store's writes, is wall time already)."""
-    def wall(market_s: float) -> float:
-        return max(MIN_WALL_INTERVAL_S, market_s / speed)
-
-    return {
-        "process_closes": wall(base_tf_s),
-        "train": wall(base_tf_s),
-        "signal": wall(signal_s),
-        "expire": wall(60.0),
-        "flush": max(MIN_WALL_INTERVAL_S, flush_s),
-    }
+def live_jobs(live: LiveTraining) -> tuple[Job, ...]:
+    cfg = live.cfg
+    bar_s = live.tf_ms[live.market.store.base_tf] / 1000
+    return job_table(bar_s, cfg.scheduler.signal_interval_s, cfg.scheduler.store_flush_s)
 
 
-def build_scheduler(service: LiveTrainingService) -> BackgroundScheduler:
+def job_intervals(jobs: tuple[Job, ...], speed: float) -> dict[str, float]:
+    """Wall-clock seconds between runs of each job at the clock's ``speed``."""
+    return {job.name: job.wall_interval(speed, MIN_WALL_INTERVAL_S) for job in jobs}
+
+
+def _runner(live: LiveTraining, job: Job):
+    method = getattr(live, job.method)
+    if job.timed:
+        clock = live.market.clock
+        return lambda: method(clock.now_ms())
+    return method
+
+
+def build_scheduler(live: LiveTraining) -> BackgroundScheduler:
     """A scheduler with the live-training jobs added; the caller starts it (once).
 
     A run skipped because the previous one is still going is by design (coalesce): the next
@@ -42,23 +48,14 @@ def build_scheduler(service: LiveTrainingService) -> BackgroundScheduler:
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     # Every run would otherwise log two INFO lines (many per second at replay speed).
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-    cfg = service.cfg
-    base_s = service.tf_ms[service.market.store.base_tf] / 1000
-    intervals = job_intervals(base_s, cfg.scheduler.signal_interval_s, service.market.clock.speed,
-                              cfg.scheduler.store_flush_s)
+    jobs = live_jobs(live)
+    intervals = job_intervals(jobs, live.market.clock.speed)
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(4)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5},
         timezone="UTC",
     )
-    jobs = {
-        "process_closes": service.process_closes,
-        "train": service.train_due,
-        "signal": service.signal_job,
-        "expire": service.expire_job,
-        "flush": service.flush_job,
-    }
-    for name, job in jobs.items():
-        scheduler.add_job(service.guarded, "interval", args=(name, job),
-                          seconds=intervals[name], id=name, name=name)
+    for job in jobs:
+        scheduler.add_job(live.guarded, "interval", args=(job.name, _runner(live, job)),
+                          seconds=intervals[job.name], id=job.name, name=job.name)
     return scheduler

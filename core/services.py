@@ -15,10 +15,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from core.config import Config
 from core.kernels import warm_up
 from core.live.models import build_learners
+from core.live.service import LiveTraining
 from core.market.service import MarketService, build_market
 from core.predictions import PredictionStore
 from core.scheduler import build_scheduler
-from core.training import LiveTrainingService
 from nn.checkpoints import CheckpointManager
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class Services:
     config: Config
     market: MarketService
-    training: LiveTrainingService
+    training: LiveTraining
     scheduler: BackgroundScheduler | None = None
     loaded_checkpoints: dict | None = None
 
@@ -61,6 +61,6 @@ def build_services(cfg: Config) -> Services:
     runtime.mkdir(parents=True, exist_ok=True)
     store = PredictionStore(runtime / "predictions.sqlite")
     checkpoints = CheckpointManager(runtime / "checkpoints", cfg.training.keep_checkpoints)
-    training = LiveTrainingService(cfg, market, store,
+    training = LiveTraining(cfg, market, store,
                                    build_learners(cfg, market.model_timeframes), checkpoints)
     return Services(cfg, market, training)

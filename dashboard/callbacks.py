@@ -8,7 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import MATCH, Input, Output, State, ctx, no_update
 
 from core.market.service import MarketService
-from dashboard.figures import OVERLAY_MODELS, ChartState, chart_update, depth_figure
+from dashboard.figures import ChartState, chart_update, depth_figure
 from dashboard.layout import symbol_id
 from dashboard.training_view import accuracy_table, model_card, panel_stats, predictions_table
 
@@ -136,8 +136,7 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
         recent = store.closed(symbol, tf, 2 * visible)
         overlays = None
         if training is not None:
-            overlays = {m: training.store.recent(limit=20, model=m, symbol=symbol, timeframe=tf)
-                        for m in OVERLAY_MODELS if m in training.learners}
+            overlays = training.read.overlays(symbol, tf)
         figure, new_state = chart_update(symbol, tf, store.tf_ms[tf], state, recent,
                                          store.forming(symbol, tf), visible, overlays)
         return figure, new_state.to_dict()
@@ -175,7 +174,7 @@ def register_training_callbacks(app, training, timeframes: tuple[str, ...]) -> N
         elif "lt-start.n_clicks" in changed:
             status = training.start()
         else:
-            status = training.cached_status()
+            status = training.read.status_json()
         return ("ACTIVE", "success") if status["active"] else ("INACTIVE", "secondary")
 
     @app.callback(
@@ -186,13 +185,13 @@ def register_training_callbacks(app, training, timeframes: tuple[str, ...]) -> N
         Input("refresh", "n_intervals"),
     )
     def update_training(_n):
-        status = training.cached_status()
+        status = training.read.status_json()
         if not status["models"]:
             return no_update, no_update, no_update, no_update
         roles = status.get("timeframes")
         cards = [dbc.Col(model_card(name, m, roles), lg=4, md=6)
                  for name, m in status["models"].items()]
-        recent = training.store.recent(limit=12)
+        recent = training.read.predictions(limit=12)
         return (cards, panel_stats(status),
                 accuracy_table(status["models"], timeframes, roles),
                 predictions_table(recent))

@@ -15,6 +15,7 @@ import numpy as np
 from dash import Patch
 
 from core.market.candles import Candle
+from nn.contract import LONG_ACTIONS
 
 UP = "#26a69a"
 DOWN = "#ef5350"
@@ -22,16 +23,11 @@ GRID = "#2a2e39"
 TEXT = "#c9d1d9"
 
 TRACE_CLOSED, TRACE_FORMING, TRACE_VOLUME, TRACE_VOLUME_FORMING = 0, 1, 2, 3
-# Prediction overlays, one trace per model, after the four candle traces.
-OVERLAY_MODELS = ("cnn", "cob", "dqn")
-TRACE_OVERLAY = {model: 4 + i for i, model in enumerate(OVERLAY_MODELS)}
+# Prediction overlays: one trace per model (in the read model's order) after the four
+# candle traces, each drawn with the markers its learner declares (``Learner.look``).
+TRACE_FIRST_OVERLAY = 4
 BULL, BEAR = "#2bd4c4", "#ff9f43"
 HIT, MISS, PENDING = "#7CFC00", "#ff3b3b", "#e6edf3"
-SYMBOLS = {
-    ("cnn", "BUY"): "triangle-up", ("cnn", "SELL"): "triangle-down",
-    ("cob", "UP"): "diamond", ("cob", "DOWN"): "diamond",
-    ("dqn", "BUY"): "circle", ("dqn", "SELL"): "circle",
-}
 
 
 @dataclass(frozen=True)
@@ -74,19 +70,21 @@ def _forming_columns(forming: Candle | None) -> dict[str, list]:
     }
 
 
-def overlay_trace(model: str, predictions: list[dict]) -> dict:
+def overlay_trace(model: str, look: dict, predictions: list[dict]) -> dict:
     """Markers for a model's recent predictions on the candle they target.
 
-    CNN triangles (BUY up, SELL down), COB diamonds (UP/DOWN), DQN circles for predictions
-    that executed a paper trade; HOLD is not drawn. Fill: bullish teal, bearish orange.
+    The marker of each action is the model's (``look["markers"]``: CNN triangles, BUY up and
+    SELL down; COB diamonds; DQN circles, only for predictions that executed a paper trade,
+    ``look["executed_only"]``); an action without a marker (HOLD) is not drawn. Fill:
+    bullish teal, bearish orange.
     Outline: white while pending, green for a hit, red for a miss. Opacity and size grow
     with confidence. x is the predicted candle's open time; y the predicted close when the
     model predicts one, else the price when it predicted.
     """
     xs, ys, symbols, colors, lines, sizes, opacity, text = [], [], [], [], [], [], [], []
     for p in predictions:
-        shape = SYMBOLS.get((model, p["action"]))
-        if shape is None or (model == "dqn" and not p.get("executed")):
+        shape = look["markers"].get(p["action"])
+        if shape is None or (look["executed_only"] and not p.get("executed")):
             continue
         conf = float(p["confidence"])
         y = p.get("pred_close") if p.get("pred_close") is not None else p["reference_price"]
@@ -95,7 +93,7 @@ def overlay_trace(model: str, predictions: list[dict]) -> dict:
         xs.append(int(p["target_ts"]))
         ys.append(float(y))
         symbols.append(shape)
-        colors.append(BULL if p["action"] in ("BUY", "UP") else BEAR)
+        colors.append(BULL if p["action"] in LONG_ACTIONS else BEAR)
         lines.append(outcome)
         sizes.append(7 + 9 * conf)
         opacity.append(0.35 + 0.65 * conf)
@@ -146,8 +144,8 @@ def candle_figure(symbol: str, tf: str, tf_ms: int, closed: np.ndarray,
         {"type": "bar", "name": "volume (forming)", "x": f["x"], "y": f["volume"], "yaxis": "y2",
          "marker": {"color": f["colors"]}, "opacity": 0.3, "showlegend": False},
     ]
-    for model in OVERLAY_MODELS:
-        trace = overlay_trace(model, (overlays or {}).get(model, []))
+    for model, overlay in (overlays or {}).items():
+        trace = overlay_trace(model, overlay["look"], overlay["predictions"])
         data.append({"type": "scatter", "mode": "markers", "name": model.upper(),
                      "hoverinfo": "text", "showlegend": False, **trace})
     axis = {"gridcolor": GRID, "zerolinecolor": GRID, "color": TEXT}
@@ -174,10 +172,10 @@ def candle_patch(new_closed: np.ndarray, forming: Candle | None, ranges: dict,
                  overlays: dict | None = None) -> Patch:
     """Append newly closed candles, replace the forming one and the overlays, move the axes."""
     patch = Patch()
-    for model, predictions in (overlays or {}).items():
-        trace = overlay_trace(model, predictions)
+    for i, (model, overlay) in enumerate((overlays or {}).items()):
+        trace = overlay_trace(model, overlay["look"], overlay["predictions"])
         for key in ("x", "y", "text", "marker"):
-            patch["data"][TRACE_OVERLAY[model]][key] = trace[key]
+            patch["data"][TRACE_FIRST_OVERLAY + i][key] = trace[key]
     if len(new_closed):
         c = _columns(new_closed)
         for key in ("x", "open", "high", "low", "close"):

@@ -14,8 +14,6 @@ from flask import Blueprint, Flask, jsonify, request
 
 from core.market.service import MarketService
 
-STATUSES = ("pending", "resolved", "expired")
-
 
 class BadRequest(ValueError):
     pass
@@ -41,19 +39,15 @@ def _limit() -> int:
     return limit
 
 
-def prediction_query(models, symbols, timeframes) -> dict:
-    """Validated query parameters of GET predictions (raises BadRequest)."""
-    known = {"limit", "model", "symbol", "timeframe", "status"}
+def prediction_query(choices: dict[str, tuple[str, ...]]) -> dict:
+    """Validated query parameters of GET predictions (raises BadRequest); ``choices``: what
+    each filter may name (the read model's)."""
+    known = {"limit", *choices}
     unknown = sorted(set(request.args) - known)
     if unknown:
         raise BadRequest(f"unknown parameter {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    return {
-        "limit": _limit(),
-        "model": _choice("model", models),
-        "symbol": _choice("symbol", symbols),
-        "timeframe": _choice("timeframe", timeframes),
-        "status": _choice("status", STATUSES),
-    }
+    return {"limit": _limit(), **{name: _choice(name, allowed)
+                                  for name, allowed in choices.items()}}
 
 
 def api_blueprint(market: MarketService, training=None) -> Blueprint:
@@ -80,13 +74,12 @@ def api_blueprint(market: MarketService, training=None) -> Blueprint:
 
     @api.get("/live-training/status")
     def status():
-        return jsonify(training.cached_status())
+        return jsonify(training.read.status_json())
 
     @api.get("/live-training/predictions")
     def predictions():
-        query = prediction_query(tuple(training.learners), market.store.symbols,
-                                 market.store.timeframes)
-        return jsonify({"predictions": training.store.recent(**query), "query": query})
+        query = prediction_query(training.read.choices())
+        return jsonify({"predictions": training.read.predictions(**query), "query": query})
 
     return api
 

@@ -13,9 +13,6 @@ from dash import html
 
 SPARK = "▁▂▃▄▅▆▇█"
 STATE_COLOURS = {"ACTIVE": "success", "IDLE": "secondary", "UNTRAINED": "warning"}
-MODEL_TITLES = {"cnn": "CNN · multi-timeframe", "dqn": "DQN · dueling double",
-                "cob": "COB · order book"}
-
 
 def sparkline(values: list[float], width: int = 24) -> str:
     """Unicode bars of the last ``width`` values, scaled between their min and max; a value
@@ -134,7 +131,7 @@ def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
         className="mc-table",
     )
     header = html.Div([
-        html.Span(MODEL_TITLES.get(name, name), className="mc-title"),
+        html.Span(m.get("title") or name, className="mc-title"),
         dbc.Badge(verdict, color=VERDICT_COLOURS.get(verdict, "secondary"),
                   className="ms-auto me-1 mc-verdict", id={"type": "model-verdict", "model": name}),
         dbc.Badge(state, color=STATE_COLOURS.get(state, "secondary"), className="mc-state",

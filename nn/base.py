@@ -90,9 +90,7 @@ class Learner(ABC):
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.train_steps = 0
-        self.prediction_count = 0
         self.losses: deque[float] = deque(maxlen=200)  # recent training losses, newest last
-        self.last_prediction: dict | None = None
         # Held only around a forward pass or an optimiser step's weight update, never for a
         # whole batch's preparation: prediction never waits long on training.
         self.lock = threading.RLock()
@@ -219,20 +217,15 @@ class Learner(ABC):
 
     def load_training_state(self, state: dict, learning_rate: float) -> None:
         """Restore what every learner's checkpoint holds besides its networks: the optimiser
-        (with the configured learning rate, which wins over the saved one), the step and
-        prediction counters, the loss history and the learner's own random generator."""
+        (with the configured learning rate, which wins over the saved one), the step
+        counter, the loss history and the learner's own random generator."""
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         self.train_steps = int(state["train_steps"])
         self.published_steps = self.train_steps
-        self.prediction_count = int(state["prediction_count"])
         self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
         self.rng.bit_generator.state = state["rng"]
-
-    def note_prediction(self, summary: dict) -> None:
-        self.prediction_count += 1
-        self.last_prediction = summary
 
     def memory_bytes(self) -> int:
         """Weights + gradients-to-be + optimiser state + buffers this learner holds."""
@@ -264,11 +257,9 @@ class Learner(ABC):
             "name": self.name,
             "parameters": self.parameters_count(),
             "train_steps": self.train_steps,
-            "prediction_count": self.prediction_count,
             "loss_5ma": self.loss_5ma(),
             "loss_history": list(self.losses)[-50:],
             "epsilon": self.epsilon,
-            "last_prediction": self.last_prediction,
             "device": str(self.device),
             "memory_bytes": self.memory_bytes(),
         }

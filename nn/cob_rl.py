@@ -260,7 +260,6 @@ class COBLearner(Learner):
             "network": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "train_steps": self.train_steps,
-            "prediction_count": self.prediction_count,
             "losses": list(self.losses),
             "rng": self.rng.bit_generator.state,
         }

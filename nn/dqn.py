@@ -303,7 +303,6 @@ class DQNLearner(Learner):
                 "optimizer": self.optimizer.state_dict(),
                 "epsilon": self._epsilon,
                 "train_steps": self.train_steps,
-                "prediction_count": self.prediction_count,
                 "losses": list(self.losses),
                 "config": dataclasses.asdict(self.cfg),
                 "layout": self._layout(),

@@ -116,12 +116,16 @@ def test_evaluate_predictions_do_not_depend_on_how_fast_training_runs(tmp_path):
 
 def test_the_loop_runs_each_job_by_market_time():
     from core.evaluator import cadence
+    from core.live.jobs import job_table
 
     # 1s steps: signal and store writes every 10 s, expiry every minute, RSS every 10 min,
     # weights installed 20 market s after their batch.
-    assert cadence(10, 1_000, 86_400) == {"signal": 10, "flush": 10, "expire": 60,
-                                          "rss": 600, "lag": 20}
+    jobs = job_table(bar_s=1, signal_s=10, flush_s=0.5)
+    assert cadence(jobs, 1_000, 86_400) == {"process_closes": 1, "train": 1, "signal": 10,
+                                            "flush": 10, "expire": 60, "rss": 600, "lag": 20}
     # 30m bars: a signal every bar, writes and expiry every 10 bars, 34,441 bars -> RSS every
     # 34,441 // 200 = 172 bars, weights installed 16 bars later (at least).
-    assert cadence(10, 1_800_000, 34_441) == {"signal": 1, "flush": 10, "expire": 10,
-                                              "rss": 172, "lag": 16}
+    jobs = job_table(bar_s=1800, signal_s=10, flush_s=0.5)
+    assert cadence(jobs, 1_800_000, 34_441) == {"process_closes": 1, "train": 1, "signal": 1,
+                                                "flush": 10, "expire": 10, "rss": 172,
+                                                "lag": 16}

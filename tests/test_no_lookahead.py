@@ -109,7 +109,7 @@ def run_live(tmp_path: Path, future: str, start: int = START,
         # The evaluate command's loop: training on its own thread, weights installed at fixed
         # market times, so identical inputs give identical predictions whatever the timing.
         run_loop(services, start, end, progress=False)
-        status = services.training.status()
+        status = services.training.read.status().to_json()
         assert not status["errors"], status["errors"]
         assert sum(status["source"]["rejected"].values()) == 0, status["source"]["rejected"]
         seconds = services.market.store.closed("ETH/USDT", "1s", 3700)

@@ -6,11 +6,16 @@ from types import SimpleNamespace
 import pytest
 
 from core.config import Config, SchedulerConfig
+from core.live.jobs import job_table
 from core.scheduler import MIN_WALL_INTERVAL_S, build_scheduler, job_intervals
 
 
+def intervals(bar_s, signal_s, speed, flush_s=0.5):
+    return job_intervals(job_table(bar_s, signal_s, flush_s), speed)
+
+
 def test_job_intervals_at_speed_15():
-    out = job_intervals(base_tf_s=1.0, signal_s=10.0, speed=15.0)
+    out = intervals(bar_s=1.0, signal_s=10.0, speed=15.0)
     assert out["process_closes"] == pytest.approx(1 / 15)  # 0.0667 wall s per 1 s candle
     assert out["train"] == pytest.approx(1 / 15)
     assert out["signal"] == pytest.approx(10 / 15)  # 0.667
@@ -20,13 +25,13 @@ def test_job_intervals_at_speed_15():
 
 
 def test_job_intervals_at_real_time():
-    out = job_intervals(base_tf_s=60.0, signal_s=10.0, speed=1.0)
+    out = intervals(bar_s=60.0, signal_s=10.0, speed=1.0)
     assert out == {"process_closes": 60.0, "train": 60.0, "signal": 10.0, "expire": 60.0,
                    "flush": 0.5}
 
 
 def test_job_intervals_floor_at_min_wall_interval():
-    out = job_intervals(base_tf_s=1.0, signal_s=10.0, speed=1000.0)
+    out = intervals(bar_s=1.0, signal_s=10.0, speed=1000.0)
     # 1 / 1000 = 0.001 and 10 / 1000 = 0.01 are below the floor; 60 / 1000 = 0.06 is not
     assert out["process_closes"] == MIN_WALL_INTERVAL_S
     assert out["train"] == MIN_WALL_INTERVAL_S
@@ -41,7 +46,7 @@ class FakeService:
         self.cfg = Config(scheduler=SchedulerConfig(signal_interval_s=signal_interval_s))
         self.tf_ms = {"1s": 1000, "1m": 60_000}
         self.market = SimpleNamespace(store=SimpleNamespace(base_tf="1s"),
-                                      clock=SimpleNamespace(speed=speed))
+                                      clock=SimpleNamespace(speed=speed, now_ms=lambda: 42))
         self.calls: list[str] = []
 
     def guarded(self, name, job):
@@ -54,11 +59,11 @@ class FakeService:
     def train_due(self):
         return 0
 
-    def signal_job(self):
-        return None
+    def signal_job(self, now_ms):
+        self.calls.append(("signal at", now_ms))
 
-    def expire_job(self):
-        return None
+    def expire_job(self, now_ms):
+        self.calls.append(("expire at", now_ms))
 
     def flush_job(self):
         return 0
@@ -75,19 +80,24 @@ def test_build_scheduler_adds_the_five_jobs():
         expected = {  # wall seconds: market seconds / 15
             "process_closes": (service.process_closes, 1 / 15),
             "train": (service.train_due, 1 / 15),
-            "signal": (service.signal_job, 10 / 15),
-            "expire": (service.expire_job, 60 / 15),
+            "signal": (None, 10 / 15),  # called with the market clock's time
+            "expire": (None, 60 / 15),
             "flush": (service.flush_job, 0.5),  # wall seconds: the same at any speed
         }
         for name, (func, seconds) in expected.items():
             job = jobs[name]
             assert job.func == service.guarded
-            assert job.args == (name, func)
+            assert job.args[0] == name
+            if func is not None:
+                assert job.args[1] == func
             assert job.trigger.interval == timedelta(seconds=seconds)
             assert job.coalesce is True
             assert job.max_instances == 1
             assert job.misfire_grace_time == 5
         assert service.calls == []
+        jobs["signal"].args[1]()  # the market time is read when the job runs
+        jobs["expire"].args[1]()
+        assert service.calls == [("signal at", 42), ("expire at", 42)]
     finally:
         scheduler.shutdown(wait=False)
 

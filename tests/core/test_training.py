@@ -3,7 +3,7 @@ failing jobs are reported by type and do not stop the next run."""
 
 from __future__ import annotations
 
-from core.orchestrator import Vote
+from core.live.signals import Vote
 from tests.test_live_training import BAR, SEC, make_services, run
 
 
@@ -18,7 +18,7 @@ def test_executed_predictions_become_heavier_experiences(tmp_path):
     assert training.store.mark_executed(executed) == 1
     training.train_due = lambda: 0  # keep the experiences waiting so we can look at them
     run(services, 2)
-    waiting = training._waiting["dqn"]["1h"]
+    waiting = training.learning.waiting["dqn"]["1h"]
     weights = sorted(e.weight for e in waiting)
     # One of the resolved predictions executed a paper trade: training.trade_weight = 10.
     assert weights[-1] == 10.0 and weights[0] == 1.0
@@ -34,15 +34,15 @@ def test_a_confident_fused_signal_opens_a_paper_position_and_marks_its_votes(tmp
     pending = training.store.recent(limit=10, status="pending", model="cnn", symbol="ETH/USDT")
     pid = pending[0]["id"]
     # Every timeframe votes BUY at 0.9 for ETH: fused score 0.9 >= threshold 0.6.
-    training._votes["ETH/USDT"] = {("cnn", tf): Vote("cnn", tf, "BUY", 0.9, pid)
+    training.desk.votes["ETH/USDT"] = {("cnn", tf): Vote("cnn", tf, "BUY", 0.9, pid)
                                    for tf in ("1h", "1d")}
-    training._votes["BTC/USDT"] = {}
-    training.signal_job()
-    signal = training.signals["ETH/USDT"]
+    training.desk.votes["BTC/USDT"] = {}
+    training.signal_job(services.market.clock.now_ms())
+    signal = training.desk.signals["ETH/USDT"]
     assert signal.action == "BUY" and signal.confidence >= 0.6
-    assert training.paper.positions["ETH/USDT"].side == "long"
+    assert training.desk.paper.positions["ETH/USDT"].side == "long"
     assert training.store.get(pid)["executed"] is True
-    status = training.status()
+    status = training.read.status().to_json()
     assert status["signal_generation"]["state"] == "ACTIVE"
     assert "ETH/USDT" in status["paper"]["positions"]
     services.stop()
@@ -60,7 +60,7 @@ def test_a_failing_job_is_reported_by_type_and_the_next_run_goes_on(tmp_path):
 
     for _ in range(4):
         training.guarded("process_closes", flaky)
-    err = training.status()["errors"]["process_closes"]
+    err = training.read.status().to_json()["errors"]["process_closes"]
     assert err["type"] == "KeyError" and err["count"] == 2
     assert len(calls) == 4
     services.stop()
@@ -162,7 +162,7 @@ def test_a_close_that_fails_keeps_the_others_and_is_reported(tmp_path):
     src.emit_until(now)
     services.market.clock.set(now)
     training.guarded("process_closes", training.process_closes)
-    err = training.status()["errors"]["process_closes"]
+    err = training.read.status().to_json()["errors"]["process_closes"]
     assert err["type"] == "ValueError" and "bad BTC candle" in err["message"]
     recent = training.store.recent(limit=20, status="pending")
     # ETH's close went through: its 1h predictions are stored, one per model; BTC's are not.
@@ -182,18 +182,26 @@ def test_a_stale_status_is_refreshed_once_in_the_background(tmp_path):
 
     services = make_services(tmp_path)
     training = services.training
-    first = training.cached_status()
+    read = training.read
+    first = read.status_json()
     computed, release = [], threading.Event()
-    real_status = training.status
+    real_status = read.status
+
+    class Marked:  # a status whose JSON says which computation made it
+        def __init__(self, n):
+            self.n = n
+
+        def to_json(self):
+            return {**real_status().to_json(), "marker": self.n}
 
     def slow_status():  # a refresh that takes as long as the test says
         computed.append(1)
         release.wait(5)
-        return {**real_status(), "marker": len(computed)}
+        return Marked(len(computed))
 
-    training.status = slow_status
-    training._status_cache = (time.monotonic() - 1.0, first)  # 1 s old: stale, not abandoned
-    got, threads = [], [threading.Thread(target=lambda: got.append(training.cached_status()))
+    read.status = slow_status
+    read._cache = (time.monotonic() - 1.0, first)  # 1 s old: stale, not abandoned
+    got, threads = [], [threading.Thread(target=lambda: got.append(read.status_json()))
                         for _ in range(20)]
     for t in threads:
         t.start()
@@ -203,13 +211,13 @@ def test_a_stale_status_is_refreshed_once_in_the_background(tmp_path):
     assert computed == [1]  # twenty stale reads, one refresh
     release.set()
     for _ in range(100):
-        if training.cached_status().get("marker") == 1:
+        if read.status_json().get("marker") == 1:
             break
         time.sleep(0.01)
-    assert training.cached_status()["marker"] == 1
+    assert read.status_json()["marker"] == 1
     # a copy older than STATUS_MAX_STALE_S is recomputed on the request itself
-    training._status_cache = (time.monotonic() - training.STATUS_MAX_STALE_S - 1, first)
-    assert training.cached_status()["marker"] == 2
+    read._cache = (time.monotonic() - read.STATUS_MAX_STALE_S - 1, first)
+    assert read.status_json()["marker"] == 2
     services.stop()
 
 
@@ -219,13 +227,13 @@ def test_interpolated_candles_are_streamed_but_never_predicted_trained_or_scored
     services = make_services(tmp_path, stream_seconds=True)
     training, market = services.training, services.market
     assert training.timeframes == ("1h", "1d")
-    assert set(training._waiting["dqn"]) == {"1h", "1d"}
-    roles = training.status()["timeframes"]
+    assert set(training.learning.waiting["dqn"]) == {"1h", "1d"}
+    roles = training.read.status().to_json()["timeframes"]
     assert roles["1s"] == {"scored": False, "reason": "interpolated",
                            "label": "not scored: interpolated"}
     assert roles["1m"]["label"] == "not scored: interpolated"
     assert roles["1h"] == {"scored": True, "label": "trained and scored"}
-    for model in training.status()["models"].values():  # per model and timeframe too
+    for model in training.read.status().to_json()["models"].values():  # per model and timeframe too
         assert model["timeframes"] == {"1s": "not scored: interpolated",
                                        "1m": "not scored: interpolated",
                                        "1h": "trained and scored", "1d": "trained and scored"}
@@ -241,7 +249,7 @@ def test_interpolated_candles_are_streamed_but_never_predicted_trained_or_scored
     assert len(made) == 2 * 2 * 3
     resolved = [p for p in made if p["status"] == "resolved"]
     assert len(resolved) == 2 * 3  # the first hour's predictions, resolved at the second
-    waiting = sum(len(v) for m in training._waiting.values() for v in m.values())
+    waiting = sum(len(v) for m in training.learning.waiting.values() for v in m.values())
     assert waiting == 6  # one experience per resolved prediction, all of them 1h
     services.stop()
 

@@ -65,10 +65,10 @@ def test_start_shows_active_and_learning_then_stop_stops(server_url, browser, se
     wait.until(lambda d: text(d, "#lt-state") == "INACTIVE", "Stop did not stop training")
     wait.until(lambda d: text(d, "#model-card-dqn .mc-state") == "IDLE")
     steps = services.training.learners["dqn"].train_steps
-    predictions = services.training.learners["dqn"].prediction_count
+    predictions = services.training.store.counts()["dqn"]
     time.sleep(2.0)  # stopped: no training and no new predictions while we wait
     assert services.training.learners["dqn"].train_steps == steps
-    assert services.training.learners["dqn"].prediction_count == predictions
+    assert services.training.store.counts()["dqn"] == predictions
     assert "step" in field(browser, "dqn", "checkpoint")  # stop wrote a checkpoint
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors

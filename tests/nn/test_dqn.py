@@ -198,7 +198,6 @@ def test_predict_greedy_and_confidence_by_hand():
     conf = {o.action: o.confidence for o in outs}
     assert conf[1] == pytest.approx(0.244728, abs=1e-6)
     assert conf[2] == pytest.approx(0.090031, abs=1e-6)
-    assert learner.prediction_count == 0  # the service calls note_prediction, not predict
     with pytest.raises(ValueError, match="shape"):
         learner.predict(np.zeros(learner.state_dim + 1), "1m")
     with pytest.raises(ValueError, match="epsilon"):
@@ -300,14 +299,13 @@ def test_target_network_syncs_every_n_steps():
 def test_state_dict_round_trip_reproduces_predictions(tmp_path):
     learner = make(seed=0)
     train(learner, 12)
-    learner.note_prediction({"action": "BUY"})
     path = tmp_path / "dqn.pt"
     torch.save(learner.state_dict(), path)
 
     restored = make(seed=123)  # different init and exploration RNG until loaded
     restored.load_state_dict(torch.load(path))  # weights_only=True by default
     assert restored.epsilon == learner.epsilon
-    assert (restored.train_steps, restored.prediction_count) == (12, 1)
+    assert restored.train_steps == 12
     assert list(restored.losses) == list(learner.losses)
     assert same_params(restored.q_network, learner.q_network)
     assert same_params(restored.target_network, learner.target_network)

@@ -1,4 +1,4 @@
-"""Signal fusion per symbol and paper execution.
+"""Signal fusion per symbol and paper execution (the signal desk).
 
 Every 10 market seconds each symbol's latest predictions (CNN and DQN, per timeframe) are fused
 into one signal: each prediction votes +confidence for BUY, -confidence for SELL, 0 for HOLD,
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.config import SignalConfig
+from core.market.candles import CandleStore
+from nn.contract import TRADE_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -157,3 +159,52 @@ class PaperBook:
             realised = self.realised_pnl
         return {"positions": positions, "recent_trades": trades, "realised_pnl": realised,
                 "unrealised_pnl": self.unrealised(prices)}
+
+
+class SignalDesk:
+    """Each symbol's latest vote per (model, timeframe), fused every signal interval into one
+    signal that acts on the paper book; the predictions behind a trade are marked executed."""
+
+    def __init__(self, config: SignalConfig, candles: CandleStore, reference: str):
+        self.config = config
+        self.candles = candles
+        self.reference = reference
+        self.votes: dict[str, dict[tuple[str, str], Vote]] = {s: {} for s in candles.symbols}
+        self.signals: dict[str, Signal] = {}
+        self.last_signal_ms: int | None = None
+        self.paper = PaperBook(config)
+
+    def note(self, predictions, ids: list[int]) -> None:
+        """The stored predictions that trade actions vote with (the newest per model and tf)."""
+        for pid, row in zip(ids, predictions, strict=True):
+            if row.action in TRADE_ACTIONS:
+                self.votes[row.symbol][(row.model, row.timeframe)] = Vote(
+                    row.model, row.timeframe, row.action, row.confidence, pid)
+
+    def run(self, now_ms: int) -> list[int]:
+        """Fuse and act at market time ``now_ms``; returns the ids of the predictions whose
+        vote went into a trade (the store marks them executed)."""
+        weights = dict(self.config.timeframe_weights)
+        scores = {symbol: fuse(list(votes.values()), weights)[0] if votes else None
+                  for symbol, votes in self.votes.items()}
+        ref = self.reference
+        ref_returns = self._returns(ref)
+        executed: list[int] = []
+        for symbol, score in scores.items():
+            if score is None:
+                continue
+            corr = None if symbol == ref else correlation(self._returns(symbol), ref_returns)
+            signal = make_signal(symbol, now_ms, score, None if symbol == ref else scores.get(ref),
+                                 corr, self.config.confidence_threshold, len(self.votes[symbol]))
+            self.signals[symbol] = signal
+            price = self.candles.last_price(symbol)
+            if price and self.paper.act(signal, price) is not None:
+                executed += [v.prediction_id for v in self.votes[symbol].values()
+                             if v.prediction_id is not None and v.action == signal.action]
+        self.last_signal_ms = now_ms
+        return executed
+
+    def _returns(self, symbol: str) -> np.ndarray:
+        tf = "1m" if "1m" in self.candles.tf_ms else self.candles.timeframes[0]
+        closes = self.candles.closed(symbol, tf, 61)[:, 4]
+        return np.diff(np.log(closes)) if len(closes) > 2 else np.empty(0)

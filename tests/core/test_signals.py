@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.config import SignalConfig
-from core.orchestrator import PaperBook, Signal, Vote, correlation, fuse, make_signal
+from core.live.signals import PaperBook, Signal, Vote, correlation, fuse, make_signal
 
 WEIGHTS = {"1s": 0.1, "1m": 0.3, "1h": 0.35, "1d": 0.25}
 ETH, BTC = "ETH/USDT", "BTC/USDT"

@@ -1,0 +1,138 @@
+"""Training: experiences wait per model and timeframe until a batch is full, then one step.
+
+``take_due`` and ``train_batches`` are separate so the evaluate command can take batches at
+fixed market times and train them on another thread (core/evaluator.py); the app's train job
+does both at once (``train_due``). Checkpoints: every ``training.checkpoint_every`` steps of
+a model, and all of them when training stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from nn.base import Learner
+from nn.checkpoints import CheckpointManager
+from nn.contract import Experience
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60.0  # predictions/s and batches/min are measured over the last minute (wall)
+
+
+@dataclass
+class Rates:
+    """Event times (wall clock) in a sliding window, for per-second and per-minute rates."""
+
+    events: deque = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def add(self, n: int = 1, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.events.extend([now] * n)
+
+    def per_second(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self.events and self.events[0] < now - RATE_WINDOW_S:
+            self.events.popleft()
+        span = min(RATE_WINDOW_S, max(1.0, now - self.events[0])) if self.events else 1.0
+        return len(self.events) / span
+
+
+class Learning:
+    def __init__(self, learners: dict[str, Learner], timeframes: tuple[str, ...],
+                 batch_size: dict[str, int], checkpoints: CheckpointManager,
+                 checkpoint_every: int):
+        self.learners = learners
+        self.timeframes = timeframes
+        self.batch_size = batch_size
+        self.checkpoints = checkpoints
+        self.checkpoint_every = checkpoint_every
+        self.waiting: dict[str, dict[str, list[Experience]]] = {
+            name: {tf: [] for tf in timeframes} for name in learners}
+        self._lock = threading.Lock()
+        self.batch_rate = Rates()
+        self.dropped_experiences = Counter()
+        self._last_checkpoint_step = dict.fromkeys(learners, 0)
+
+    def queue(self, model: str, tf: str, exp: Experience) -> None:
+        with self._lock:
+            waiting = self.waiting[model][tf]
+            waiting.append(exp)
+            limit = 20 * self.batch_size[tf]
+            if len(waiting) > limit:  # training cannot keep up: keep the newest
+                self.dropped_experiences[model] += len(waiting) - limit
+                del waiting[:-limit]
+
+    def take_due(self) -> list[tuple[str, str, list[Experience]]]:
+        """Take every full batch waiting, as (model, timeframe, experiences)."""
+        due = []
+        with self._lock:
+            for name in self.learners:
+                for tf in self.timeframes:
+                    size = self.batch_size[tf]
+                    waiting = self.waiting[name][tf]
+                    if len(waiting) >= size:
+                        due.append((name, tf, waiting[:size]))
+                        del waiting[:size]
+        return due
+
+    def train_batches(self, due: list[tuple[str, str, list[Experience]]]) -> int:
+        """One training step per batch from :meth:`take_due`; checkpoints every N steps."""
+        steps = 0
+        for name, _tf, batch in due:
+            learner = self.learners[name]
+            if learner.learn(batch) is not None:
+                steps += 1
+                self.batch_rate.add()
+            if learner.train_steps - self._last_checkpoint_step[name] >= self.checkpoint_every:
+                self.save_checkpoint(name)
+        return steps
+
+    @contextmanager
+    def publishing_deferred(self):
+        """Within: a training step does not publish its weights to predictions; the caller
+        installs snapshots at times of its choosing (the evaluate command, by market time)."""
+        saved = {name: lrn.auto_publish for name, lrn in self.learners.items()}
+        for lrn in self.learners.values():
+            lrn.auto_publish = False
+        try:
+            yield
+        finally:
+            for name, lrn in self.learners.items():
+                lrn.auto_publish = saved[name]
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def save_checkpoint(self, name: str) -> None:
+        learner = self.learners[name]
+        with learner.lock:
+            state = learner.state_dict()
+        self.checkpoints.save(name, state, learner.train_steps)
+        self._last_checkpoint_step[name] = learner.train_steps
+
+    def save_checkpoints(self) -> None:
+        for name in self.learners:
+            self.save_checkpoint(name)
+
+    def load_checkpoints(self) -> dict[str, str]:
+        loaded = {}
+        for name, learner in self.learners.items():
+            found = self.checkpoints.load_latest(name)
+            if found is None:
+                continue
+            path, state = found
+            try:
+                learner.load_state_dict(state)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                # Another architecture or layout (an older version, a changed config): the
+                # model starts from fresh weights; the file stays until newer ones replace it.
+                log.warning("checkpoint %s does not fit the %s model (%s); starting it from "
+                            "fresh weights", path, name, exc)
+                continue
+            self._last_checkpoint_step[name] = learner.train_steps
+            loaded[name] = str(path)
+        return loaded

@@ -1,0 +1,84 @@
+"""Each model's scores on the page and in /status: over its last QUALITY_ROWS resolved
+predictions, every measure of core/scoring.py it is judged by (``Learner.scores``), per symbol
+and timeframe, each with its baseline on the same rows and a 95 % block-bootstrap interval;
+the headline verdict; the headline measure rolling; calibration."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from core import evaluation, scoring, verdicts
+from core.config import Config
+from core.predictions import PredictionStore
+from nn.base import Learner
+
+QUALITY_ROWS = 1000  # resolved predictions per model behind the cards' scores
+QUALITY_MAX_AGE_S = 5.0
+ROLLING_WINDOW = 60  # predictions per point of the cards' rolling-skill sparkline
+
+
+class QualityCache:
+    """The scores bootstrap (~60 ms a model), so they are recomputed every QUALITY_MAX_AGE_S,
+    or sooner once the number of resolved predictions has doubled: a few times in the first
+    minute after Start (recomputing whenever 10 % more had resolved took ~40 % of a core
+    then, away from the replay and the jobs)."""
+
+    def __init__(self, store: PredictionStore, learners: dict[str, Learner], cfg: Config):
+        self.store = store
+        self.learners = learners
+        self.fee_rate = cfg.signal.fee_rate
+        self.seed = cfg.replay.seed
+        self._cached: tuple[float, dict, int] | None = None
+
+    def get(self, resolved: int = 0) -> dict[str, dict | None]:
+        now = time.monotonic()
+        cached = self._cached
+        if cached is not None and now - cached[0] < QUALITY_MAX_AGE_S \
+                and resolved < 2 * cached[2]:
+            return cached[1]
+        quality = {}
+        for name, learner in self.learners.items():
+            rows = pd.DataFrame(self.store.recent(limit=QUALITY_ROWS, model=name,
+                                                  status="resolved"))
+            quality[name] = model_quality(name, rows, learner.scores, self.fee_rate, self.seed,
+                                          ROLLING_WINDOW)
+        self._cached = (now, quality, max(1, resolved))
+        return quality
+
+
+def model_quality(model: str, rows: pd.DataFrame, measures: tuple[str, ...], fee_rate: float,
+                  seed: int, window: int) -> dict | None:
+    """One model's scores for the card and /status (JSON-safe); None before any resolved."""
+    if rows.empty:
+        return None
+    table = scoring.score_table(rows, fee_rate=fee_rate, seed=seed)
+    for row in table:  # the model's own measures only
+        row["scores"] = {k: v for k, v in row["scores"].items() if k in measures}
+    head = verdicts.headline(table, model, measures)
+    conf = rows["confidence"].to_numpy(float)
+    correct = rows["action_correct"].astype(bool).to_numpy()
+    bins = evaluation.reliability(conf, correct, bins=5)
+    return scoring.json_safe({
+        "rows": len(rows),
+        "headline": head,
+        "groups": table,
+        "rolling": _rolling(rows, head, fee_rate, window),
+        "ece": evaluation.expected_calibration_error(conf, correct, bins=10),
+        "reliability": [{"low": b[0], "high": b[1], "count": int(b[2]),
+                         "accuracy": None if b[2] == 0 else float(b[4])} for b in bins],
+    })
+
+
+def _rolling(rows: pd.DataFrame, head: dict, fee_rate: float, window: int) -> dict | None:
+    """The headline measure rolling over ``window`` predictions, beside its baseline."""
+    if head["metric"] is None:
+        return None
+    group = rows[(rows["symbol"] == head["symbol"]) & (rows["timeframe"] == head["timeframe"])]
+    curve = scoring.rolling(group, timeframe=head["timeframe"], fee_rate=fee_rate,
+                            metric=head["metric"], window=window)
+    return {"metric": head["metric"], "symbol": head["symbol"],
+            "timeframe": head["timeframe"], "window": window,
+            "values": curve["value"].tolist()[-200:],
+            "baseline_values": curve["baseline_value"].tolist()[-200:]}

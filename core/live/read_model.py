@@ -1,0 +1,194 @@
+"""The read model: everything the page and the REST API show, built here and nowhere else.
+
+The page's callbacks and the REST handlers ask this object, never the store, the learners or
+the jobs: ``status()`` (a typed :class:`LiveStatus`, the JSON of /status), ``predictions``
+(validated query of the stored predictions), ``overlays`` (a chart's newest predictions per
+model) and ``looks`` (how each model is drawn). Store reads answer from the store's in-memory
+index; nothing here writes.
+
+The status is cached: a stale copy is refreshed on a background thread while callers keep
+getting the current one, so no request waits for the store's aggregates or the models'
+baseline comparison (hundreds of ms with many predictions stored), and twenty clients
+arriving together start one refresh, not twenty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core import verdicts
+from core.live.quality import QualityCache
+from core.predictions import STATUSES
+
+if TYPE_CHECKING:
+    from core.live.service import LiveTraining
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelStatus:
+    """One model's card."""
+
+    name: str
+    title: str
+    look: dict  # how the chart draws it: markers per action, executed only
+    parameters: int  # sum(p.numel()) of its network
+    train_steps: int
+    prediction_count: int  # stored predictions, all statuses
+    loss_5ma: float | None  # None before the first training step
+    loss_history: list[float]
+    epsilon: float | None  # None for models that do not explore
+    last_prediction: dict | None
+    device: str
+    memory_bytes: int
+    active: bool
+    state: str  # ACTIVE, IDLE (trained, stopped) or UNTRAINED
+    checkpoint: dict | None
+    accuracy: dict  # timeframe -> {resolved, correct, accuracy}
+    quality: dict | None  # scores with baselines and intervals; None before any resolved
+    timeframes: dict  # timeframe -> "trained and scored" or "not scored: interpolated"
+
+
+@dataclass
+class LiveStatus:
+    """GET /api/live-training/status, and what the page shows."""
+
+    active: bool
+    started_at: int | None
+    timeframes: dict  # per timeframe: scored or not, and why
+    market_time_ms: int
+    clock_speed: float
+    source: dict
+    predictions_per_second: float
+    training_batches_per_minute: float
+    signal_generation: dict
+    paper: dict
+    models: dict[str, ModelStatus]
+    direction: dict  # whether any model calls the direction better than its baselines
+    errors: dict
+    prediction_counts: dict
+    dropped_experiences: dict
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ReadModel:
+    STATUS_MAX_STALE_S = 2.0  # an older copy is recomputed on the request, not in background
+
+    def __init__(self, live: LiveTraining):
+        self.live = live
+        self.quality = QualityCache(live.store, live.learners, live.cfg)
+        self._cache: tuple[float, dict] | None = None
+        self._first = threading.Lock()  # the first computation
+        self._refreshing = threading.Lock()  # held while a background refresh runs
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        """What a predictions query may name."""
+        store = self.live.market.store
+        return {"model": tuple(self.live.learners), "symbol": store.symbols,
+                "timeframe": store.timeframes, "status": STATUSES}
+
+    def predictions(self, limit: int = 50, **where) -> list[dict]:
+        return self.live.store.recent(limit=limit, **where)
+
+    def looks(self) -> dict[str, dict]:
+        return {name: dataclasses.asdict(lrn.look) for name, lrn in self.live.learners.items()}
+
+    def overlays(self, symbol: str, timeframe: str, limit: int = 20) -> dict[str, dict]:
+        """Per model, in a fixed order: how it is drawn and its newest predictions on one
+        chart."""
+        return {name: {"look": dataclasses.asdict(lrn.look),
+                       "predictions": self.live.store.recent(limit=limit, model=name,
+                                                             symbol=symbol, timeframe=timeframe)}
+                for name, lrn in self.live.learners.items()}
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status_json(self, max_age_s: float = 0.5) -> dict:
+        """The published status, at most ``max_age_s`` old plus one refresh."""
+        cached = self._cache
+        if cached is None or time.monotonic() - cached[0] > self.STATUS_MAX_STALE_S:
+            # Nothing published yet (start, stop), or nobody asked for a while: compute it
+            # here, once; callers arriving meanwhile wait for that one computation.
+            with self._first:
+                cached = self._cache
+                if cached is None or time.monotonic() - cached[0] > self.STATUS_MAX_STALE_S:
+                    cached = self._cache = (time.monotonic(), self.status().to_json())
+                return cached[1]
+        if time.monotonic() - cached[0] > max_age_s and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh, name="status-refresh", daemon=True).start()
+        return cached[1]
+
+    def invalidate(self) -> None:
+        """The next read recomputes (after start/stop, or when a caller must see the jobs'
+        latest effects)."""
+        self._cache = None
+
+    def _refresh(self) -> None:
+        try:
+            self._cache = (time.monotonic(), self.status().to_json())
+        except Exception:  # keep serving the last good copy; say why
+            log.exception("status refresh failed")
+        finally:
+            self._refreshing.release()
+
+    def status(self) -> LiveStatus:
+        live, market = self.live, self.live.market
+        counts = live.store.counts()
+        quality = self.quality.get(sum(c.get("resolved", 0) for c in counts.values()))
+        now = market.clock.now_ms()
+        prices = {s: p for s in market.store.symbols
+                  if (p := market.store.last_price(s)) is not None}
+        desk = live.desk
+        signalling = (live.active and desk.last_signal_ms is not None
+                      and now - desk.last_signal_ms
+                      <= 3 * live.cfg.scheduler.signal_interval_s * 1000)
+        return LiveStatus(
+            active=live.active, started_at=live.started_at_ms,
+            timeframes=market.timeframe_roles(), market_time_ms=now,
+            clock_speed=market.clock.speed,
+            source={**market.source.describe(), "lag_ms": market.source.lag_ms(now),
+                    "rejected": market.feed.rejected_by_reason()},
+            predictions_per_second=round(live.prediction_rate.per_second(), 3),
+            training_batches_per_minute=round(live.learning.batch_rate.per_second() * 60, 2),
+            signal_generation={
+                "state": "ACTIVE" if signalling else "INACTIVE",
+                "last_signal_ms": desk.last_signal_ms,
+                "signals": {s: dataclasses.asdict(sig) for s, sig in desk.signals.items()}},
+            paper=desk.paper.snapshot(prices),
+            models=self._models(counts, quality),
+            direction=verdicts.direction_summary(
+                [g for q in quality.values() if q for g in q["groups"]]),
+            errors={k: dataclasses.asdict(v) for k, v in live.errors.items()},
+            prediction_counts=counts,
+            dropped_experiences=dict(live.learning.dropped_experiences),
+        )
+
+    def _models(self, counts: dict, quality: dict) -> dict[str, ModelStatus]:
+        live = self.live
+        accuracy = live.store.accuracy()
+        roles = {tf: role["label"] for tf, role in live.market.timeframe_roles().items()}
+        models = {}
+        for name, lrn in live.learners.items():
+            steps = lrn.train_steps
+            models[name] = ModelStatus(
+                name=name, title=lrn.look.title, look=dataclasses.asdict(lrn.look),
+                parameters=lrn.parameters_count(), train_steps=steps,
+                prediction_count=sum(counts.get(name, {}).values()),
+                loss_5ma=lrn.loss_5ma(), loss_history=list(lrn.losses)[-50:],
+                epsilon=lrn.epsilon, last_prediction=live.last_predictions.get(name),
+                device=str(lrn.device), memory_bytes=lrn.memory_bytes(), active=live.active,
+                state="ACTIVE" if live.active else ("IDLE" if steps else "UNTRAINED"),
+                checkpoint=live.checkpoints.latest_info(name),
+                accuracy={tf: v for (m, tf), v in accuracy.items() if m == name},
+                quality=quality.get(name), timeframes=roles)
+        return models
