@@ -106,6 +106,19 @@ def evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _recorder(path: str, services, cfg):
+    """--record: a recording of everything the feed accepts, written at exit."""
+    from core.market.recorder import Recorder
+
+    src = services.market.source.describe()
+    recorder = Recorder(path, name=f"recorded-{src['recording']}",
+                        description=f"Recorded by Tickwise from: {src['description']}",
+                        provenance={"source": src}, licence=src["licence"],
+                        book_levels=cfg.replay.book_levels)
+    recorder.attach(services.market.feed)
+    return recorder
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["evaluate"]:
@@ -126,16 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from dashboard.app import create_app
 
     services = build_services(cfg)
-    recorder = None
-    if args.record:
-        from core.market.recorder import Recorder
-
-        src = services.market.source.describe()
-        recorder = Recorder(args.record, name=f"recorded-{src['recording']}",
-                            description=f"Recorded by Tickwise from: {src['description']}",
-                            provenance={"source": src}, licence=src["licence"],
-                            book_levels=cfg.replay.book_levels)
-        recorder.attach(services.market.feed)
+    recorder = _recorder(args.record, services, cfg) if args.record else None
     app = create_app(cfg, services.market, services.training)
     services.start()  # here, in the serving process only: no reloader, so it starts once
     # Everything imported and built so far lives for the whole run: freezing it keeps full

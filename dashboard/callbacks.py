@@ -89,7 +89,17 @@ def price_view(price: dict) -> tuple[str, str, str]:
 
 
 def register_callbacks(app, market: MarketService, visible: int, training=None) -> None:
-    store = market.store
+    """The page's callbacks: the header and prices, each symbol's charts, and (with live
+    training) its control, cards and panel. ``training``: the live service, whose read model
+    (``training.read``) is all the page reads of it."""
+    register_market_callbacks(app, market)
+    register_chart_callbacks(app, market, visible, training.read if training else None)
+    if training is not None:
+        register_training_callbacks(app, training, market.store.timeframes)
+
+
+def register_market_callbacks(app, market: MarketService) -> None:
+    by_id = {symbol_id(s): s for s in market.store.symbols}
 
     @app.callback(
         Output("hdr-source", "children"),
@@ -107,8 +117,6 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
         return (view["source"], view["recording"], view["clock"], view["speed"], view["notice"],
                 view["notice_class"], view["feed"], view["provenance"])
 
-    by_id = {symbol_id(s): s for s in store.symbols}
-
     @app.callback(
         Output({"type": "price", "symbol": MATCH}, "children"),
         Output({"type": "change", "symbol": MATCH}, "children"),
@@ -118,6 +126,13 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
     )
     def update_price(_n, component_id):
         return price_view(market.snapshot()["prices"][by_id[component_id["symbol"]]])
+
+
+def register_chart_callbacks(app, market: MarketService, visible: int, read=None) -> None:
+    """Candles and prediction overlays (from the read model ``read``, when training), and
+    the consolidated depth chart."""
+    store = market.store
+    by_id = {symbol_id(s): s for s in store.symbols}
 
     @app.callback(
         Output({"type": "chart-graph", "symbol": MATCH}, "figure"),
@@ -134,9 +149,7 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
                 ctx.triggered_id.get("type") == "chart-tf":
             state = None  # timeframe switched: a whole new figure
         recent = store.closed(symbol, tf, 2 * visible)
-        overlays = None
-        if training is not None:
-            overlays = training.read.overlays(symbol, tf)
+        overlays = read.overlays(symbol, tf) if read is not None else None
         figure, new_state = chart_update(symbol, tf, store.tf_ms[tf], state, recent,
                                          store.forming(symbol, tf), visible, overlays)
         return figure, new_state.to_dict()
@@ -149,9 +162,6 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
     def update_depth(_n, component_id):
         cob = market.consolidated_book(by_id[component_id["symbol"]])
         return depth_figure(cob.to_dict() if cob is not None else None)
-
-    if training is not None:
-        register_training_callbacks(app, training, store.timeframes)
 
 
 def register_training_callbacks(app, training, timeframes: tuple[str, ...]) -> None:

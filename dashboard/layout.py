@@ -52,10 +52,9 @@ def chart_card(symbol: str, timeframes: tuple[str, ...], default_tf: str) -> dbc
                     className="mb-3 chart-card", id=f"card-{sid}")
 
 
-def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_ms: int,
-                 with_training: bool = True) -> html.Div:
-    default_tf = timeframes[1] if len(timeframes) > 1 else timeframes[0]
-    control = html.Div(
+def _control() -> html.Div:
+    """Start/Stop of live training and its state."""
+    return html.Div(
         [
             html.Span("live training", className="hdr-label me-2"),
             dbc.Badge("—", id="lt-state", color="secondary", className="me-2"),
@@ -65,12 +64,15 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
         ],
         className="ms-4 d-flex align-items-center",
     )
-    navbar = html.Header(
+
+
+def _navbar(with_training: bool) -> html.Header:
+    return html.Header(
         [
             html.Div([html.Span("◆ ", className="brand-mark"), "Tickwise"], className="brand"),
             html.Span("", id="hdr-source", className="badge bg-info text-dark ms-3"),
             html.Span("", id="hdr-recording", className="hdr-recording ms-2"),
-            *([control] if with_training else []),
+            *([_control()] if with_training else []),
             html.Div(
                 [
                     html.Span("market time ", className="hdr-label"),
@@ -82,10 +84,11 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
         ],
         className="tw-header d-flex align-items-center px-3 py-2",
     )
-    notice = html.Div("", id="hdr-notice", className="tw-notice px-3 py-1")
-    cards = dbc.Row([dbc.Col(chart_card(s, timeframes, default_tf), xxl=6, xl=12) for s in symbols],
-                    className="g-3")
-    training = html.Div(
+
+
+def _training_panel() -> html.Div:
+    """The model cards, filled by the callbacks, and the live-training panel."""
+    return html.Div(
         [
             dbc.Row(id="model-cards", className="g-3 mb-3"),
             dbc.Card(
@@ -104,15 +107,23 @@ def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_
             ),
         ]
     )
+
+
+def build_layout(symbols: tuple[str, ...], timeframes: tuple[str, ...], refresh_ms: int,
+                 with_training: bool = True) -> html.Div:
+    default_tf = timeframes[1] if len(timeframes) > 1 else timeframes[0]
+    notice = html.Div("", id="hdr-notice", className="tw-notice px-3 py-1")
+    cards = dbc.Row([dbc.Col(chart_card(s, timeframes, default_tf), xxl=6, xl=12) for s in symbols],
+                    className="g-3")
     footer = html.Footer(
         [html.Span("", id="ftr-feed"), html.Span("", id="ftr-provenance", className="ms-3")],
         className="tw-footer px-3 py-2",
     )
     return html.Div(
         [
-            navbar,
+            _navbar(with_training),
             notice,
-            dbc.Container([cards, training] if with_training else [cards], fluid=True,
+            dbc.Container([cards, _training_panel()] if with_training else [cards], fluid=True,
                           className="pt-3"),
             footer,
             dcc.Interval(id="refresh", interval=refresh_ms, n_intervals=0),
