@@ -61,7 +61,7 @@ from core.market.service import at_real_resolution
 from core.services import build_services
 from nn.cnn import GRAD_CLIP as cnn_clip
 from nn.cnn import RANGE_EPS, RANGE_WEIGHT
-from nn.cob_rl import GRAD_CLIP as cob_clip
+from nn.book_direction import GRAD_CLIP as cob_clip
 from nn.dqn import GRAD_CLIP as dqn_clip
 from nn.dqn import DQNLearner, double_dqn_targets
 

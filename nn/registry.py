@@ -11,7 +11,7 @@ import torch
 
 from nn.base import Learner
 from nn.cnn import CNNLearner
-from nn.cob_rl import COBLearner
+from nn.book_direction import COBLearner
 from nn.dqn import DQNLearner
 
 MODELS: dict[str, type[Learner]] = {

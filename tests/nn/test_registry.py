@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.config import COBConfig, DQNConfig, load_config
+from core.config import load_config
 from core.live.models import (
     MB,
     ModelTooLarge,
@@ -17,9 +17,9 @@ from core.live.models import (
     zero_observation,
 )
 from nn.cnn import CNNLearner
-from nn.cob_rl import COBLearner
+from nn.book_direction import COBConfig, COBLearner
 from nn.contract import N_BOOK, N_SCALARS
-from nn.dqn import DQNLearner
+from nn.dqn import DQNConfig, DQNLearner
 from nn.registry import pick_device
 
 torch.set_num_threads(1)

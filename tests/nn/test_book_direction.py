@@ -1,4 +1,4 @@
-"""Tests for nn.cob_rl. Expected numbers are worked out by hand in comments."""
+"""Tests for nn.book_direction. Expected numbers are worked out by hand in comments."""
 
 import math
 
@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import COBConfig
 from nn.base import Experience, ModelOutput, Observation
-from nn.cob_rl import COBLearner, COBNet
+from nn.book_direction import COBConfig, COBLearner, COBNet
 
 TFS = ("1m", "1h")
 UP, DOWN = 0, 1

@@ -1,4 +1,5 @@
-"""Order-book model: a small MLP that reads the book and the last few returns and says whether
+"""Order-book direction model ("COB", registered as "cob"): a supervised MLP, not a reinforcement
+learner (the seed called it "COB RL"). A small MLP that reads the book and the last few returns and says whether
 the next candle closes UP or DOWN.
 
 It is trained supervised, on the direction the candle really took (``Experience.label``),
