@@ -59,9 +59,9 @@ from core.clock import ManualClock
 from core.config import load_config
 from core.market.service import at_real_resolution
 from core.services import build_services
+from nn.book_direction import GRAD_CLIP as cob_clip
 from nn.cnn import GRAD_CLIP as cnn_clip
 from nn.cnn import RANGE_EPS, RANGE_WEIGHT
-from nn.book_direction import GRAD_CLIP as cob_clip
 from nn.dqn import GRAD_CLIP as dqn_clip
 from nn.dqn import DQNLearner, double_dqn_targets
 

@@ -1,6 +1,6 @@
-"""Order-book direction model ("COB", registered as "cob"): a supervised MLP, not a reinforcement
-learner (the seed called it "COB RL"). A small MLP that reads the book and the last few returns and says whether
-the next candle closes UP or DOWN.
+"""Order-book direction model ("COB", registered as "cob"; the seed called it "COB RL", but it
+is supervised): a small MLP that reads the book and the last few returns and says whether the
+next candle closes UP or DOWN.
 
 It is trained supervised, on the direction the candle really took (``Experience.label``),
 with the same replay-mixing as the CNN. Input layout (``COBLearner.encode``), F book features,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from nn.base import Learner
-from nn.cnn import CNNLearner
 from nn.book_direction import COBLearner
+from nn.cnn import CNNLearner
 from nn.dqn import DQNLearner
 
 MODELS: dict[str, type[Learner]] = {
