@@ -36,8 +36,8 @@ from nn.base import (
     softmax_row,
 )
 from nn.buffers import finite32
-from nn.cnn import ExampleRing
 from nn.contract import N_BOOK, parse_timeframe, setting
+from nn.example_ring import ExampleRing
 
 
 @dataclass(frozen=True)

@@ -6,29 +6,30 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import CNNConfig
 from core.features import normalised_window
 from core.rewards import hold_band
 from core.timeframes import parse_timeframe
 from nn.base import Experience, Observation
 from nn.cnn import (
-    ARCHITECTURE,
     BUY,
     HOLD,
+    SELL,
+    CNNConfig,
+    CNNLearner,
+    hindsight_label,
+)
+from nn.cnn_data import CNNPrediction, _predictions
+from nn.cnn_net import (
+    ARCHITECTURE,
     RANGE_EPS,
     RANGE_LR,
-    SELL,
-    CNNLearner,
     CNNNet,
     CNNOutput,
-    CNNPrediction,
-    ExampleRing,
-    _predictions,
     cnn_loss,
-    hindsight_label,
     predicted_range,
     range_features,
 )
+from nn.example_ring import ExampleRing
 
 TFS = ("1s", "1m", "1h", "1d")
 W = 32  # small window keeps the tests fast
@@ -452,7 +453,7 @@ def test_status_reports_real_numbers():
 
 
 def test_target_norm_by_hand_and_merged_batches_equal_one():
-    from nn.cnn import TargetNorm
+    from nn.cnn_data import TargetNorm
 
     norm = TargetNorm(2, dim=2)
     # Group 0 gets rows (1, 10) and (3, 30): mean (2, 20), population var (1, 100) -> std (1, 10).
