@@ -31,7 +31,6 @@ from core.kernels import warm_up
 from core.live.jobs import Job
 from core.market.service import at_real_resolution, interpolated_timeframes
 from core.report import calibration, learning_curves, write_report
-from core.scheduler import live_jobs
 from core.services import build_services
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ def run_loop(services, start_ms: int, end_ms: int, progress: bool = True) -> dic
     live, src = services.training, services.market.source
     base_ms = services.market.store.tf_ms[services.market.store.base_tf]
     steps = max(0, (end_ms - start_ms) // base_ms)
-    jobs = live_jobs(live)
+    jobs = live.jobs
     every = cadence(jobs, base_ms, steps)
     bar = _progress_bar(progress, steps, services.market.store.base_tf)
     rss = [(start_ms, rss_mb())]

@@ -14,16 +14,10 @@ import logging
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from core.live.jobs import Job, job_table
+from core.live.jobs import Job
 from core.live.service import LiveTraining
 
 MIN_WALL_INTERVAL_S = 0.02  # APScheduler's own resolution makes shorter intervals meaningless
-
-
-def live_jobs(live: LiveTraining) -> tuple[Job, ...]:
-    cfg = live.cfg
-    bar_s = live.tf_ms[live.market.store.base_tf] / 1000
-    return job_table(bar_s, cfg.scheduler.signal_interval_s, cfg.scheduler.store_flush_s)
 
 
 def job_intervals(jobs: tuple[Job, ...], speed: float) -> dict[str, float]:
@@ -48,7 +42,7 @@ def build_scheduler(live: LiveTraining) -> BackgroundScheduler:
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     # Every run would otherwise log two INFO lines (many per second at replay speed).
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-    jobs = live_jobs(live)
+    jobs = live.jobs
     intervals = job_intervals(jobs, live.market.clock.speed)
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(4)},

@@ -151,7 +151,7 @@ class ReadModel:
         desk = live.desk
         signalling = (live.active and desk.last_signal_ms is not None
                       and now - desk.last_signal_ms
-                      <= 3 * live.cfg.scheduler.signal_interval_s * 1000)
+                      <= 3 * live.job_interval_s("signal") * 1000)
         return LiveStatus(
             active=live.active, started_at=live.started_at_ms,
             timeframes=market.timeframe_roles(), market_time_ms=now,

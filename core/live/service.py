@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from core.config import Config
 from core.live.cycle import Cycle
+from core.live.jobs import job_table
 from core.live.learning import Learning, Rates
 from core.live.models import observation_window
 from core.live.read_model import ReadModel
@@ -65,6 +66,9 @@ class LiveTraining:
         self.learning = Learning(learners, self.timeframes, dict(cfg.training.batch_size),
                                  checkpoints, cfg.training.checkpoint_every)
         self.desk = SignalDesk(cfg.signal, market.store, REFERENCE)
+        # What runs how often (core/live/jobs.py): the scheduler's and the evaluator's table.
+        self.jobs = job_table(self.tf_ms[market.store.base_tf] / 1000,
+                              cfg.scheduler.signal_interval_s, cfg.scheduler.store_flush_s)
         self.read = ReadModel(self)
         self.active = False
         self.started_at_ms: int | None = None
@@ -156,6 +160,10 @@ class LiveTraining:
     def take_due(self) -> list:
         """Every full batch waiting (none unless active); see core/live/learning.py."""
         return self.learning.take_due() if self.active else []
+
+    def job_interval_s(self, name: str) -> float | None:
+        """Market seconds between runs of job ``name`` (None for a wall-time job)."""
+        return next(job.market_s for job in self.jobs if job.name == name)
 
     def signal_job(self, now_ms: int) -> None:
         if not self.active:

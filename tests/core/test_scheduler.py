@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.config import Config, SchedulerConfig
 from core.live.jobs import job_table
 from core.scheduler import MIN_WALL_INTERVAL_S, build_scheduler, job_intervals
 
@@ -40,13 +39,12 @@ def test_job_intervals_floor_at_min_wall_interval():
 
 
 class FakeService:
-    """What build_scheduler reads from a LiveTrainingService, and nothing else."""
+    """What build_scheduler reads from the live service (core/live/service.py), and nothing
+    else: its job table, the market clock and the jobs."""
 
-    def __init__(self, speed: float, signal_interval_s: float):
-        self.cfg = Config(scheduler=SchedulerConfig(signal_interval_s=signal_interval_s))
-        self.tf_ms = {"1s": 1000, "1m": 60_000}
-        self.market = SimpleNamespace(store=SimpleNamespace(base_tf="1s"),
-                                      clock=SimpleNamespace(speed=speed, now_ms=lambda: 42))
+    def __init__(self, speed: float, signal_interval_s: float, bar_s: float = 1.0):
+        self.jobs = job_table(bar_s, signal_interval_s, flush_s=0.5)
+        self.market = SimpleNamespace(clock=SimpleNamespace(speed=speed, now_ms=lambda: 42))
         self.calls: list[str] = []
 
     def guarded(self, name, job):
@@ -102,9 +100,8 @@ def test_build_scheduler_adds_the_five_jobs():
         scheduler.shutdown(wait=False)
 
 
-def test_build_scheduler_uses_the_base_timeframe_and_signal_interval():
-    service = FakeService(speed=2.0, signal_interval_s=30.0)
-    service.market.store.base_tf = "1m"
+def test_build_scheduler_uses_the_bar_and_signal_interval():
+    service = FakeService(speed=2.0, signal_interval_s=30.0, bar_s=60.0)
     scheduler = build_scheduler(service)
     jobs = {job.id: job for job in scheduler.get_jobs()}  # pending: never started
     # 60 s / 2 = 30 s; signal 30 / 2 = 15 s; expire 60 / 2 = 30 s

@@ -227,6 +227,10 @@ def test_interpolated_candles_are_streamed_but_never_predicted_trained_or_scored
     services = make_services(tmp_path, stream_seconds=True)
     training, market = services.training, services.market
     assert training.timeframes == ("1h", "1d")
+    # the job table follows the stream: closes every streamed second, signals every 10 s
+    assert training.job_interval_s("process_closes") == 1.0
+    assert training.job_interval_s("signal") == 10.0
+    assert training.job_interval_s("flush") is None  # wall time
     assert set(training.learning.waiting["dqn"]) == {"1h", "1d"}
     roles = training.read.status().to_json()["timeframes"]
     assert roles["1s"] == {"scored": False, "reason": "interpolated",
