@@ -21,11 +21,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from range_prototype import DAY_MS, WINDOW, ewma20, first_half, report  # noqa: E402
 
-from core.config import CNNConfig  # noqa: E402
 from core.features import normalised_window  # noqa: E402
 from core.market.candles import aggregate  # noqa: E402
 from nn.base import Experience  # noqa: E402
-from nn.cnn import HOLD, CNNLearner  # noqa: E402
+from nn.cnn import HOLD, CNNConfig, CNNLearner  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import nn.registry
 from dashboard.training_view import model_card
+from nn import registry
 from nn.base import Learner, seeded
 from nn.contract import (
     N_SCALARS,
@@ -100,7 +100,7 @@ class TinyLearner(Learner):
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setitem(nn.registry.MODELS, "tiny", TinyLearner)
+    monkeypatch.setitem(registry.MODELS, "tiny", TinyLearner)
 
 
 def test_a_registered_model_predicts_resolves_trains_and_checkpoints(tmp_path, tiny):

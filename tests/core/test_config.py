@@ -1,11 +1,21 @@
-"""Tests for core.config: the repo's config.yaml, validation errors, env and explicit overrides."""
+"""Tests for core.config: the repo's config.yaml (rendered from the dataclasses), validation
+errors from the settings' ranges, env and explicit overrides, model sections from the registry."""
 
+import ast
+import copy
 import dataclasses
+import pickle
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+import nn.registry
+from core import config_yaml
 from core.config import Config, ConfigError, load_config, parse_time
+from core.config_load import range_text
+from nn.base import Learner
+from nn.contract import setting
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_ENV: dict[str, str] = {}
@@ -56,6 +66,46 @@ def test_repo_config_and_dataclass_defaults_agree():
     assert load_config(None, environ=NO_ENV) == Config()
 
 
+def test_committed_config_yaml_is_the_rendering_of_the_defaults():
+    assert (ROOT / "config.yaml").read_text() == config_yaml.render(), (
+        f"config.yaml differs from the defaults and docs in code; run: {config_yaml.COMMAND}")
+
+
+def test_rendered_yaml_loads_to_exactly_the_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, config_yaml.render()), environ=NO_ENV)
+    assert cfg == Config()
+    # Same values and same types (600.0 stays a float, 8050 an int) in every section.
+    assert repr(dataclasses.asdict(cfg)) == repr(dataclasses.asdict(Config()))
+
+
+def test_rendering_puts_each_doc_beside_or_above_its_key():
+    text = config_yaml.render()
+    assert text.startswith(config_yaml.HEADER)
+    assert "TICKWISE_<SECTION>__<KEY>" in text and config_yaml.COMMAND in text
+    assert "  port: 8050          # the dashboard's TCP port\n" in text
+    assert "  # Market seconds per wall second. 600 (an hour every 6 wall seconds)" in text
+    assert "    window: 300           # candles per timeframe the CNN sees\n" in text
+    assert "\nmodels:\n  device: auto" in text
+    assert all(len(line) <= config_yaml.WIDTH for line in text.splitlines())
+
+
+def test_check_command_names_the_write_command(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    assert config_yaml.main(["--write", str(path)]) == 0
+    assert config_yaml.main(["--check", str(path)]) == 0
+    path.write_text(path.read_text().replace("port: 8050", "port: 8060"))
+    assert config_yaml.main(["--check", str(path)]) == 1
+    assert config_yaml.COMMAND in capsys.readouterr().err
+
+
+def test_config_survives_pickle_and_copy():
+    # models is a class made from the registry; pickle rebuilds it instead of looking it up.
+    cfg = load_config(None, overrides={"models.cnn.window": 64}, environ=NO_ENV)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    assert copy.deepcopy(cfg) == cfg
+    assert dataclasses.replace(cfg.models, device="cpu").cnn.window == 64
+
+
 def test_config_is_frozen():
     cfg = load_config(None, environ=NO_ENV)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -102,6 +152,48 @@ def test_bad_scalar_names_the_key_and_what_is_allowed(tmp_path, yaml_text, key, 
     assert err.key == key
     assert f"config key '{key}'" in str(err)
     assert allowed in str(err)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key", "allowed"),
+    [
+        ("training:\n  batch_size: {1s: 0, 1m: 16, 1h: 8, 1d: 4}\n", "training.batch_size.1s",
+         "an integer from 1 to 4096"),
+        ("signal:\n  timeframe_weights: {1s: 0.1, 1m: 0.3, 1h: 1001, 1d: 0.25}\n",
+         "signal.timeframe_weights.1h", "a number from 0 to 1000"),
+        ("signal:\n  timeframe_weights: {1s: 0.1, 1m: 0.3, 1h: 0.35}\n",
+         "signal.timeframe_weights.1d", "missing"),
+        ("signal:\n  fee_rate: 0.1\n", "signal.fee_rate", "a number in [0, 0.1)"),
+        ("models:\n  dqn:\n    epsilon_decay: 0\n", "models.dqn.epsilon_decay",
+         "a number in (0, 1]"),
+        ("exchange:\n  connect_timeout_s: 0.05\n", "exchange.connect_timeout_s",
+         "a number from 0.1 to 120"),
+        ("models:\n  dqn:\n    target_sync_steps: 0\n", "models.dqn.target_sync_steps",
+         "an integer >= 1"),
+        ("scheduler:\n  store_flush_s: 0\n", "scheduler.store_flush_s", "a number > 0"),
+    ],
+)
+def test_ranges_of_mappings_and_intervals(tmp_path, yaml_text, key, allowed):
+    err = config_error(tmp_path, yaml_text)
+    assert err.key == key and allowed in str(err)
+
+
+@pytest.mark.parametrize(
+    ("tp", "meta", "text"),
+    [
+        (int, {"ge": 0, "le": 65535}, "an integer from 0 to 65535"),
+        (int, {"ge": 64, "le": 10_000_000}, "an integer from 64 to 10000000"),
+        (int, {"ge": 1}, "an integer >= 1"),
+        (float, {"gt": 0}, "a number > 0"),
+        (float, {"gt": 0, "le": 100_000}, "a number > 0 and <= 100000"),
+        (float, {"ge": 0.01, "le": 100}, "a number from 0.01 to 100"),
+        (float, {"gt": 0, "lt": 1}, "a number in (0, 1)"),
+        (float, {"ge": 0, "le": 1}, "a number in [0, 1]"),
+        (float, {}, None),
+    ],
+)
+def test_range_text_from_the_settings_metadata(tp, meta, text):
+    assert range_text(tp, meta) == text
 
 
 def test_unknown_key_lists_the_allowed_keys(tmp_path):
@@ -329,3 +421,81 @@ def test_process_environment_is_read_when_none_is_given(monkeypatch):
     monkeypatch.setenv("TICKWISE_REPLAY__SPEED", "45")
     assert load_config(None).replay.speed == 45.0
     assert load_config(None, environ=NO_ENV).replay.speed == 600.0
+
+
+# ----------------------------------------------------------------------- models from the registry
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig:
+    enabled: bool = setting(False, "predict and train this model")
+    width: int = setting(16, "hidden units", ge=4, le=64)
+    mode: Literal["fast", "slow"] = setting("fast", "how it thinks")
+
+
+class TinyLearner(Learner):  # never built: the config reads only ``Config`` and ``look``
+    name = "tiny"
+    Config = TinyConfig
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(nn.registry.MODELS, "tiny", TinyLearner)
+
+
+def test_models_has_one_section_per_registered_model():
+    cfg = load_config(None, environ=NO_ENV)
+    names = [f.name for f in dataclasses.fields(cfg.models)]
+    shared = ["device", "load_checkpoints", "max_model_mb", "max_total_mb"]
+    assert names == [*shared, *nn.registry.MODELS]
+    for name, learner in nn.registry.MODELS.items():
+        assert getattr(cfg.models, name) == learner.Config()
+
+
+def test_a_model_registered_at_run_time_gets_its_section(tiny, tmp_path):
+    cfg = load_config(None, environ=NO_ENV)
+    assert cfg.models.tiny == TinyConfig() and cfg == Config()
+    assert cfg.models.cnn.window == 300  # the others are still there
+    cfg = load_config(write(tmp_path, "models:\n  tiny:\n    width: 32\n"),
+                      environ={"TICKWISE_MODELS__TINY__MODE": "slow"})
+    assert cfg.models.tiny == TinyConfig(width=32, mode="slow")
+    err = config_error(tmp_path, "models:\n  tiny:\n    width: 100\n")
+    assert err.key == "models.tiny.width" and "an integer from 4 to 64" in str(err)
+    err = config_error(tmp_path, "", environ={"TICKWISE_MODELS__TINY__MODE": "medium"})
+    assert err.key == "models.tiny.mode" and "fast, slow" in str(err)
+    err = config_error(tmp_path, "models:\n  tiny:\n    depth: 3\n")
+    assert err.key == "models.tiny.depth" and "enabled, width, mode" in str(err)
+    assert "  tiny:\n    enabled: false" in config_yaml.render()
+    assert "    width: 16" in config_yaml.render()
+
+
+def test_without_the_model_its_section_is_unknown(tmp_path):
+    err = config_error(tmp_path, "models:\n  tiny:\n    width: 32\n")
+    assert err.key == "models.tiny"
+    assert "device, load_checkpoints, max_model_mb, max_total_mb, cnn, dqn, cob" in str(err)
+
+
+# ----------------------------------------------------------------------- the modules themselves
+
+
+CONFIG_MODULES = sorted((ROOT / "core").glob("config*.py"))
+
+
+def test_config_modules_stay_small():
+    for path in CONFIG_MODULES:
+        tree = ast.parse(path.read_text())
+        assert len(path.read_text().splitlines()) <= 400, path.name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno - node.lineno + 1 <= 50, f"{path.name}: {node.name}"
+
+
+def test_config_names_no_model_module():
+    # Models come from nn.registry; core's config knows nn only through the registry and contract.
+    for path in CONFIG_MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nn"):
+                names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+                assert names & {"nn.registry", "nn.contract"}, f"{path.name}: {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("nn.") for a in node.names), path.name

@@ -5,9 +5,8 @@ import logging
 import pytest
 import torch
 
-from core.config import COBConfig
+from nn.book_direction import COBConfig, COBLearner
 from nn.checkpoints import CheckpointManager
-from nn.cob_rl import COBLearner
 
 torch.set_num_threads(1)
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import DQNConfig
 from nn.base import Experience, Observation
-from nn.dqn import DQNLearner, DuelingQNetwork, double_dqn_targets, dueling_combine
+from nn.dqn import DQNConfig, DQNLearner, DuelingQNetwork, double_dqn_targets, dueling_combine
 
 torch.set_num_threads(1)
 

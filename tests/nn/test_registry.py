@@ -16,8 +16,8 @@ from core.live.models import (
     estimate_memory,
     zero_observation,
 )
-from nn.cnn import CNNLearner
 from nn.book_direction import COBConfig, COBLearner
+from nn.cnn import CNNLearner
 from nn.contract import N_BOOK, N_SCALARS
 from nn.dqn import DQNConfig, DQNLearner
 from nn.registry import pick_device
