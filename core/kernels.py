@@ -29,17 +29,18 @@ log = logging.getLogger(__name__)
 def dispatchers() -> dict:
     """name -> numba dispatcher of every compiled kernel (``.signatures`` lists what each has
     been compiled for)."""
-    from core import features, observations
+    from core import observations
+    from core.features import windows
     from core.market import cob
-    from nn import buffers, cob_rl
+    from nn import book_direction, buffers
 
     return {
-        "features._normalised_window": features._normalised_window,
+        "windows._normalised_window": windows._normalised_window,
         "observations._scalars": observations._scalars,
         "observations._vector": observations._vector,
         "cob.consolidate_sides": cob.consolidate_sides,
         "cob._bucket": cob._bucket,
-        "cob_rl._state": cob_rl._state,
+        "book_direction._state": book_direction._state,
         "buffers._within": buffers._within,
         "buffers._no_inf_nan": buffers._no_inf_nan,
     }
@@ -55,8 +56,8 @@ def warm_up() -> float:
         consolidated_vector,
         scalar_features,
     )
+    from nn.book_direction import CLOSE, _state
     from nn.buffers import all_finite, finite32, storable, to_store
-    from nn.cob_rl import CLOSE, _state
 
     t0 = time.perf_counter()
     n = 130

@@ -161,7 +161,8 @@ def consolidated_vector(symbol: str, books: dict[str, OrderBook], bucket_bps: fl
     book its feed accepted), read as one book: bucket prices, the sizes of every exchange
     summed. The buckets of ``consolidate`` (the same compiled kernel) and the vector, without
     making the ConsolidatedBook: this runs for every observation
-    (tested equal to ``core.features.book_features`` of the page's ConsolidatedBook). None
+    (tested equal to the readable reference in tests/core/test_observations.py applied to
+    the page's ConsolidatedBook). None
     if that book is crossed or locked; ValueError if no exchange has a bid or none has an
     ask (as ``consolidate``)."""
     exchanges = sorted(books)  # consolidate's column order: the same sums in the same order
@@ -194,10 +195,17 @@ IMBALANCE_LEVELS = 5  # the imbalance compares the top 5 levels of each side
 
 @njit(cache=True, nogil=True)
 def _vector(bids: np.ndarray, asks: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled;
-    # tested against core.features.book_features)
+    # tested against the readable reference in tests/core/test_observations.py)
     """``bids``/``asks`` [K, 1 + E]: (price, size on each of E >= 1 exchanges), best first,
-    best bid below best ask. ``features.book_features`` (its defaults: bands 10/50/100 bps,
-    imbalance over 5 levels) in one compiled pass: it runs for every observation."""
+    best bid below best ask. The only implementation of the book features (BOOK_NAMES), in
+    one compiled pass: it runs for every observation.
+
+    * ``spread_bps``: (best ask - best bid) / mid * 1e4
+    * ``imbalance`` in [-1, 1]: (bid size - ask size) / total over the top 5 levels
+    * ``micro_vs_mid_bps``: the micro price (best prices weighted by the *opposite* side's
+      top size, so it leans toward the side likely to be hit next) against the mid, in bps
+    * ``{bid,ask}_depth_{b}bps``: log1p of the size priced within mid * (1 -/+ b / 1e4)
+    * ``{bid,ask}_size_{i}``: log1p of the top levels' sizes, zeros past the last level"""
     out = np.zeros(N_BOOK, dtype=np.float32)
     sides = (bids, asks)
     size = [np.zeros(bids.shape[0]), np.zeros(asks.shape[0])]  # summed over exchanges

@@ -3,11 +3,12 @@
 Each exchange's levels are dropped into price buckets of width ``mid * bucket_bps / 1e4``
 (``mid`` from the best bid and ask across all exchanges). Bids are floored to their bucket and
 asks ceiled, so a bucket's price is never better than the prices inside it. A bucket keeps one
-size column per exchange, so the page can stack them and the features can tell who provides
-the depth.
+size column per exchange, so the page can stack them and show who provides the depth.
 
-``consolidate`` and ``cob_features`` are pure; ``ConsolidatedBooks`` is the thread-safe store
-the exchange streams write into and the page reads from.
+``consolidate`` is pure; ``ConsolidatedBooks`` is the thread-safe store the exchange streams
+write into and the page reads from. The features the models read of a consolidated book are
+``core.observations.consolidated_vector`` (the buckets of ``consolidate_sides``, one compiled
+kernel for both).
 """
 
 from __future__ import annotations
@@ -238,37 +239,6 @@ def consolidate(
         crossed=best_bid > best_ask,
         stale=stale,
     )
-
-
-def cob_features(
-    cob: ConsolidatedBook, bands_bps: tuple[int, ...] = (10, 50, 100), top_n: int = 10
-) -> dict[str, float]:
-    """Snapshot features of a consolidated book.
-
-    * ``imbalance`` in [-1, 1]: (bid size - ask size) / total over the top ``top_n`` buckets
-    * ``spread_bps``: (best ask - best bid) / mid * 1e4 from the raw best prices (not the
-      buckets); negative when the book is crossed
-    * ``bid_depth_{b}bps`` / ``ask_depth_{b}bps``: size in buckets whose price is within ``b``
-      bps of the mid. Only the kept buckets count, so wide bands need enough ``levels``.
-    * ``share_{exchange}``: the exchange's share of the top-``top_n``-bucket size, both sides
-    """
-    bid_top, ask_top = cob.bids[:top_n, 1:], cob.asks[:top_n, 1:]  # [n, E]
-    b, a = float(bid_top.sum()), float(ask_top.sum())
-    top = b + a
-    out = {
-        "imbalance": (b - a) / top if top > 0 else 0.0,
-        "spread_bps": (cob.best_ask - cob.best_bid) / cob.mid * 1e4,
-    }
-    # Distance in bps with a tolerance, so a bucket exactly on the band edge counts.
-    bid_dist = (cob.mid - cob.bids[:, 0]) / cob.mid * 1e4  # [K]
-    ask_dist = (cob.asks[:, 0] - cob.mid) / cob.mid * 1e4  # [K]
-    for bps in bands_bps:
-        out[f"bid_depth_{bps}bps"] = float(cob.total("bids")[bid_dist <= bps + 1e-9].sum())
-        out[f"ask_depth_{bps}bps"] = float(cob.total("asks")[ask_dist <= bps + 1e-9].sum())
-    for j, ex in enumerate(cob.exchanges):
-        own = float(bid_top[:, j].sum() + ask_top[:, j].sum())
-        out[f"share_{ex}"] = own / top if top > 0 else 0.0
-    return out
 
 
 class ConsolidatedBooks:

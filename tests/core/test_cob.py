@@ -1,12 +1,16 @@
-"""Tests for core.market.cob: buckets, per-exchange sizes and features worked out by hand."""
+"""Tests for core.market.cob: buckets, per-exchange sizes and the models' book vector of a
+consolidated book, worked out by hand."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from core.market.books import OrderBook
-from core.market.cob import ConsolidatedBooks, cob_features, consolidate
+from core.market.cob import ConsolidatedBooks, consolidate
+from core.observations import consolidated_vector
+from nn.contract import BOOK_NAMES
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 SYM = "ETH/USDT"
@@ -76,7 +80,9 @@ def test_crossed_across_exchanges_is_flagged_not_refused():
     cob = consolidate(SYM, books, T0, bucket_bps=5.0)
     assert cob.crossed
     assert cob.mid == pytest.approx(2000.5)  # best bid 2001 (a), best ask 2000 (b)
-    assert cob_features(cob)["spread_bps"] == pytest.approx(-1 / 2000.5 * 1e4)
+    # The models read no book of it (the one book-feature implementation refuses it).
+    assert consolidated_vector(SYM, {ex: book(SYM, T0, levels) for ex, levels in books.items()},
+                               5.0, 20) is None
     locked = consolidate(SYM, {"a": ([[2000.0, 1.0]], [[2001.0, 1.0]]),
                                "b": ([[1999.0, 1.0]], [[2000.0, 1.0]])}, T0)
     assert not locked.crossed  # equal prices: locked, not crossed
@@ -97,20 +103,31 @@ def test_zero_sizes_and_bad_input():
         consolidate(SYM, two_books(), T0, bucket_bps=0)
 
 
-def test_features_by_hand():
-    f = cob_features(consolidate(SYM, two_books(), T0, bucket_bps=5.0))
-    # Top 10 buckets = all: bids 3.5 + 4.5 + 2 = 10, asks 4.5 + 4 + 3 = 11.5.
-    assert f["imbalance"] == pytest.approx((10 - 11.5) / 21.5)
-    assert f["spread_bps"] == pytest.approx(0.4 / 2000 * 1e4)  # 2 bps, from raw best prices
-    # 10 bps of 2000 = 2.0: bid buckets 1999 (5 bps) and 1998 (10 bps, on the edge) count,
-    # 1997 (15 bps) does not; asks 2001 and 2002 count, 2003 does not.
-    assert f["bid_depth_10bps"] == pytest.approx(3.5 + 4.5)
-    assert f["ask_depth_10bps"] == pytest.approx(4.5 + 4.0)
-    assert f["bid_depth_50bps"] == f["bid_depth_100bps"] == pytest.approx(10.0)
-    assert f["ask_depth_50bps"] == f["ask_depth_100bps"] == pytest.approx(11.5)
-    assert f["share_binance"] == pytest.approx(13 / 21.5)
-    assert f["share_bybit"] == pytest.approx(8.5 / 21.5)
-    assert all(isinstance(v, float) for v in f.values())
+def test_the_models_book_vector_by_hand():
+    # What the models read of this consolidated book: core.observations.consolidated_vector,
+    # the one book-feature implementation, over the buckets above (bucket prices, sizes
+    # summed over the exchanges).
+    books = {ex: book(SYM, T0, levels) for ex, levels in two_books().items()}
+    v = dict(zip(BOOK_NAMES, consolidated_vector(SYM, books, 5.0, 20).tolist()))
+    # Best buckets 1999 and 2001: mid 2000, spread 2 / 2000 * 1e4 = 10 bps (bucket prices,
+    # not the raw best prices 1999.8 / 2000.2).
+    assert v["spread_bps"] == pytest.approx(10.0)
+    # Top 5 buckets = all: bids 3.5 + 4.5 + 2 = 10, asks 4.5 + 4 + 3 = 11.5.
+    assert v["imbalance"] == pytest.approx((10 - 11.5) / 21.5)
+    # micro = (1999 * 4.5 + 2001 * 3.5) / 8 = 1999.875: 0.125 / 2000 * 1e4 = 0.625 bps below.
+    assert v["micro_vs_mid_bps"] == pytest.approx(-0.625)
+    # 10 bps: bids >= 2000 * 0.999 = 1998.0 -> buckets 1999 and 1998 (on the edge) = 8; asks
+    # <= 2000 * 1.001, which is 2001.9999999999998 in floats -> only 2001 = 4.5 (the 2002
+    # bucket on the edge falls out). 50 and 100 bps: every bucket. All log1p-squashed.
+    expected_depth = {"bid_depth_10bps": 8.0, "ask_depth_10bps": 4.5,
+                      "bid_depth_50bps": 10.0, "ask_depth_50bps": 11.5,
+                      "bid_depth_100bps": 10.0, "ask_depth_100bps": 11.5}
+    for name, size in expected_depth.items():
+        assert v[name] == pytest.approx(math.log1p(size), abs=1e-6), name
+    # Per-bucket sizes, best first, zeros past the third bucket.
+    for side, sizes in (("bid", [3.5, 4.5, 2.0]), ("ask", [4.5, 4.0, 3.0])):
+        got = [v[f"{side}_size_{i}"] for i in range(10)]
+        assert got == pytest.approx(np.log1p(sizes + [0.0] * 7).tolist(), abs=1e-6), side
 
 
 def test_to_dict_is_json_ready():

@@ -11,7 +11,6 @@ from core.features import (
     Regime,
     atr,
     bollinger,
-    book_features,
     log_returns,
     macd,
     market_regime,
@@ -224,61 +223,6 @@ def test_window_tensor_and_multi_timeframe():
     assert set(out) == {"1m", "1h"} and all(v.shape == (5, 3) for v in out.values())
     # 1h has 2 rows -> one padding column; its last close is 20 -> ln(10/20)
     assert out["1h"][3].tolist() == pytest.approx([0.0, math.log(0.5), 0.0])
-
-
-# -------------------------------------------------------------------- order book
-
-BIDS = np.array([[99.95, 2.0], [99.6, 3.0], [99.2, 5.0]])
-ASKS = np.array([[100.05, 1.0], [100.4, 4.0], [102.0, 6.0]])
-
-
-def test_book_features_three_levels():
-    f = book_features(BIDS, ASKS)
-    # mid = (99.95 + 100.05)/2 = 100; spread 0.1; 0.1/100*1e4 = 10 bps
-    assert f["mid"] == pytest.approx(100.0)
-    assert f["spread"] == pytest.approx(0.1)
-    assert f["spread_bps"] == pytest.approx(10.0)
-    # top 5 covers all 3 levels: bids 2+3+5 = 10, asks 1+4+6 = 11 -> (10-11)/21
-    assert f["imbalance"] == pytest.approx(-1 / 21)
-    # (99.95*1 + 100.05*2) / (2+1) = 300.05/3: heavier bid pulls it toward the ask
-    assert f["micro_price"] == pytest.approx(300.05 / 3)
-    # 10bps: bid >= 99.9 -> 2;  ask <= 100.1 -> 1
-    # 50bps: bid >= 99.5 -> 2+3; ask <= 100.5 -> 1+4
-    # 100bps: bid >= 99.0 -> 2+3+5; ask <= 101.0 -> 1+4 (102 is outside)
-    expected = {
-        "bid_depth_10bps": 2,
-        "ask_depth_10bps": 1,
-        "bid_depth_50bps": 5,
-        "ask_depth_50bps": 5,
-        "bid_depth_100bps": 10,
-        "ask_depth_100bps": 5,
-    }
-    for key, val in expected.items():
-        assert f[key] == pytest.approx(val), key
-    assert all(isinstance(v, float) for v in f.values())
-
-
-def test_book_imbalance_top_n():
-    # top 1 level: (2 - 1)/(2 + 1) = 1/3
-    assert book_features(BIDS, ASKS, top_n=1)["imbalance"] == pytest.approx(1 / 3)
-
-
-@pytest.mark.parametrize(
-    "bids, asks, match",
-    [
-        (np.empty((0, 2)), ASKS, "bids side of the book is empty"),
-        (BIDS, np.empty((0, 2)), "asks side of the book is empty"),
-        (np.array([[100.1, 1.0]]), ASKS, "crossed"),  # 100.1 >= 100.05
-        (np.array([[100.05, 1.0]]), ASKS, "locked"),  # equal prices
-        (BIDS[::-1], ASKS, "descending"),
-        (BIDS, ASKS[::-1], "ascending"),
-        (np.array([[99.0, 0.0]]), ASKS, "> 0"),
-        (np.array([99.0, 1.0]), ASKS, "shape"),
-    ],
-)
-def test_book_features_errors(bids, asks, match):
-    with pytest.raises(ValueError, match=match):
-        book_features(bids, asks)
 
 
 # ------------------------------------------------------------------------ pivots

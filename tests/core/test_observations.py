@@ -1,4 +1,5 @@
-"""Tests for core.observations: hand-made scalars, the book vector and the observation builder.
+"""Tests for core.observations: hand-made scalars, the book vector (against a readable
+reference kept here) and the observation builder.
 
 Expected numbers are worked out by hand in the comments.
 """
@@ -236,9 +237,104 @@ def test_book_vector_keeps_only_the_top_ten_levels():
     np.testing.assert_allclose(v[19:29], np.full(10, math.log(3)), rtol=1e-6)
 
 
+def book_features(bids: np.ndarray, asks: np.ndarray, bands=(0.001, 0.005, 0.01),
+                  top_n: int = 5) -> dict[str, float]:
+    """Readable reference of the book features book_vector computes in one compiled pass.
+
+    ``bids``/``asks``: [K, 2] (price, size), best first, best bid below best ask. Prices in
+    quote currency, sizes in base currency:
+
+    * ``mid``, ``spread`` (absolute), ``spread_bps`` (spread / mid * 1e4)
+    * ``imbalance`` in [-1, 1]: (bid size - ask size) / total over the top ``top_n`` levels
+    * ``micro_price``: best prices weighted by the *opposite* side's top size
+    * ``bid_depth_{b}bps`` / ``ask_depth_{b}bps`` per band (0.001 -> ``10bps``): size with
+      price within ``mid * (1 -/+ band)``
+    """
+    (bid_px, bid_sz), (ask_px, ask_sz) = bids[0], asks[0]
+    mid, spread = (bid_px + ask_px) / 2, ask_px - bid_px
+    top_b = sum(size for _, size in bids[:top_n])
+    top_a = sum(size for _, size in asks[:top_n])
+    out = {
+        "mid": mid,
+        "spread": spread,
+        "spread_bps": spread / mid * 1e4,
+        "imbalance": (top_b - top_a) / (top_b + top_a),
+        "micro_price": (bid_px * ask_sz + ask_px * bid_sz) / (bid_sz + ask_sz),
+    }
+    for band in bands:
+        bps = round(band * 1e4)  # round: 0.001 * 1e4 is not exactly 10 in floats
+        out[f"bid_depth_{bps}bps"] = sum(size for price, size in bids if price >= mid * (1 - band))
+        out[f"ask_depth_{bps}bps"] = sum(size for price, size in asks if price <= mid * (1 + band))
+    return {k: float(v) for k, v in out.items()}
+
+
+BIDS = np.array([[99.95, 2.0], [99.6, 3.0], [99.2, 5.0]])
+ASKS = np.array([[100.05, 1.0], [100.4, 4.0], [102.0, 6.0]])
+# 10bps: bid >= 99.9 -> 2;  ask <= 100.1 -> 1
+# 50bps: bid >= 99.5 -> 2+3; ask <= 100.5 -> 1+4
+# 100bps: bid >= 99.0 -> 2+3+5; ask <= 101.0 -> 1+4 (102 is outside)
+DEPTHS = {
+    "bid_depth_10bps": 2,
+    "ask_depth_10bps": 1,
+    "bid_depth_50bps": 5,
+    "ask_depth_50bps": 5,
+    "bid_depth_100bps": 10,
+    "ask_depth_100bps": 5,
+}
+
+
+def test_book_features_three_levels():
+    f = book_features(BIDS, ASKS)
+    # mid = (99.95 + 100.05)/2 = 100; spread 0.1; 0.1/100*1e4 = 10 bps
+    assert f["mid"] == pytest.approx(100.0)
+    assert f["spread"] == pytest.approx(0.1)
+    assert f["spread_bps"] == pytest.approx(10.0)
+    # top 5 covers all 3 levels: bids 2+3+5 = 10, asks 1+4+6 = 11 -> (10-11)/21
+    assert f["imbalance"] == pytest.approx(-1 / 21)
+    # (99.95*1 + 100.05*2) / (2+1) = 300.05/3: heavier bid pulls it toward the ask
+    assert f["micro_price"] == pytest.approx(300.05 / 3)
+    for key, val in DEPTHS.items():
+        assert f[key] == pytest.approx(val), key
+    assert all(isinstance(v, float) for v in f.values())
+    # The product (compiled) vector of the same book: the same numbers, sizes log1p-squashed.
+    got = dict(zip(BOOK_NAMES, book_vector(OrderBook(ETH, 0, BIDS, ASKS)).tolist()))
+    assert got["spread_bps"] == pytest.approx(10.0, abs=1e-4)
+    assert got["imbalance"] == pytest.approx(-1 / 21, abs=1e-6)
+    assert got["micro_vs_mid_bps"] == pytest.approx((300.05 / 3 / 100 - 1) * 1e4, abs=1e-4)
+    for key, val in DEPTHS.items():
+        assert got[key] == pytest.approx(math.log1p(val), abs=1e-6), key
+
+
+def test_book_imbalance_top_n():
+    # top 1 level: (2 - 1)/(2 + 1) = 1/3
+    assert book_features(BIDS, ASKS, top_n=1)["imbalance"] == pytest.approx(1 / 3)
+
+
+def test_book_vector_imbalance_reads_the_top_five_levels():
+    # 12 levels a side: bids 1 + 2 + 3 + 4 + 5 = 15, asks 5 x 2 = 10 -> (15 - 10) / 25
+    bids = np.column_stack([100.0 - 0.01 * np.arange(1, 13), np.arange(1.0, 13.0)])
+    asks = np.column_stack([100.0 + 0.01 * np.arange(1, 13), np.full(12, 2.0)])
+    got = dict(zip(BOOK_NAMES, book_vector(OrderBook(ETH, 0, bids, asks)).tolist()))
+    assert got["imbalance"] == pytest.approx(0.2, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bids, asks, match",
+    [
+        (np.empty((0, 2)), ASKS, "best bid None"),
+        (BIDS, np.empty((0, 2)), "best ask None"),
+        (np.array([[100.1, 1.0]]), ASKS, "best bid 100.1 and best ask 100.05"),  # crossed
+        (np.array([[100.05, 1.0]]), ASKS, "best bid 100.05 and best ask 100.05"),  # locked
+    ],
+)
+def test_book_vector_refuses_an_empty_side_or_a_crossed_or_locked_book(bids, asks, match):
+    with pytest.raises(ValueError, match=match):
+        book_vector(OrderBook(ETH, 0, bids, asks))
+
+
 def reference_book_vector(bids: np.ndarray, asks: np.ndarray) -> np.ndarray:
-    """BOOK_NAMES from core.features.book_features (the definitions book_vector follows)."""
-    f = features.book_features(bids, asks)
+    """BOOK_NAMES from the reference book_features (the definitions book_vector follows)."""
+    f = book_features(bids, asks)
     top_b, top_a = np.zeros(BOOK_TOP_LEVELS), np.zeros(BOOK_TOP_LEVELS)
     top_b[: min(len(bids), BOOK_TOP_LEVELS)] = bids[:BOOK_TOP_LEVELS, 1]
     top_a[: min(len(asks), BOOK_TOP_LEVELS)] = asks[:BOOK_TOP_LEVELS, 1]
@@ -248,7 +344,7 @@ def reference_book_vector(bids: np.ndarray, asks: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_book_vector_equals_the_features_library(seed):
+def test_book_vector_equals_the_reference(seed):
     # Books of 1 to 40 levels, tight to wide steps (so the 10/50/100 bps bands hold from one
     # level to all of them), sizes from dust to whales.
     rng = np.random.default_rng(seed)
@@ -428,7 +524,7 @@ def test_a_round_reads_each_symbols_book_once(store):
 @pytest.mark.parametrize("seed", range(8))
 def test_consolidated_vector_equals_the_consolidated_books_vector(seed):
     # 1-3 exchanges with books of 1-60 levels around slightly different mids (some crossed,
-    # some locked once bucketed): the observation's one-call vector is what core.features
+    # some locked once bucketed): the observation's one-call vector is what the reference
     # says of the ConsolidatedBook the page shows (bucket prices, sizes summed over the
     # exchanges), None where that book is crossed or locked.
     from core.market.cob import ConsolidatedBooks

