@@ -12,7 +12,7 @@ binance-btcusdt-1m (BTC/USDT only: ETH is dropped, the recording lacks it) every
 1m bar that closes and is predicted by all three models, with a 1h close every 60 bars and a
 1d close every 1,440: the cycle live exchange data runs at each 1m close. After the backfill,
 live training is started and for each bar the replay emits the bar, then
-``LiveTrainingService.process_closes()`` is timed: the cycle that builds the observation of
+``LiveTraining.process_closes()`` is timed: the cycle that builds the observation of
 every closed candle, runs the CNN over them (one batched pass per timeframe whose window
 changed), encodes each model's state, lets the DQN and the order-book model decide (one
 batched pass each), resolves the predictions that targeted each candle (in-memory pending
@@ -141,9 +141,9 @@ def instrument(service, pieces: bool) -> tuple[Timings, dict]:
     t.wrap(learners["cnn"], "predict_windows", "cnn.predict_windows")
     for learner in learners.values():
         t.wrap(learner, "encode", "encode")
-    t.wrap(service, "_decide", "decide")
-    t.wrap(service, "_resolve", "resolve")
-    t.wrap(service, "_predict", "predict")
+    t.wrap(service.cycle, "_decide", "decide")
+    t.wrap(service.cycle, "_resolve", "resolve")
+    t.wrap(service.cycle, "_predict", "predict")
     t.wrap(service.store, "pending", "store.pending")
     t.wrap(service.store, "record", "store.record")
     return t, forwards
@@ -182,7 +182,7 @@ def run(cfg, services, clock, t: Timings, bars: int, warmup: int, train: bool) -
                 out["empty"] += 1
         if i % signal_every == 0:
             t0 = time.perf_counter()
-            service.signal_job()
+            service.signal_job(now)
             t1 = time.perf_counter()
             service.flush_job()
             if keep:
@@ -296,7 +296,7 @@ def measure(cfg, args, pieces: bool) -> tuple:
         pauses.on = False
         gc.callbacks.remove(pauses._callback)
         counts = service.store.counts()
-        status = service.status()
+        status = service.read.status().to_json()
         services.stop()
     return t, r, forwards, counts, status, pauses.summary()
 

@@ -172,11 +172,11 @@ def main() -> None:
                         print(f"  errors: {r['errors']}")
 
             training = services.training
-            status = training.cached_status(max_age_s=0)
+            status = training.read.status_json(max_age_s=0)
             t_status = []
             for _ in range(20):
                 t0 = time.perf_counter()
-                training.status()
+                training.read.status()
                 t_status.append((time.perf_counter() - t0) * 1000)
             rows = sum(sum(c.values()) for c in status["prediction_counts"].values())
             print(f"meanwhile: {status['predictions_per_second']} predictions/s, "
