@@ -26,8 +26,8 @@ Two cases, each a fresh server, stream, feed and store:
 Latency, per 1s kline: "send->store" from the server's time.perf_counter() just before
 ws.send (kept in a dict shared with the client; same process, Binance's format has no send
 time) to the CandleStore subscriber's perf_counter when that candle is added; "arrive->store"
-from the message's arrival in BinanceStream._handle (observed through the stream's injectable
-``clock``, which it calls once per message on arrival) to the same point. Under the flood
+from the message's arrival in the stream's read loop (``ExchangeStream._arrived``, observed through
+the stream's injectable ``clock``, which it calls once per message on arrival) to the same point. Under the flood
 send->store is mostly queueing in the socket buffers (the backlog), arrive->store is the cost
 of handling. "us/msg" is the median gap between consecutive arrivals under the flood, per
 message kind: what each kind costs the stream's loop (websockets receive + inflate + parse +

@@ -7,7 +7,8 @@ websocket streams in one asyncio loop on the pump thread:
 - Binance: closed 1s klines -> ``feed.candle`` (the store aggregates 1m/1h/1d from them),
   trades -> ``feed.trade``, the depth book (REST snapshot + diffs) -> ``feed.book``;
   after a reconnect the stream backfills the missed 1s candles over REST.
-- The second exchange (Bybit) -> the consolidated order book directly.
+- The second exchange's (Bybit's) books -> ``feed.book(..., exchange="bybit")``, validated
+  like Binance's, then into the consolidated order book.
 
 Market time comes from the exchange (the candles' and books' own times). ``health()`` gives
 each feed's state for the page and the status.
@@ -23,11 +24,13 @@ import time
 from core.clock import Clock
 from core.config import Config
 from core.market.binance_stream import BinanceStream
+from core.market.books import OrderBook
 from core.market.bybit_stream import BybitStream
 from core.market.cob import ConsolidatedBooks
 from core.market.exchange_errors import ExchangeError, TemporaryExchangeError
 from core.market.exchange_rest import ExchangeRest
 from core.market.feed import MarketFeed
+from core.market.stream import ExchangeStream
 from core.timeframes import bucket_start
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,7 @@ class ExchangeClock:
 
     speed = 1.0
 
-    def __init__(self, stream: BinanceStream):
+    def __init__(self, stream: ExchangeStream):
         self.stream = stream
 
     def now_ms(self) -> int:
@@ -77,8 +80,10 @@ class ExchangeSource:
         )
         self.bybit = None
         if cfg.exchange.cob_exchange == "bybit":
-            self.bybit = BybitStream(symbols, url=cfg.exchange.cob_ws_url, on_book=cob.on_book,
+            self.bybit = BybitStream(symbols, url=cfg.exchange.cob_ws_url,
+                                     on_book=self._on_exchange_book,
                                      book_levels=cfg.replay.book_levels)
+            feed.exchange_book_listeners.append(self._to_cob)
 
     # -- REST ----------------------------------------------------------------------------
 
@@ -154,6 +159,15 @@ class ExchangeSource:
 
     def _on_book(self, symbol: str, ts: int, bids, asks) -> None:
         self.feed.book(symbol, ts, bids, asks)
+
+    def _on_exchange_book(self, exchange: str, symbol: str, ts: int, bids, asks) -> None:
+        """A second exchange's book: through the feed like every book."""
+        self.feed.book(symbol, ts, bids, asks, exchange=exchange)
+
+    def _to_cob(self, book: OrderBook) -> None:
+        """A second exchange's book the feed accepted -> the consolidated book. (The source's
+        own books reach it through the feed's book_listeners, wired in core/market/service.py.)"""
+        self.cob.put(book.exchange, book)
 
     # -- running -------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 It validates and normalises raw rows at the edge (ccxt's OHLCV shape ``[ts_ms, o, h, l, c, v]``
 for candles; ``(price, size)`` levels for books), rejects bad ones with a counted, logged reason
 that names the symbol and timestamp, and passes good data on to the candle store and the order
-books. A bad row never stops the rows around it.
+books. A bad row never stops the rows around it. Books of a second exchange (Bybit's, for the
+consolidated book) come through here too, named by ``exchange``, and are checked the same way.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class MarketFeed:
         self._lock = threading.Lock()
         self._last_trade_ts: dict[str, int] = {}
         self.trade_listeners: list[TradeListener] = []
-        self.book_listeners: list[BookListener] = []
+        self.book_listeners: list[BookListener] = []  # books of the source's own market
+        self.exchange_book_listeners: list[BookListener] = []  # other exchanges' (book.exchange)
 
     def trade(self, symbol: str, ts: int, price: float, amount: float, side: str) -> Trade | None:
         """One public trade; rejected if malformed, non-positive or older than the last one."""
@@ -227,39 +229,50 @@ class MarketFeed:
         return len(good)
 
     def book(self, symbol: str, ts: int, bids: Sequence, asks: Sequence,
-             synthetic: bool = False) -> OrderBook | None:
-        """A full order-book snapshot; returns it if accepted, else None."""
-        where = f"book at {ts!r}"
+             synthetic: bool = False, exchange: str = "") -> OrderBook | None:
+        """A full order-book snapshot; returns it if accepted, else None.
+
+        ``exchange`` names the exchange of a book that is not the source's own market (a second
+        exchange's, for the consolidated book). Such a book is checked the same way, ordered
+        against that exchange's previous book, kept apart in ``books`` (``get(symbol,
+        exchange)``), counted as ``book_{exchange}`` and handed to ``exchange_book_listeners``
+        instead of ``book_listeners``.
+        """
         try:
-            try:
-                ts_f = float(ts)
-            except (TypeError, ValueError):
-                raise Rejected(MALFORMED, f"book timestamp {ts!r} is not a number") from None
-            if not math.isfinite(ts_f) or not ts_f.is_integer() or ts_f < 0:
-                raise Rejected(MALFORMED, f"book timestamp {ts!r} is not whole UTC milliseconds")
-            ts = int(ts_f)
-            if symbol not in self.store.symbols:
-                raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
-            b = parse_levels(bids, "bid")
-            a = parse_levels(asks, "ask")
-            if len(b) == 0 or len(a) == 0:
-                raise Rejected(MALFORMED, "a book needs at least one bid and one ask")
-            if (np.diff(b[:, 0]) >= 0).any() or (np.diff(a[:, 0]) <= 0).any():
-                raise Rejected(UNSORTED_BOOK, "bids must fall and asks rise strictly in price")
-            if b[0, 0] >= a[0, 0]:
-                raise Rejected(CROSSED_BOOK, f"best bid {b[0, 0]} >= best ask {a[0, 0]}")
-            previous = self.books.get(symbol)
-            if previous is not None and ts <= previous.ts:
-                raise Rejected(OUT_OF_ORDER, f"book at {ts} is not after {previous.ts}")
+            ts, b, a = self._check_book(symbol, ts, bids, asks, exchange)
         except Rejected as exc:
-            self._reject(symbol, exc, where)
+            self._reject(symbol, exc, f"{exchange} book at {ts!r}".lstrip())
             return None
-        book = OrderBook(symbol, int(ts), b, a, synthetic)
+        book = OrderBook(symbol, ts, b, a, synthetic, exchange)
         self.books.put(book)
-        self._accept(symbol, "book", int(ts))
-        for listener in self.book_listeners:
+        self._accept(symbol, f"book_{exchange}" if exchange else "book", ts)
+        for listener in self.exchange_book_listeners if exchange else self.book_listeners:
             listener(book)
         return book
+
+    def _check_book(self, symbol: str, ts: int, bids: Sequence, asks: Sequence,
+                    exchange: str) -> tuple[int, np.ndarray, np.ndarray]:
+        """(ts, bids [K, 2], asks [K, 2]) of a valid book; raises Rejected with the reason."""
+        try:
+            ts_f = float(ts)
+        except (TypeError, ValueError):
+            raise Rejected(MALFORMED, f"book timestamp {ts!r} is not a number") from None
+        if not math.isfinite(ts_f) or not ts_f.is_integer() or ts_f < 0:
+            raise Rejected(MALFORMED, f"book timestamp {ts!r} is not whole UTC milliseconds")
+        if symbol not in self.store.symbols:
+            raise Rejected(UNKNOWN_SYMBOL, f"{symbol!r} is not one of {self.store.symbols}")
+        b = parse_levels(bids, "bid")
+        a = parse_levels(asks, "ask")
+        if len(b) == 0 or len(a) == 0:
+            raise Rejected(MALFORMED, "a book needs at least one bid and one ask")
+        if (np.diff(b[:, 0]) >= 0).any() or (np.diff(a[:, 0]) <= 0).any():
+            raise Rejected(UNSORTED_BOOK, "bids must fall and asks rise strictly in price")
+        if b[0, 0] >= a[0, 0]:
+            raise Rejected(CROSSED_BOOK, f"best bid {b[0, 0]} >= best ask {a[0, 0]}")
+        previous = self.books.get(symbol, exchange)
+        if previous is not None and ts_f <= previous.ts:
+            raise Rejected(OUT_OF_ORDER, f"book at {int(ts_f)} is not after {previous.ts}")
+        return int(ts_f), b, a
 
     def rejected_by_reason(self) -> dict[str, int]:
         with self._lock:

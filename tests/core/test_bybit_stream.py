@@ -12,14 +12,9 @@ import pytest
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from core.market.bybit_stream import (
-    BookMessageError,
-    BookSequenceError,
-    BybitBook,
-    BybitStream,
-    backoff_delay,
-    bybit_id,
-)
+from core.market.books import BookMessageError, BookSequenceError, BybitBook
+from core.market.bybit_stream import BybitStream, bybit_id
+from core.market.wire import backoff_delay
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 ETH, BTC = "orderbook.50.ETHUSDT", "orderbook.50.BTCUSDT"
@@ -203,24 +198,24 @@ def recorder(stop, until):
     return calls, on_book
 
 
+async def two_sessions(conn, ws, topics):
+    """The first connection: a snapshot, two deltas and a bad frame; later ones a new book."""
+    if conn == 1:
+        await ws.send(json.dumps(SNAPSHOT))
+        await ws.send(json.dumps(book_msg("delta", 101, [(2000.0, 0)], [(2000.5, 4)],
+                                          ts=T0 + 20)))
+        await ws.send(json.dumps(book_msg("delta", 102, [(2000.2, 0.7)], [], ts=T0 + 40)))
+        await ws.send("{not json")
+    else:  # after the drop: a fresh snapshot with other prices
+        await ws.send(json.dumps(book_msg("snapshot", 1, [(2100.0, 1)], [(2101.0, 1)],
+                                          ts=T0 + 5000)))
+
+
 def test_stream_end_to_end_with_drop_and_reconnect():
     async def main():
         stop = asyncio.Event()
         calls, on_book = recorder(stop, lambda c: c[-1][3][0, 0] == 2100.0)
-        server = FakeBybit()
-
-        async def on_subscribe(conn, ws, topics):
-            if conn == 1:
-                await ws.send(json.dumps(SNAPSHOT))
-                await ws.send(json.dumps(book_msg("delta", 101, [(2000.0, 0)], [(2000.5, 4)],
-                                                  ts=T0 + 20)))
-                await ws.send(json.dumps(book_msg("delta", 102, [(2000.2, 0.7)], [], ts=T0 + 40)))
-                await ws.send("{not json")
-            else:  # after the drop: a fresh snapshot with other prices
-                await ws.send(json.dumps(book_msg("snapshot", 1, [(2100.0, 1)], [(2101.0, 1)],
-                                                  ts=T0 + 5000)))
-
-        server.on_subscribe = on_subscribe
+        server = FakeBybit(two_sessions)
         stream = BybitStream(["ETH/USDT"], on_book=on_book, book_levels=2,
                              initial_backoff_s=0.01, max_backoff_s=0.05, rng=random.Random(0),
                              ping_interval_s=0.05, idle_timeout_s=2.0)

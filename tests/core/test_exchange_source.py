@@ -6,6 +6,7 @@ source: auto falls back to the replay when the exchange cannot be reached."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -199,6 +200,45 @@ def test_the_stores_1m_aggregation_is_checked_against_the_exchanges_1m_klines(tm
     source._on_candle("ETH/USDT", "1m", [t0 + 60_000, 110, 111, 109, 110, 61], True)
     assert source.aggregation["checked"] == 2 and source.aggregation["mismatches"] == 1
     assert source.aggregation["last_mismatch"]["aggregated"][4] == 60.0
+
+
+def bybit_msg(kind, u, ts, bids, asks):
+    """A Bybit v5 orderbook message for ETHUSDT, levels as strings as Bybit sends them."""
+    data = {"s": "ETHUSDT", "b": [[str(p), str(q)] for p, q in bids],
+            "a": [[str(p), str(q)] for p, q in asks], "u": u, "seq": u}
+    return json.dumps({"topic": "orderbook.50.ETHUSDT", "type": kind, "ts": ts, "data": data})
+
+
+def test_bybit_books_enter_through_the_feed_and_bad_ones_are_rejected_with_a_reason():
+    from core.market.books import OrderBooks
+    from core.market.candles import CandleStore
+    from core.market.cob import ConsolidatedBooks
+    from core.market.exchange_source import ExchangeSource
+    from core.market.feed import MarketFeed
+
+    cfg = load_config("config.yaml", {"exchange.cob_exchange": "bybit"}, environ={})
+    feed = MarketFeed(CandleStore(("ETH/USDT",), ("1s", "1m"), {"1s": 10, "1m": 10}),
+                      OrderBooks())
+    cob = ConsolidatedBooks()
+    source = ExchangeSource(cfg, feed, cob, rest=None, clock=None)
+    t0 = 1_704_067_200_000
+    bybit = source.bybit
+    # The stream's own path: a snapshot, then a delta whose time goes back (update id fine).
+    assert bybit._handle(bybit_msg("snapshot", 10, t0 + 100, [(2000, 1)], [(2001, 1)])) is None
+    assert bybit._handle(bybit_msg("delta", 11, t0 + 50, [(2000, 2)], [])) is None
+    # What the stream hands on, if it ever were a crossed or broken book.
+    bybit.on_book("bybit", "ETH/USDT", t0 + 200, np.array([[2002.0, 1.0]]),
+                  np.array([[2001.0, 1.0]]))
+    bybit.on_book("bybit", "ETH/USDT", t0 + 300, np.array([[np.nan, 1.0]]),
+                  np.array([[2001.0, 1.0]]))
+    assert feed.rejected_by_reason() == {"out_of_order": 1, "crossed_book": 1, "not_finite": 1}
+    assert feed.stats.accepted[("ETH/USDT", "book_bybit")] == 1
+    assert feed.books.get("ETH/USDT") is None  # the source's own book is not Bybit's
+    assert feed.books.get("ETH/USDT", "bybit").ts == t0 + 100
+    book = cob.consolidated("ETH/USDT", t0 + 400)  # only the accepted book got through
+    assert book is not None and book.exchanges == ("bybit",)
+    assert (book.best_bid, book.best_ask) == (2000.0, 2001.0)
+    assert len(cob.fresh("ETH/USDT", t0 + 400)[0]) == 1
 
 
 def test_api_keys_come_from_the_environment_and_never_show(tmp_path, caplog, monkeypatch):

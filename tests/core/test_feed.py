@@ -285,3 +285,41 @@ def test_book_with_a_bad_timestamp_is_rejected_not_raised(ts):
     assert f.book(SYM, ts, [[99.0, 1.0]], [[101.0, 1.0]]) is None
     assert f.stats.rejected[(SYM, "malformed")] == 1
     assert f.book(SYM, T0, [[99.0, 1.0]], [[101.0, 1.0]]) is not None
+
+
+# -- books of a second exchange (the consolidated book's) ---------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BOOKS))
+def test_second_exchange_book_is_validated_the_same_way(case, caplog):
+    bids, asks, reason = BAD_BOOKS[case]
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    feed = make_feed()
+    seen = []
+    feed.exchange_book_listeners.append(seen.append)
+    assert feed.book(SYM, T0 + 1000, BIDS, ASKS, exchange="bybit") is not None
+    assert feed.book(SYM, T0 + 2000, bids, asks, exchange="bybit") is None
+    assert feed.rejected_by_reason() == {reason: 1}
+    assert feed.stats.rejected[(SYM, reason)] == 1
+    assert [b.ts for b in seen] == [T0 + 1000] and seen[0].exchange == "bybit"
+    msgs = warnings(caplog)
+    assert len(msgs) == 1 and reason in msgs[0] and "bybit book" in msgs[0]
+
+
+def test_second_exchange_books_are_kept_and_ordered_apart_from_the_sources_own():
+    feed = make_feed()
+    own, other = [], []
+    feed.book_listeners.append(own.append)
+    feed.exchange_book_listeners.append(other.append)
+    assert feed.book(SYM, T0 + 2000, BIDS, ASKS) is not None
+    # Earlier than the source's own book, but the first of its exchange: accepted.
+    book = feed.book(SYM, T0 + 1000, [[100.2, 1.0]], ASKS, exchange="bybit")
+    assert book is not None and book.exchange == "bybit" and not book.synthetic
+    assert feed.book(SYM, T0 + 1000, BIDS, ASKS, exchange="bybit") is None  # a repeat
+    assert feed.book(SYM, T0 + 500, BIDS, ASKS, exchange="bybit") is None  # older
+    assert feed.rejected_by_reason() == {"out_of_order": 2}
+    assert feed.books.get(SYM).ts == T0 + 2000 and feed.books.get(SYM).exchange == ""
+    assert feed.books.get(SYM, "bybit") is book
+    assert [b.ts for b in own] == [T0 + 2000] and other == [book]  # each to its listeners
+    assert feed.stats.accepted[(SYM, "book")] == 1
+    assert feed.stats.accepted[(SYM, "book_bybit")] == 1
