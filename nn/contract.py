@@ -80,7 +80,7 @@ class Observation:
     """What the market looks like to the models at one moment, for one symbol and timeframe.
 
     Built once per prediction round by core/observations.py from the candle store and books;
-    every array is already normalised (see core/features.py).
+    every array is already normalised (see core/features/windows.py).
     """
 
     symbol: str
