@@ -16,6 +16,9 @@ every timing below includes the flushes that put the rows in the file:
   resolve_many() of them, a flush every 8 candles: what core.training does when candles close. The Resolution
   objects are built with core.rewards.resolve beforehand, outside the timing.
 * resolve_many of all n pending predictions in one call, then one flush.
+* status reads (recent(limit=50), counts(), accuracy()) on the file of n resolved
+  predictions, each right after an add_many of 6 that no flush has written yet: what the
+  status snapshot reads while the cycle records. Only the reads are timed.
 
 The synthetic rows are labelled 1s, one candle a market second apart: the store's costs do not
 depend on the timeframe's name or length, so the figures hold for the real timeframes the
@@ -79,6 +82,91 @@ def insert(store: PredictionStore, preds: list[NewPrediction], batch: int) -> fl
     return time.perf_counter() - t0
 
 
+READ_ROUNDS = 200
+
+
+def reads(store: PredictionStore, preds: list[NewPrediction]) -> float:
+    """Seconds per status read (recent(limit=50), counts(), accuracy()), each right after
+    recording a batch of 6 that is not flushed yet; a flush every FLUSH_EVERY rounds."""
+    wall = 0.0
+    for k in range(READ_ROUNDS):
+        store.add_many(preds[6 * k:6 * k + 6])
+        t0 = time.perf_counter()
+        store.recent(limit=50)
+        store.counts()
+        store.accuracy()
+        wall += time.perf_counter() - t0
+        if k % FLUSH_EVERY == FLUSH_EVERY - 1:
+            store.flush()
+    return wall / READ_ROUNDS
+
+
+def row(label: str, wall: float, count: int) -> None:
+    print(f"{label:<40}{wall:>9.3f}{count / wall:>11,.0f}{wall / count * 1e6:>10.1f}")
+
+
+def resolve_per_candle(store: PredictionStore,
+                       preds: list[NewPrediction]) -> tuple[float, float, int]:
+    """Seconds in store.pending() and in resolve_many() + flushes, resolving every candle's
+    pending predictions in time order (a flush every FLUSH_EVERY candles and at the end), and
+    how many candles there were."""
+    keys = sorted({(p.symbol, p.target_ts) for p in preds}, key=lambda k: (k[1], k[0]))
+    t_pending = t_resolve = 0.0
+    resolved = 0
+    for k, (symbol, ts) in enumerate(keys):
+        t0 = time.perf_counter()
+        pending = store.pending(symbol, "1s", ts)
+        t1 = time.perf_counter()
+        items = [(q.id, resolve(q.action, q.confidence, q.reference_price,
+                                q.predicted_ohlcv, ACTUAL)) for q in pending]
+        t2 = time.perf_counter()
+        resolved += store.resolve_many(items, ts + 1000)
+        if k % FLUSH_EVERY == FLUSH_EVERY - 1 or k == len(keys) - 1:
+            store.flush()
+        t3 = time.perf_counter()
+        t_pending += t1 - t0
+        t_resolve += t3 - t2
+    assert resolved == len(preds), resolved
+    return t_pending, t_resolve, len(keys)
+
+
+def live_like(path: Path, preds: list[NewPrediction], res: dict[str, float]) -> None:
+    """Batches of 6 in, per-candle resolution, then status reads between records."""
+    n = len(preds)
+    with PredictionStore(path) as store:
+        wall = insert(store, preds, 6)
+        row(f"insert, add_many of 6, flush every {FLUSH_EVERY}", wall, n)
+        res["insert_batch6_per_s"] = n / wall
+        t_pending, t_resolve, candles = resolve_per_candle(store, preds)
+        row(f"resolve per candle ({candles:,} candles)", t_pending + t_resolve, n)
+        row("  store.pending()", t_pending, n)
+        row("  store.resolve_many() + flushes", t_resolve, n)
+        res["resolve_per_candle_s"] = t_pending + t_resolve
+        res["pending_s"] = t_pending
+        read = reads(store, preds)
+        row("status read after a record", read * READ_ROUNDS, READ_ROUNDS)
+        res["status_read_us"] = read * 1e6
+
+
+def worst_case(path: Path, preds: list[NewPrediction], res: dict[str, float]) -> None:
+    """One transaction per prediction in, then every one resolved in one call."""
+    n = len(preds)
+    with PredictionStore(path) as store:
+        wall = insert(store, preds, 1)
+        row("insert, single add() + flush each", wall, n)
+        res["insert_single_per_s"] = n / wall
+        ids = [q.id for q in store.pending_before(T0 + 10**9)]
+        r = resolve("BUY", 0.6, 100.0, None, ACTUAL)
+        items = [(i, r) for i in ids]
+        t0 = time.perf_counter()
+        done = store.resolve_many(items, T0 + 10**9)
+        store.flush()
+        wall = time.perf_counter() - t0
+        assert done == n, done
+        row(f"resolve_many of {n:,} in one call + flush", wall, n)
+        res["resolve_many_all_s"] = wall
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=10_000, help="predictions per case")
@@ -87,58 +175,16 @@ def main() -> None:
     args = p.parse_args()
     n = args.n
     preds = predictions(n, args.state_dim)
-    res = {}
+    res: dict[str, float] = {}
     print(f"prediction store (SQLite, fresh file per case), {n:,} predictions, "
           f"state {args.state_dim} x float32")
     print(f"{'case':<40}{'wall s':>9}{'per s':>11}{'us each':>10}")
-
-    def row(label: str, wall: float, count: int) -> None:
-        print(f"{label:<40}{wall:>9.3f}{count / wall:>11,.0f}{wall / count * 1e6:>10.1f}")
-
     with tempfile.TemporaryDirectory(prefix="tickwise-store-") as tmp:
-        with PredictionStore(Path(tmp) / "a.sqlite") as store:
-            wall = insert(store, preds, 6)
-            row(f"insert, add_many of 6, flush every {FLUSH_EVERY}", wall, n)
-            res["insert_batch6_per_s"] = n / wall
-            # per-candle resolution of everything just inserted
-            keys = sorted({(p.symbol, p.target_ts) for p in preds}, key=lambda k: (k[1], k[0]))
-            t_pending = t_resolve = 0.0
-            resolved = 0
-            for k, (symbol, ts) in enumerate(keys):
-                t0 = time.perf_counter()
-                pending = store.pending(symbol, "1s", ts)
-                t1 = time.perf_counter()
-                items = [(q.id, resolve(q.action, q.confidence, q.reference_price,
-                                        q.predicted_ohlcv, ACTUAL)) for q in pending]
-                t2 = time.perf_counter()
-                resolved += store.resolve_many(items, ts + 1000)
-                if k % FLUSH_EVERY == FLUSH_EVERY - 1 or k == len(keys) - 1:
-                    store.flush()
-                t3 = time.perf_counter()
-                t_pending += t1 - t0
-                t_resolve += t3 - t2
-            assert resolved == n, resolved
-            row(f"resolve per candle ({len(keys):,} candles)", t_pending + t_resolve, n)
-            row("  store.pending()", t_pending, n)
-            row("  store.resolve_many() + flushes", t_resolve, n)
-            res["resolve_per_candle_s"] = t_pending + t_resolve
-            res["pending_s"] = t_pending
-        with PredictionStore(Path(tmp) / "b.sqlite") as store:
-            wall = insert(store, preds, 1)
-            row("insert, single add() + flush each", wall, n)
-            res["insert_single_per_s"] = n / wall
-            ids = [q.id for q in store.pending_before(T0 + 10**9)]
-            r = resolve("BUY", 0.6, 100.0, None, ACTUAL)
-            items = [(i, r) for i in ids]
-            t0 = time.perf_counter()
-            done = store.resolve_many(items, T0 + 10**9)
-            store.flush()
-            wall = time.perf_counter() - t0
-            assert done == n, done
-            row(f"resolve_many of {n:,} in one call + flush", wall, n)
-            res["resolve_many_all_s"] = wall
+        live_like(Path(tmp) / "a.sqlite", preds, res)
+        worst_case(Path(tmp) / "b.sqlite", preds, res)
         size = (Path(tmp) / "a.sqlite").stat().st_size
-    print(f"store file after {n:,} resolved (states never written: kept in memory while pending): {size / 2**20:.1f} MB")
+    print(f"store file after {n:,} resolved (states never written: kept in memory while "
+          f"pending): {size / 2**20:.1f} MB")
     print("RESULT " + " ".join(f"{k}={v:.4g}" for k, v in res.items()))
 
 

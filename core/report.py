@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import evaluation, scoring
+from core import scoring
 
 
 def learning_curves(rows: pd.DataFrame, fee_rate: float, metrics: dict[str, str],
@@ -31,7 +31,7 @@ def learning_curves(rows: pd.DataFrame, fee_rate: float, metrics: dict[str, str]
             "ts": skill["created_ts"].astype(int).tolist(),
             "value": skill["value"].tolist(),
             "baseline_value": skill["baseline_value"].tolist(),
-            "accuracy": evaluation.rolling_accuracy(correct, window)[window - 1:].tolist(),
+            "accuracy": scoring.rolling_accuracy(correct, window)[window - 1:].tolist(),
         }
     return curves
 
@@ -43,8 +43,8 @@ def calibration(rows: pd.DataFrame, bins: int = 10) -> dict:
         conf = group["confidence"].to_numpy(float)
         correct = group["action_correct"].astype(bool).to_numpy()
         out[model] = {
-            "ece": evaluation.expected_calibration_error(conf, correct, bins),
-            "bins": [list(map(float, b)) for b in evaluation.reliability(conf, correct, bins)],
+            "ece": scoring.expected_calibration_error(conf, correct, bins),
+            "bins": [list(map(float, b)) for b in scoring.reliability(conf, correct, bins)],
         }
     return out
 

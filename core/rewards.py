@@ -30,9 +30,7 @@ from typing import Any
 
 import numpy as np
 
-TRADE_ACTIONS = ("BUY", "SELL", "HOLD")
-DIRECTION_ACTIONS = ("UP", "DOWN")  # the order-book model's actions
-ACTIONS = TRADE_ACTIONS + DIRECTION_ACTIONS
+from nn.contract import ACTIONS, DIRECTION_ACTIONS, LONG_ACTIONS, SHORT_ACTIONS, TRADE_ACTIONS
 
 HOLD_BAND = 0.005  # 0.5 %: the seed's HOLD band, kept in the reward table (``reward``)
 # The band that decides whether a call was *right* (``action_correct``, every score) scales
@@ -45,7 +43,7 @@ LOSS_SCALE = 5.0
 HOLD_REWARD = 0.01
 # Slack on the HOLD band for binary rounding: 100 -> 100.5 gives 0.0050000000000000044, which
 # is "exactly 0.5 %" to a trader. 1e-12 of a price is far below any exchange's tick size.
-_BAND_SLACK = 1e-12
+BAND_SLACK = 1e-12
 
 
 def _finite(name: str, value: float) -> float:
@@ -96,12 +94,12 @@ def action_correct(action: str, change: float, hold_band: float = HOLD_BAND) -> 
     exactly when the action's reward is positive (a flat BUY/SELL scores 0 and is wrong).
     """
     change = _finite("change", change)
-    if action in ("BUY", "UP"):
+    if action in LONG_ACTIONS:
         return change > 0
-    if action in ("SELL", "DOWN"):
+    if action in SHORT_ACTIONS:
         return change < 0
     if action == "HOLD":
-        return abs(change) <= hold_band + _BAND_SLACK
+        return abs(change) <= hold_band + BAND_SLACK
     raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
 
 
@@ -219,6 +217,20 @@ class Resolution:
         )
 
 
+def _forecast_errors(predicted_ohlcv: Any, close: float,
+                     volume: float) -> tuple[float | None, float | None]:
+    """(price_error, volume_error) of a predicted candle against the actual close and volume
+    (see ``resolve``); (None, None) without a prediction."""
+    if predicted_ohlcv is None:
+        return None, None
+    _, _, _, pc, pv = _ohlcv(predicted_ohlcv)
+    if volume > 0:
+        volume_error = abs(pv - volume) / volume
+    else:
+        volume_error = 0.0 if pv == 0 else None
+    return abs(pc - close) / close, volume_error
+
+
 def resolve(
     action: str,
     confidence: float,
@@ -249,14 +261,7 @@ def resolve(
             f"actual candle needs close > 0 and volume >= 0, got close {c!r}, volume {v!r}"
         )
     change = c / _positive("reference_price", reference_price) - 1.0  # c: finite and > 0
-    price_error = volume_error = None
-    if predicted_ohlcv is not None:
-        _, _, _, pc, pv = _ohlcv(predicted_ohlcv)
-        price_error = abs(pc - c) / c
-        if v > 0:
-            volume_error = abs(pv - v) / v
-        elif pv == 0:
-            volume_error = 0.0
+    price_error, volume_error = _forecast_errors(predicted_ohlcv, c, v)
     correct = action_correct(action, change, hold_band)  # raises on an unknown action
     return Resolution(
         actual_open=o,

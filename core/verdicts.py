@@ -1,6 +1,6 @@
 """Scores in words: each model's headline verdict and whether any model calls the direction.
 
-core/scoring.py measures (every score with its baseline, interval and verdict per model,
+core/scoring/ measures (every score with its baseline, interval and verdict per model,
 symbol and timeframe); this module picks what a person reads first, the same way for the
 model cards, ``/status`` and the evaluation report:
 

@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 
-from core import evaluation, scoring, verdicts
+from core import scoring, verdicts
 from core.config import Config
 from core.predictions import PredictionStore
 from nn.base import Learner
@@ -59,13 +59,13 @@ def model_quality(model: str, rows: pd.DataFrame, measures: tuple[str, ...], fee
     head = verdicts.headline(table, model, measures)
     conf = rows["confidence"].to_numpy(float)
     correct = rows["action_correct"].astype(bool).to_numpy()
-    bins = evaluation.reliability(conf, correct, bins=5)
+    bins = scoring.reliability(conf, correct, bins=5)
     return scoring.json_safe({
         "rows": len(rows),
         "headline": head,
         "groups": table,
         "rolling": _rolling(rows, head, fee_rate, window),
-        "ece": evaluation.expected_calibration_error(conf, correct, bins=10),
+        "ece": scoring.expected_calibration_error(conf, correct, bins=10),
         "reliability": [{"low": b[0], "high": b[1], "count": int(b[2]),
                          "accuracy": None if b[2] == 0 else float(b[4])} for b in bins],
     })

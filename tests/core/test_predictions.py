@@ -491,9 +491,74 @@ def test_writes_reach_the_file_at_the_flush_and_reads_see_them_before(store, tmp
         (first, "resolved"), (second, "expired")]
     assert store.flush() == 0  # nothing left
     third = store.add(new(model="cob", action="UP"))
-    assert store.get(third)["status"] == "pending"  # a read flushes first
+    assert store.get(third)["status"] == "pending"  # a read sees it before the flush ...
+    assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (2,)  # ... and waits
+    assert store.flush() == 1
     assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (3,)
     other.close()
+
+
+def test_reads_see_recorded_rows_and_write_nothing(store, tmp_path):
+    # Flushed: cnn resolved (right), dqn pending. Then, queued only: dqn resolved (wrong), a
+    # new cob and a new cnn (executed), an expired cnn. Every read must see the queued rows
+    # exactly as it will after the flush, while the file stays as the first flush left it.
+    done, waiting, old = store.add_many([new(), new(model="dqn"), new(target_ts=T0)])
+    store.resolve(done, resolution(correct=True), T0 + 2 * MIN)
+    store.flush()
+    other = sqlite3.connect(tmp_path / "predictions.db")  # what the file holds, read aside
+
+    def file_rows():
+        return other.execute("SELECT * FROM predictions ORDER BY id").fetchall()
+
+    before = file_rows()
+    store.resolve(waiting, resolution(correct=False, reward=-0.1), T0 + 3 * MIN)
+    cob = store.add(new(model="cob", action="UP", created_ts=T0 + 55_000))
+    late = store.add(new(created_ts=T0 + 56_000, predicted_ohlcv=(1.0, 2.0, 0.5, 1.5, 9.0)))
+    store.mark_executed([late])
+    assert store.expire_closed_before(T0 + MIN + 1, T0 + 4 * MIN) == 1  # old closed at T0 + MIN
+
+    seen = {
+        "recent": store.recent(),
+        "resolved": store.recent(status="resolved"),
+        "cnn": store.recent(model="cnn", limit=2),
+        "get": [store.get(i) for i in (done, waiting, old, cob, late, 99)],
+        "frame": store.resolved_frame().to_dict("records"),
+        "counts": store.counts(),
+        "accuracy": store.accuracy(),
+        "state": store.load_state(waiting),
+    }
+    assert file_rows() == before  # no read wrote anything
+    assert [r["id"] for r in seen["recent"]] == [late, cob, old, waiting, done]
+    assert [(r["id"], r["status"]) for r in seen["resolved"]] == [(waiting, "resolved"),
+                                                                   (done, "resolved")]
+    assert [r["id"] for r in seen["cnn"]] == [late, old]
+    got = dict(zip((done, waiting, old, cob, late, 99), seen["get"]))
+    assert got[99] is None and got[cob]["status"] == "pending"
+    assert got[waiting]["reward"] == pytest.approx(-0.1) and got[waiting]["action_correct"] is False
+    assert got[waiting]["resolved_ts"] == T0 + 3 * MIN
+    assert (got[old]["status"], got[old]["resolved_ts"]) == ("expired", T0 + 4 * MIN)
+    assert got[late]["executed"] is True and got[late]["pred_volume"] == 9.0
+    assert [r["id"] for r in seen["frame"]] == [done, waiting]
+    assert seen["counts"] == {"cnn": {"pending": 1, "resolved": 1, "expired": 1},
+                              "cob": {"pending": 1, "resolved": 0, "expired": 0},
+                              "dqn": {"pending": 0, "resolved": 1, "expired": 0}}
+    assert seen["accuracy"] == {("cnn", "1m"): {"resolved": 1, "correct": 1, "accuracy": 1.0},
+                                ("dqn", "1m"): {"resolved": 1, "correct": 0, "accuracy": 0.0}}
+    assert seen["state"] is None
+
+    assert store.flush() == 5  # resolve, 2 inserts, executed, expiry
+    assert file_rows() != before
+    # After the flush, from the file alone, every read says the same.
+    assert store.recent() == seen["recent"]
+    assert store.recent(status="resolved") == seen["resolved"]
+    assert store.recent(model="cnn", limit=2) == seen["cnn"]
+    assert [store.get(i) for i in (done, waiting, old, cob, late, 99)] == seen["get"]
+    assert store.resolved_frame().to_dict("records") == seen["frame"]
+    assert (store.counts(), store.accuracy()) == (seen["counts"], seen["accuracy"])
+    other.close()
+    store.close()
+    with PredictionStore(tmp_path / "predictions.db") as again:  # tallies rebuilt from the file
+        assert (again.counts(), again.accuracy()) == (seen["counts"], seen["accuracy"])
 
 
 def test_states_stay_in_memory_until_close_and_a_crash_loses_only_them(tmp_path):
@@ -598,4 +663,4 @@ def test_recording_flushing_and_reading_at_once_lose_nothing(store):
     rows = dict(store._read("SELECT id, status FROM predictions"))
     assert len(rows) == 900 and sorted(rows) == list(range(1, 901))
     assert {i for i, s in rows.items() if s == "resolved"} == resolved  # 897
-    assert {i for i, s in rows.items() if s == "pending"} == set(store._pending)  # the last 3
+    assert {i for i, s in rows.items() if s == "pending"} == set(store._index.pending)  # last 3

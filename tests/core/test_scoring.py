@@ -1,4 +1,5 @@
-"""Tests for core.scoring: every score against its baseline, the block bootstrap and verdicts.
+"""Tests for core.scoring's scores: every score against its baseline, the block bootstrap and
+verdicts (its building blocks, correctness, calibration, P&L, baselines: test_evaluation.py).
 
 Hand sets are consecutive 1m candles (target_ts 0, 60 000, ...) predicted as they opened
 (created_ts == target_ts), every reference price 100, so a change reads straight off the close
@@ -8,24 +9,23 @@ Hand sets are consecutive 1m candles (target_ts 0, 60 000, ...) predicted as the
 
 import math
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from core import scoring
-from core.evaluation import (
-    correctness,
-    expected_calibration_error,
-    momentum,
-    paper_pnl,
-)
 from core.rewards import hold_band
 from core.scoring import (
     block_length,
     causal_ewma,
+    correctness,
     draw_block_starts,
+    expected_calibration_error,
     group_rng,
+    momentum,
+    paper_pnl,
     previous_index,
     resample_sums,
     rolling,
@@ -33,6 +33,7 @@ from core.scoring import (
     score_table,
     verdict,
 )
+from core.scoring.sums import Columns, pearson_of
 
 MINUTE = 60_000
 FEE = 0.001
@@ -267,8 +268,8 @@ def test_ic_close_is_of_the_predicted_move_not_the_price():
 
 def test_ic_of_a_constant_stretch_is_exactly_0():
     # x constant but not 0 (0.1 on 3 rows): its variance from sums is rounding-sized, not 0
-    cols = scoring._Columns(3)
-    stat = scoring._pearson_of(cols, np.ones(3, bool), np.full(3, 0.1), np.array([1.0, 2, 4]))
+    cols = Columns(3)
+    stat = pearson_of(cols, np.ones(3, bool), np.full(3, 0.1), np.array([1.0, 2, 4]))
     assert stat(cols.matrix().sum(axis=0), 3) == 0.0
 
 
@@ -671,7 +672,8 @@ def test_group_rng_is_keyed():
 
 
 def test_module_has_no_torch():
-    source = open(scoring.__file__).read()
-    assert "import torch" not in source and "from torch" not in source
+    for path in Path(scoring.__file__).parent.glob("*.py"):  # every module of the package
+        source = path.read_text()
+        assert "import torch" not in source and "from torch" not in source, path.name
 
 

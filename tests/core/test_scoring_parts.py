@@ -1,4 +1,4 @@
-"""Tests for core.evaluation: accuracy, reward, calibration, paper P&L, baselines and verdicts.
+"""Tests for core.scoring's building blocks: accuracy, calibration, paper P&L and baselines.
 
 Every expected number is worked out by hand in a comment, on one tiny set of eight candles:
 
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.evaluation import (
+from core.scoring import (
     always_hold,
     as_direction,
     correctness,

@@ -1,0 +1,55 @@
+"""The prediction store: every prediction from ``pending`` to ``resolved`` or ``expired``.
+
+SQLite in WAL mode (:mod:`~core.predictions.schema`). Threads share **one connection** opened
+with ``check_same_thread=False`` and guarded by a lock: the store is written from the
+scheduler's prediction and resolution jobs and read by the status snapshot, all in one
+process, and a single connection keeps every statement serialised without per-thread
+connections to track and close. One process writes a file.
+
+**Write-behind** (:mod:`~core.predictions.index`). The store keeps an in-memory index of the
+file: the pending predictions, tallies per model and status and per (model, timeframe) of
+correct calls, and the queue of changes not yet written. That index is the truth: ``record``
+(the signal cycle's one write per market second), ``expire_closed_before`` and
+``mark_executed`` change it at once and queue their rows; ``flush`` writes everything queued
+in one transaction (a scheduler job, every ``scheduler.store_flush_s`` wall seconds), and is
+the only thing that writes to the file while the store is open. The signal cycle therefore
+never waits on SQLite (it spent ~0.35 ms a market second there: a statement per row and a
+commit); a crash loses at most the rows of one flush interval. A flush that fails (disk full)
+keeps its rows queued for the next one and raises to its caller.
+
+**Reads never write** (:mod:`~core.predictions.queries`). ``counts``, ``accuracy``,
+``pending`` and ``pending_before`` answer from the index alone; ``recent``, ``get``,
+``resolved_frame`` and ``load_state`` read the committed rows and lay over them the rows the
+queue will write, so a read sees everything recorded before it, flushed or not, and the
+request thread never writes to SQLite nor waits for more than a running flush.
+
+Status moves one way only: ``pending -> resolved`` or ``pending -> expired``
+(:mod:`~core.predictions.status`); every update is guarded by ``status = 'pending'``, so a
+resolver and the expiry job can race harmlessly and a second resolve of the same prediction
+is a no-op.
+
+The pending index is small (one prediction per model, symbol and timeframe, plus any a restart
+brought back), and resolving a closed candle reads no rows. The model state a prediction was
+made from (``state``, 0.3-11 KB, :mod:`~core.predictions.states`) lives only in that index
+while the process runs, and is written to the file for the predictions still pending at
+``close()``, so a restart can still turn them into experiences. Writing every state and
+clearing it at resolution cost more SQLite time than the rest of the signal cycle's store
+work together; a crash (no ``close()``) loses the states of the predictions then pending,
+which still resolve, only without an experience to train on.
+
+Behind ``PredictionStore``'s small interface the store can move to PostgreSQL/TimescaleDB
+without its callers changing (see DESIGN.md, "Past one machine").
+"""
+
+from core.predictions.queries import MAX_LIMIT
+from core.predictions.rows import NewPrediction, PendingPrediction
+from core.predictions.schema import BUSY_TIMEOUT_S, SCHEMA_VERSION
+from core.predictions.states import decode_state, encode_state
+from core.predictions.status import HIT, MISS, STATUSES, Status, outcome
+from core.predictions.store import PredictionStore
+
+__all__ = [
+    "BUSY_TIMEOUT_S", "HIT", "MAX_LIMIT", "MISS", "SCHEMA_VERSION", "STATUSES",
+    "NewPrediction", "PendingPrediction", "PredictionStore", "Status", "decode_state",
+    "encode_state", "outcome",
+]  # fmt: skip
