@@ -15,6 +15,7 @@ import numpy as np
 from dash import Patch
 
 from core.market.candles import Candle
+from core.predictions import outcome as outcome_word
 from nn.contract import LONG_ACTIONS
 
 UP = "#26a69a"
@@ -28,6 +29,7 @@ TRACE_CLOSED, TRACE_FORMING, TRACE_VOLUME, TRACE_VOLUME_FORMING = 0, 1, 2, 3
 TRACE_FIRST_OVERLAY = 4
 BULL, BEAR = "#2bd4c4", "#ff9f43"
 HIT, MISS, PENDING = "#7CFC00", "#ff3b3b", "#e6edf3"
+OUTLINE = {"pending": PENDING, "hit": HIT, "miss": MISS}  # by core.predictions.outcome
 
 
 @dataclass(frozen=True)
@@ -88,18 +90,15 @@ def overlay_trace(model: str, look: dict, predictions: list[dict]) -> dict:
             continue
         conf = float(p["confidence"])
         y = p.get("pred_close") if p.get("pred_close") is not None else p["reference_price"]
-        outcome = PENDING if p["status"] == "pending" else (
-            HIT if p.get("action_correct") else MISS)
+        word = outcome_word(p["status"], p.get("action_correct"))
         xs.append(int(p["target_ts"]))
         ys.append(float(y))
         symbols.append(shape)
         colors.append(BULL if p["action"] in LONG_ACTIONS else BEAR)
-        lines.append(outcome)
+        lines.append(OUTLINE.get(word, MISS))  # an expired call is drawn as a miss
         sizes.append(7 + 9 * conf)
         opacity.append(0.35 + 0.65 * conf)
-        verdict = {"pending": "pending", "expired": "expired"}.get(
-            p["status"], "hit" if p.get("action_correct") else "miss")
-        text.append(f"{model.upper()} {p['action']} {conf:.0%} · {verdict}")
+        text.append(f"{model.upper()} {p['action']} {conf:.0%} · {word}")
     return {"x": xs, "y": ys, "text": text, "marker": {
         "symbol": symbols, "color": colors, "size": sizes, "opacity": opacity,
         "line": {"color": lines, "width": 2}}}

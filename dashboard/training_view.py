@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 import dash_bootstrap_components as dbc
 from dash import html
 
+from core.predictions import outcome
+
 SPARK = "▁▂▃▄▅▆▇█"
 STATE_COLOURS = {"ACTIVE": "success", "IDLE": "secondary", "UNTRAINED": "warning"}
 
@@ -168,8 +170,7 @@ def predictions_table(predictions: list[dict]) -> html.Table:
                                          "pred close", "actual close", "result", "reward")])
     rows = [head]
     for p in predictions:
-        result = {"pending": "pending", "expired": "expired"}.get(
-            p["status"], "hit" if p.get("action_correct") else "miss")
+        result = outcome(p["status"], p.get("action_correct"))
         rows.append(html.Tr([
             html.Td(_ts(p["created_ts"])), html.Td(p["model"].upper()), html.Td(p["symbol"]),
             html.Td(p["timeframe"]), html.Td(p["action"]), html.Td(f"{p['confidence']:.0%}"),
