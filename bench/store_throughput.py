@@ -13,7 +13,7 @@ every timing below includes the flushes that put the rows in the file:
   each (one transaction per prediction, the worst case).
 * resolve per candle: for every candle (symbol, timeframe, target_ts) holding pending
   predictions, store.pending() (from the in-memory index, states included) then one
-  resolve_many() of them, a flush every 8 candles: what core.training does when candles close. The Resolution
+  resolve_many() of them, a flush every 8 candles: what the live cycle (core/live/cycle.py) does when candles close. The Resolution
   objects are built with core.rewards.resolve beforehand, outside the timing.
 * resolve_many of all n pending predictions in one call, then one flush.
 * status reads (recent(limit=50), counts(), accuracy()) on the file of n resolved

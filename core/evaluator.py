@@ -8,7 +8,7 @@ the order the scheduler would (close processing and training every step, signals
 prediction-store writes every ``scheduler.signal_interval_s`` or every step, expiry every
 minute or every step): no sleeping, no wall clock. Models start from fresh weights (a run
 measures learning from nothing). Afterwards the resolved predictions are scored
-(core/scoring.py) on the part of the run after the split (tuning looks only before it) and
+(core/scoring) on the part of the run after the split (tuning looks only before it) and
 written to ``report.json`` and ``report.html`` (plotly, offline: the script is embedded).
 """
 

@@ -11,7 +11,7 @@ optimiser, target network, buffer and exploration. The live-training service see
   few experiences yet;
 - ``experience(outcome) -> Experience | None``: the model's own rule for what a resolved
   prediction teaches it (a label, a reward), and ``scores``: the measures it is judged by
-  (core/scoring.py). The core's cycle only calls them;
+  (core/scoring). The core's cycle only calls them;
 - ``status() -> dict``; ``state_dict()`` / ``load_state_dict()``; ``memory_bytes()``.
 
 What a model declares about itself, as class attributes: ``name``, ``Config`` (its config
@@ -61,7 +61,7 @@ def argmax_row(values: list[float]) -> int:
     return values.index(max(values))
 
 
-# The measures of core/scoring.py every action model is judged by; a model with a candle
+# The measures of core/scoring every action model is judged by; a model with a candle
 # forecast adds its own (nn/cnn.py).
 ACTION_SCORES = ("ic", "balanced_accuracy", "precision", "coverage", "brier_skill", "ece",
                  "pnl", "accuracy")
@@ -81,7 +81,7 @@ class Learner(ABC):
     name: str = "model"
     Config: ClassVar[type]  # the model's config dataclass (models.<name> in config.yaml)
     actions: tuple[str, ...] = TRADE_ACTIONS
-    scores: tuple[str, ...] = ACTION_SCORES  # what core/scoring.py judges it by
+    scores: tuple[str, ...] = ACTION_SCORES  # what core/scoring judges it by
     uses: tuple[str, ...] = ()  # the models whose ``offer`` this one reads in obs.extras
     look: Look = Look("model", {"BUY": "circle", "SELL": "circle"})
 

@@ -1,5 +1,5 @@
 """Each model's scores on the page and in /status: over its last QUALITY_ROWS resolved
-predictions, every measure of core/scoring.py it is judged by (``Learner.scores``), per symbol
+predictions, every measure of core/scoring it is judged by (``Learner.scores``), per symbol
 and timeframe, each with its baseline on the same rows and a 95 % block-bootstrap interval;
 the headline verdict; the headline measure rolling; calibration."""
 

@@ -177,5 +177,5 @@ class LiveTraining:
         return self.store.expire_closed_before(cutoff, now_ms)
 
     def flush_job(self) -> int:
-        """Write what the store recorded since the last flush (see core/predictions.py)."""
+        """Write what the store recorded since the last flush (see core/predictions/)."""
         return self.store.flush()

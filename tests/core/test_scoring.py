@@ -1,5 +1,5 @@
 """Tests for core.scoring's scores: every score against its baseline, the block bootstrap and
-verdicts (its building blocks, correctness, calibration, P&L, baselines: test_evaluation.py).
+verdicts (its building blocks, correctness, calibration, P&L, baselines: test_scoring_parts.py).
 
 Hand sets are consecutive 1m candles (target_ts 0, 60 000, ...) predicted as they opened
 (created_ts == target_ts), every reference price 100, so a change reads straight off the close

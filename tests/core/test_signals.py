@@ -1,4 +1,4 @@
-"""Tests for core.orchestrator: signal fusion, correlation, blending and the paper book.
+"""Tests for core.live.signals: signal fusion, correlation, blending and the paper book.
 
 Expected numbers are worked out by hand in the comments.
 """
