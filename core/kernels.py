@@ -9,7 +9,7 @@ when the services start (logged), not inside the first market second's job.
 Which code is compiled, and why: the observation's scalars, window, consolidated-book vector,
 the COB model's state and the NaN/inf/float16 checks of rows to replay run for every closed
 candle on arrays of 10-300 values, where each numpy call costs more than the arithmetic it
-does (see docs/ARCHITECTURE.md, "What the signal cycle costs").
+does (see docs/PERFORMANCE.md, "What the signal cycle costs").
 
 A kernel calls only kernels of its own module: numba's cache checks the source file of the
 kernel it loads, not of the kernels compiled into it, so a kernel calling another module's

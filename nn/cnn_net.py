@@ -29,7 +29,7 @@ from nn.contract import N_CHANNELS, TRADE_ACTIONS
 TRUNK_WIDTHS = (64, 128, 256)  # conv channels after each trunk block
 # Max-pooling after the first two blocks (300 -> 75 -> 18 positions for the last block). Without
 # it a kernel-3 stack sees only 7 candles at a time before the global average, and costs 5x the
-# compute; with it the last block's units see 58 consecutive candles. See docs/ARCHITECTURE.md.
+# compute; with it the last block's units see 58 consecutive candles.
 TRUNK_POOL = 4
 # Range head: HAR over the mean log range of the last 1, 4, 16, 64 and 256 real candles.
 RANGE_SCALES = (1, 4, 16, 64, 256)
