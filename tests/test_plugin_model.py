@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dashboard.app import create_app
 from dashboard.training_view import model_card
 from nn import registry
 from nn.base import Learner, seeded
@@ -131,7 +132,9 @@ def test_a_registered_model_appears_in_status_and_on_the_page(tmp_path, tiny):
     live = services.training
     live.start()
     run(services, 10)
-    status = live.read.status().to_json()
+    client = create_app(services.config, services.market, live).server.test_client()
+    live.read.invalidate()  # the copy published at start is stale
+    status = client.get("/api/live-training/status").get_json()
     card = status["models"]["tiny"]
     assert card["title"] == "Tiny · logistic"
     assert card["parameters"] == 3 * N_SCALARS + 3  # sum(p.numel()) of Linear(17, 3)
@@ -140,7 +143,8 @@ def test_a_registered_model_appears_in_status_and_on_the_page(tmp_path, tiny):
     assert "Tiny · logistic" in rendered
     overlays = live.read.overlays("ETH/USDT", "1h")
     assert overlays["tiny"]["look"]["markers"] == {"BUY": "star", "SELL": "star"}
-    assert live.read.choices()["model"][-1] == "tiny"  # REST may filter by it
+    rows = client.get("/api/live-training/predictions?model=tiny&limit=5").get_json()
+    assert rows["predictions"] and {p["model"] for p in rows["predictions"]} == {"tiny"}
     services.stop()
 
 
