@@ -30,7 +30,8 @@ standardisation, no loss check, no copy of the weights for prediction, no ``.ite
 
 Each model is timed twice: ``filling``, right after the first steps, while its replay buffer
 fills (the buffer's pages are written for the first time: page faults, expensive in a VM), and
-``learn``, once the buffer has been filled to capacity from the collected experiences, as it
+``learn``, once the buffer has been filled to capacity from the collected experiences (the
+DQN's with distinct states: it stores each distinct one once, see ``fill_distinct``), as it
 is for the rest of a long run. The ``learn`` row is the steady state the target is checked
 on; both are printed.
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import gc
 import statistics
 import tempfile
@@ -61,7 +63,7 @@ from core.market.service import at_real_resolution
 from core.services import build_services
 from nn.book_direction import GRAD_CLIP as cob_clip
 from nn.cnn import GRAD_CLIP as cnn_clip
-from nn.cnn import RANGE_EPS, RANGE_WEIGHT
+from nn.cnn_net import RANGE_EPS, RANGE_WEIGHT
 from nn.dqn import GRAD_CLIP as dqn_clip
 from nn.dqn import DQNLearner, double_dqn_targets
 
@@ -102,14 +104,33 @@ def report(name: str, case: str, rows: int, learn: list, base: list) -> None:
 
 
 def fill_buffer(learner, pool: list) -> None:
-    """Fill the learner's replay buffer to capacity with the collected experiences."""
+    """Fill the learner's replay buffer to capacity with the collected experiences (the
+    DQN's with distinct states: ``fill_distinct``)."""
     if isinstance(learner, DQNLearner):
-        while len(learner.buffer) < learner.buffer.capacity:
-            learner.buffer.add_many(pool)
+        fill_distinct(learner, pool)
     else:
         examples = learner._examples(pool)
         while len(learner.buffer) < learner.buffer.capacity:
             learner.buffer.add(examples)
+
+
+def fill_distinct(learner, pool: list) -> None:
+    """The DQN's buffer filled to capacity from ``pool``, each round with its own noise on
+    every state (an array two experiences share stays shared). The buffer stores each
+    distinct state once (nn/state_store.py): the same pool added again would be held once,
+    and sampling would read a few hundred states that stay in the cache, not a full
+    buffer's."""
+    rng = np.random.default_rng(0)
+    buffer = learner.buffer
+    while len(buffer) < buffer.capacity:
+        noisy: dict[int, np.ndarray] = {}
+        for e in pool:
+            for a in (e.state, e.next_state):
+                if a is not None and id(a) not in noisy:
+                    noisy[id(a)] = (a + rng.normal(0, 0.01, a.shape)).astype(np.float32)
+        buffer.add_many([dataclasses.replace(
+            e, state=noisy[id(e.state)],
+            next_state=None if e.next_state is None else noisy[id(e.next_state)]) for e in pool])
 
 
 def collect(cfg, bars: int) -> tuple[dict, dict, str]:
@@ -129,7 +150,7 @@ def collect(cfg, bars: int) -> tuple[dict, dict, str]:
         if getattr(src, "ended", False):
             break
     tf = market.model_timeframes[0]
-    pools = {name: list(service._waiting[name][tf]) for name in service.learners}
+    pools = {name: list(service.learning.waiting[name][tf]) for name in service.learners}
     return services, pools, tf
 
 

@@ -9,7 +9,8 @@ when the services start (logged), not inside the first market second's job.
 Which code is compiled, and why: the observation's scalars, window, consolidated-book vector,
 the COB model's state and the NaN/inf/float16 checks of rows to replay run for every closed
 candle on arrays of 10-300 values, where each numpy call costs more than the arithmetic it
-does (see docs/PERFORMANCE.md, "What the signal cycle costs").
+does (see docs/PERFORMANCE.md, "What the signal cycle costs"); the DQN replay's state store
+and sum tree run row by row over hash tables and trees, which numpy cannot vectorise.
 
 A kernel calls only kernels of its own module: numba's cache checks the source file of the
 kernel it loads, not of the kernels compiled into it, so a kernel calling another module's
@@ -32,7 +33,7 @@ def dispatchers() -> dict:
     from core import observations
     from core.features import windows
     from core.market import cob
-    from nn import book_direction, buffers
+    from nn import book_direction, float16, state_store, sum_tree
 
     return {
         "windows._normalised_window": windows._normalised_window,
@@ -41,8 +42,15 @@ def dispatchers() -> dict:
         "cob.consolidate_sides": cob.consolidate_sides,
         "cob._bucket": cob._bucket,
         "book_direction._state": book_direction._state,
-        "buffers._within": buffers._within,
-        "buffers._no_inf_nan": buffers._no_inf_nan,
+        "float16._within": float16._within,
+        "float16._no_inf_nan": float16._no_inf_nan,
+        "state_store._hash": state_store._hash,
+        "state_store._same": state_store._same,
+        "state_store._intern": state_store._intern,
+        "state_store._unlink": state_store._unlink,
+        "state_store._release": state_store._release,
+        "state_store._relink": state_store._relink,
+        "sum_tree._walk": sum_tree._walk,
     }
 
 
@@ -57,7 +65,8 @@ def warm_up() -> float:
         scalar_features,
     )
     from nn.book_direction import CLOSE, _state
-    from nn.buffers import all_finite, finite32, storable, to_store
+    from nn.buffers import compile_kernels
+    from nn.float16 import all_finite, finite32, storable, to_store
 
     t0 = time.perf_counter()
     n = 130
@@ -82,6 +91,7 @@ def warm_up() -> float:
     finite32(state)  # the COB learner's check on its batch of states (same kernel)
     storable(state)
     all_finite(to_store(np.stack([state, state])))
+    compile_kernels()  # the DQN replay's (state store, sum tree)
     seconds = time.perf_counter() - t0
     log.info("compiled kernels ready in %.1f s", seconds)
     return seconds

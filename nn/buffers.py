@@ -1,9 +1,12 @@
-"""Replay buffers: a uniform ring buffer and prioritised replay on a sum tree.
+"""Replay buffers: a uniform ring of experiences and prioritised replay on a sum tree.
 
-Both store :class:`nn.base.Experience` objects in a ring that overwrites the oldest and hand
-out :class:`Batch` named tuples of numpy arrays, ready for ``torch.as_tensor``. The prioritised
-buffer (Schaul et al. 2016, "Prioritized Experience Replay") overrides only the hooks that
-write a new item's priority and pick the indices of a batch.
+Both keep :class:`nn.base.Experience` objects as numpy columns in a ring that overwrites the
+oldest, and hand out :class:`Batch` named tuples of numpy arrays, ready for
+``torch.as_tensor``. States are not copied into the ring: each distinct state is stored once,
+by content, in a :class:`nn.state_store.StateStore` (and, given a layout, each distinct part
+of one: the DQN's candle windows), and an experience holds the ids of its state and next
+state. The prioritised buffer (Schaul et al. 2016, "Prioritized Experience Replay")
+overrides only the hooks that write a new item's priority and pick the indices of a batch.
 """
 
 from __future__ import annotations
@@ -12,133 +15,24 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import torch
-from numba import njit
 
 from nn.base import Experience
+from nn.float16 import (  # noqa: F401 - the storage helpers, re-exported (with the kernels
+    STORE_DTYPE,  # core/kernels.py compiles)
+    _no_inf_nan,
+    _within,
+    all_finite,
+    finite32,
+    from_store,
+    storable,
+    stored_rows,
+    to_store,
+)
+from nn.state_store import RowPool, StateLayout, StateStore
+from nn.sum_tree import SumTree
 
-
-class SumTree:
-    """Binary tree over ``capacity`` leaves whose internal nodes hold sums.
-
-    Leaves are padded to the next power of two so that they sit left to right in data-index
-    order: ``find`` walks prefix sums in the order 0, 1, 2, ... Padding leaves hold 0 and are
-    never returned. Root at node 1, children of node i at 2i and 2i+1, leaf j at ``size + j``.
-    Each parent is recomputed from its two children on update (not patched by a delta), so the
-    sums carry no drift however many updates they see.
-
-    The smallest and largest priority (for importance weights and new experiences) are taken
-    over the leaves when asked, once per training step: one vectorised pass over 65,536
-    leaves costs less than keeping min and max trees up to date on every write.
-    """
-
-    def __init__(self, capacity: int):
-        if capacity < 1:
-            raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self.size = 1 << max(0, math.ceil(math.log2(capacity)))  # leaves incl. padding
-        self._sum = np.zeros(2 * self.size, dtype=np.float64)
-        self._filled = np.zeros(capacity, dtype=bool)  # leaves ever written
-        self.filled = 0  # number of leaves that have ever been written
-
-    @property
-    def _leaves(self) -> np.ndarray:
-        return self._sum[self.size: self.size + self.capacity]
-
-    def update(self, index: int, priority: float) -> None:
-        self.update_many([index], [priority])
-
-    def update_many(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        """``update`` for many leaves at once (a leaf listed twice keeps its last priority):
-        the leaves are written, then each level's touched parents are recomputed from their
-        children in one numpy step, so the sums match sequential updates exactly."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        p = np.asarray(priorities, dtype=np.float64).reshape(-1)
-        if idx.shape != p.shape:
-            raise ValueError(f"{idx.size} indices but {p.size} priorities")
-        if not idx.size:
-            return
-        if idx.min() < 0 or idx.max() >= self.capacity:
-            raise IndexError(f"SumTree indices {idx.tolist()} outside [0, {self.capacity})")
-        if not (np.all(np.isfinite(p)) and np.all(p >= 0)):
-            raise ValueError(f"priority must be finite and >= 0, got {p.tolist()}")
-        _, last = np.unique(idx[::-1], return_index=True)  # the last write of each leaf
-        keep = idx.size - 1 - last
-        leaves = idx[keep]
-        self.filled += int(np.count_nonzero(~self._filled[leaves]))
-        self._filled[leaves] = True
-        nodes = self.size + leaves
-        tree = self._sum
-        tree[nodes] = p[keep]
-        while nodes[0] > 1:  # every leaf is at the same depth: levels end at the root together
-            nodes = nodes // 2  # a parent listed twice is recomputed twice, to the same value
-            tree[nodes] = tree[2 * nodes] + tree[2 * nodes + 1]
-
-    def update_range(self, start: int, stop: int, priority: float) -> None:
-        """Leaves start..stop-1 all get ``priority``; parents are recomputed over the
-        contiguous range of each level with slices (no index arrays)."""
-        if not 0 <= start < stop <= self.capacity:
-            raise IndexError(f"SumTree range [{start}, {stop}) outside [0, {self.capacity})")
-        if not (math.isfinite(priority) and priority >= 0):
-            raise ValueError(f"priority must be finite and >= 0, got {priority}")
-        self.filled += int(np.count_nonzero(~self._filled[start:stop]))
-        self._filled[start:stop] = True
-        tree = self._sum
-        lo, hi = self.size + start, self.size + stop  # half-open range of nodes
-        tree[lo:hi] = priority
-        while lo > 1:
-            lo, hi = lo // 2, (hi + 1) // 2
-            np.add(tree[2 * lo:2 * hi:2], tree[2 * lo + 1:2 * hi:2], out=tree[lo:hi])
-
-    def find_many(self, prefix_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``find`` for many prefix sums at once, walking all of them down level by level;
-        returns the leaves [B] int64 and their priorities [B]."""
-        if self.total <= 0:
-            raise ValueError("SumTree.find on a tree whose total priority is 0")
-        prefix = np.clip(np.asarray(prefix_sums, dtype=np.float64).reshape(-1), 0.0, self.total)
-        node = np.ones(prefix.shape, dtype=np.int64)
-        sums = self._sum
-        for _ in range(self.size.bit_length() - 1):  # the depth of the leaves
-            left = 2 * node
-            left_sum = sums[left]
-            go_right = (prefix >= left_sum) & (sums[left + 1] > 0)
-            prefix = prefix - left_sum * go_right
-            node = left + go_right
-        return node - self.size, sums[node]
-
-    def __getitem__(self, index: int) -> float:
-        return float(self._sum[self.size + index])
-
-    @property
-    def total(self) -> float:
-        return float(self._sum[1])
-
-    @property
-    def max_priority(self) -> float:
-        """Largest priority over filled leaves; 0.0 while none is filled."""
-        if not self.filled:
-            return 0.0
-        if self.filled == self.capacity:
-            return float(self._leaves.max())
-        return float(np.max(self._leaves, where=self._filled, initial=-np.inf))
-
-    @property
-    def min_priority(self) -> float:
-        """Smallest priority over filled leaves; 0.0 while none is filled."""
-        if not self.filled:
-            return 0.0
-        if self.filled == self.capacity:
-            return float(self._leaves.min())
-        return float(np.min(self._leaves, where=self._filled, initial=np.inf))
-
-    def find(self, prefix_sum: float) -> tuple[int, float]:
-        """The leaf j with sum(p[:j]) <= prefix_sum < sum(p[:j+1]), and its priority.
-
-        ``prefix_sum`` is clipped into [0, total]; a subtree holding 0 is never entered, so the
-        leaf returned always has a positive priority (while the total is positive).
-        """
-        leaves, priorities = self.find_many([prefix_sum])
-        return int(leaves[0]), float(priorities[0])
+COLUMN_BYTES = 4 + 4 + 8 + 4 + 4 + 2  # per slot: state id, next-state id, action, reward,
+# weight, timeframe code
 
 
 class Batch(NamedTuple):
@@ -155,29 +49,33 @@ class Batch(NamedTuple):
 class ReplayBuffer:
     """Uniform replay over a ring of ``capacity`` experiences; sampling with replacement.
 
-    Experiences live in preallocated numpy columns (states and next states as float16 rows,
+    Experiences live in preallocated numpy columns (the ids of the state and next state,
     actions, rewards, weights, timeframe codes), as Stable-Baselines3 keeps its buffers: no
-    object per experience, nothing to allocate or free once the ring has gone round, so memory
-    grows while the ring fills and stays put after (``np.zeros`` pages are only touched when
-    first written). The state columns are created at the first add, when the state size is
-    known; a later experience of another size is refused.
+    object per experience. The states themselves are in a :class:`StateStore`, stored once
+    each by content as float16 (see nn/float16.py) however many experiences refer to them: a
+    transition's next state is the state of the next transition of its stream, so a chain
+    of N transitions holds N + 1 states, not 2N (Stable-Baselines3's
+    ``optimize_memory_usage``, for interleaved streams). A state is freed with the last
+    experience that refers to it. ``layout`` (default: a state is all its own) says where
+    the parts lie that states share, each also stored once (nn/state_store.py). The state
+    size is fixed by the layout or the first add; a later experience of another size is
+    refused.
 
     Subclasses change how priorities are kept by overriding two hooks: ``_on_write_many``
     (slots were just (over)written) and ``_sample_indices`` (pick a batch's slots and their
     importance-sampling weights).
     """
 
-    def __init__(self, capacity: int, seed: int = 0):
+    def __init__(self, capacity: int, seed: int = 0, layout: StateLayout | None = None):
         if capacity < 1:
             raise ValueError(f"replay buffer capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.rng = np.random.default_rng(seed)
         self._next = 0  # slot the next add writes
         self._size = 0
-        self._state_dim: int | None = None  # fixed by the first experience
-        self._states: np.ndarray | None = None  # [capacity, D] STORE_DTYPE
-        self._next_states: np.ndarray | None = None  # [capacity, D], zeros where done
-        self._has_next = np.zeros(capacity, dtype=bool)
+        self.store = StateStore(layout) if layout is not None else None  # at the first add
+        self._state_id = np.full(capacity, -1, dtype=np.int32)  # into self.store
+        self._next_id = np.full(capacity, -1, dtype=np.int32)  # -1: done, no next state
         self._actions = np.zeros(capacity, dtype=np.int64)
         self._rewards = np.zeros(capacity, dtype=np.float32)
         self._weights = np.zeros(capacity, dtype=np.float32)
@@ -202,53 +100,47 @@ class ReplayBuffer:
         """Store a list, checked and converted in one pass; their slots [N]. All are checked
         before any is stored: a bad one leaves the buffer as it was.
 
-        A transition's next state is usually the very array that is the state of the next
-        transition of its stream (the live service encodes one state per closed candle), so
-        the arrays are converted once each, by identity, and gathered into both columns."""
+        The state arrays are converted once each, by identity (the next state of one
+        transition is usually the very array that is the state of the next), then stored by
+        content: one already held (from an earlier list) is referred to, not stored again."""
         if not exps:
             return np.empty(0, dtype=np.int64)
         if len(exps) > self.capacity:  # only the newest fit; earlier ones would be overwritten
             exps = exps[len(exps) - self.capacity:]
-        index: dict[int, int] = {}
-        arrays: list = []
-        for e in exps:
-            for a in (e.state, e.next_state):
-                if a is not None and id(a) not in index:
-                    index[id(a)] = len(arrays)
-                    arrays.append(a)
-        rows = _stored_rows(arrays, "state")  # [U, D] float16
-        dim = rows.shape[1]
-        if self._state_dim is not None and dim != self._state_dim:
-            raise ValueError(f"experience state has {dim} values; this buffer holds "
-                             f"{self._state_dim}")
-        for e in exps:
-            if not math.isfinite(e.reward) or not math.isfinite(e.weight) or e.weight < 0:
-                raise ValueError(f"experience reward {e.reward} / weight {e.weight} not usable")
-        if self._states is None:
-            self._state_dim = dim
-            self._states = np.zeros((self.capacity, dim), dtype=STORE_DTYPE)
-            self._next_states = np.zeros((self.capacity, dim), dtype=STORE_DTYPE)
+        index, arrays, uses = _distinct_arrays(exps)
+        rows = stored_rows(arrays, "state")  # [U, D] float16
+        self._check(rows.shape[1], exps)
+        if self.store is None:
+            self.store = StateStore(StateLayout(rows.shape[1]))
+        ids = self.store.intern(rows)  # one reference each, then one per further use
+        self.store.acquire(ids, uses - 1)
+        state_ids = ids[[index[id(e.state)] for e in exps]]
+        next_ids = np.array([-1 if e.next_state is None else ids[index[id(e.next_state)]]
+                             for e in exps], dtype=np.int32)
         n = len(exps)
-        has_next = np.array([e.next_state is not None for e in exps])
-        state_rows = np.array([index[id(e.state)] for e in exps])
-        next_rows = np.array([index[id(e.next_state)] if e.next_state is not None else 0
-                              for e in exps])
+        slots = (self._next + np.arange(n)) % self.capacity
+        old = np.concatenate([self._state_id[slots], self._next_id[slots]])
+        self.store.release(old[old >= 0])  # what the overwritten experiences referred to
         for ring, mine in _ring_parts(self._next, n, self.capacity):
-            self._states[ring] = rows[state_rows[mine]]
-            nxt = rows[next_rows[mine]]
-            nxt[~has_next[mine]] = 0  # done: no next state (row 0 was a placeholder)
-            self._next_states[ring] = nxt
-            self._has_next[ring] = has_next[mine]
+            self._state_id[ring] = state_ids[mine]
+            self._next_id[ring] = next_ids[mine]
             part = exps[mine]
             self._actions[ring] = [e.action for e in part]
             self._rewards[ring] = [e.reward for e in part]
             self._weights[ring] = [e.weight for e in part]
             self._tf[ring] = [self._tf_code(e.timeframe) for e in part]
-        slots = (self._next + np.arange(n)) % self.capacity
         self._on_write_many(slots)
         self._next = int((self._next + n) % self.capacity)
         self._size = min(self._size + n, self.capacity)
         return slots
+
+    def _check(self, dim: int, exps: list[Experience]) -> None:
+        if self.store is not None and dim != self.store.layout.dim:
+            raise ValueError(f"experience state has {dim} values; this buffer holds "
+                             f"{self.store.layout.dim}")
+        for e in exps:
+            if not math.isfinite(e.reward) or not math.isfinite(e.weight) or e.weight < 0:
+                raise ValueError(f"experience reward {e.reward} / weight {e.weight} not usable")
 
     def _tf_code(self, name: str) -> int:
         if name not in self._tf_names:
@@ -265,12 +157,9 @@ class ReplayBuffer:
         return self._gather(indices, is_weights)
 
     def nbytes(self) -> int:
-        """Bytes of the rows in use (states, next states and the per-experience columns)."""
-        row = (self._has_next.itemsize + self._actions.itemsize + self._rewards.itemsize
-               + self._weights.itemsize + self._tf.itemsize)
-        if self._states is not None:
-            row += self._states.itemsize * self._state_dim * 2
-        return self._size * row
+        """Bytes in use: the ring's columns of the experiences held, and the distinct states
+        and parts they refer to (rows and bookkeeping, see StateStore.nbytes)."""
+        return self._size * COLUMN_BYTES + (self.store.nbytes() if self.store else 0)
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -289,35 +178,41 @@ class ReplayBuffer:
 
     def _gather(self, indices: np.ndarray, is_weights: np.ndarray) -> Batch:
         indices = np.asarray(indices, dtype=np.int64)
+        b = len(indices)
+        ids = np.concatenate([self._state_id[indices], self._next_id[indices]])  # [2B]
+        done = ids[b:] < 0
+        rows = self.store.gather(np.where(ids >= 0, ids, ids[0]))  # [2B, D] float16
+        rows[b:][done] = 0  # no next state
+        both = from_store(rows)  # [2B, D] float32
         return Batch(
-            states=_from_store(self._states[indices]),  # [B, D]
+            states=both[:b],  # [B, D]
             actions=self._actions[indices],  # [B]
             rewards=self._rewards[indices],  # [B]
-            next_states=_from_store(self._next_states[indices]),  # [B, D], zeros where done
-            dones=(~self._has_next[indices]).astype(np.float32),  # [B]
+            next_states=both[b:],  # [B, D], zeros where done
+            dones=done.astype(np.float32),  # [B]
             weights=(is_weights * self._weights[indices]).astype(np.float32),  # [B]
             indices=indices,
             timeframes=[self._tf_names[c] for c in self._tf[indices].tolist()],
         )
 
 
-# States are kept as float16: half the memory of float32 (a full default DQN buffer, 50,000 x
-# state and next state of 2,689 values, is 0.54 GB instead of 1.08 GB) and ~3 significant
-# digits, plenty for normalised features; batches come out as float32.
-STORE_DTYPE = np.float16
-
-
-def _stored_rows(values: list, name: str) -> np.ndarray:
-    """States as rows [N, D] of STORE_DTYPE; NaN, inf or values float16 cannot hold refused."""
-    rows = np.stack([np.asarray(v).reshape(-1) for v in values])
-    if rows.dtype != STORE_DTYPE:  # (the DQN's states already are)
-        rows = to_store(rows.astype(np.float32, copy=False))
-    # One check after the conversion: NaN stays NaN, and inf or anything beyond float16's
-    # range has become inf.
-    if not all_finite(rows):
-        raise ValueError(f"experience {name} holds NaN, inf or values beyond "
-                         f"+-{np.finfo(STORE_DTYPE).max:g} (stored as {np.dtype(STORE_DTYPE)})")
-    return rows
+def _distinct_arrays(exps: list[Experience]) -> tuple[dict[int, int], list, np.ndarray]:
+    """The state arrays of ``exps`` once each, by identity: (id -> position, the arrays, how
+    many times each is referred to [U])."""
+    index: dict[int, int] = {}
+    arrays: list = []
+    uses: list[int] = []
+    for e in exps:
+        for a in (e.state, e.next_state):
+            if a is None:
+                continue
+            k = index.get(id(a))
+            if k is None:
+                k = index[id(a)] = len(arrays)
+                arrays.append(a)
+                uses.append(0)
+            uses[k] += 1
+    return index, arrays, np.array(uses, dtype=np.int32)
 
 
 def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
@@ -328,55 +223,6 @@ def _ring_parts(start: int, n: int, capacity: int) -> list[tuple[slice, slice]]:
     if first < n:
         parts.append((slice(0, n - first), slice(first, n)))
     return parts
-
-
-FLOAT16_MAX = float(np.finfo(STORE_DTYPE).max)  # 65504
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def storable(values: np.ndarray) -> bool:
-    """Whether float values will be finite once stored as STORE_DTYPE: none NaN or inf and
-    none beyond +-65504 (a compiled scan, stopping at the first)."""
-    return _within(values.reshape(-1), FLOAT16_MAX)  # a copy only if not contiguous
-
-
-def finite32(values: np.ndarray) -> bool:
-    """Whether a float32 array holds no NaN or inf: every |x| is at most the largest float32
-    (the same compiled scan as ``storable``; one call where ``np.isfinite(x).all()`` is two
-    and a temporary)."""
-    return _within(values.reshape(-1), FLOAT32_MAX)
-
-
-@njit(cache=True, nogil=True)
-def _within(values: np.ndarray, limit: float) -> bool:  # pragma: no cover (compiled)
-    for i in range(values.shape[0]):
-        if not abs(values[i]) <= limit:  # NaN fails too
-            return False
-    return True
-
-
-def all_finite(rows: np.ndarray) -> bool:
-    """Whether a float16 array holds no NaN or inf: their exponent bits are all ones. Reading
-    the bits (compiled, stopping at the first) is ~10x faster than np.isfinite, which
-    converts every float16 first, and ~3x faster than the same test in numpy calls."""
-    return _no_inf_nan(rows.reshape(-1).view(np.uint16))  # a copy only if not contiguous
-
-
-@njit(cache=True, nogil=True)
-def _no_inf_nan(bits: np.ndarray) -> bool:  # pragma: no cover (compiled)
-    for i in range(bits.shape[0]):
-        if bits[i] & 0x7C00 == 0x7C00:
-            return False
-    return True
-
-
-def to_store(rows: np.ndarray) -> np.ndarray:
-    # torch converts float32 <-> float16 with vector instructions, ~20x numpy's astype
-    return torch.from_numpy(np.ascontiguousarray(rows)).to(torch.float16).numpy()
-
-
-def _from_store(rows: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(np.ascontiguousarray(rows)).float().numpy()
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -390,8 +236,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     """
 
     def __init__(self, capacity: int, alpha: float, beta_start: float, beta_steps: int,
-                 eps: float = 1e-6, seed: int = 0):
-        super().__init__(capacity, seed)
+                 eps: float = 1e-6, seed: int = 0, layout: StateLayout | None = None):
+        super().__init__(capacity, seed, layout)
         if not 0 <= alpha <= 1 or not 0 <= beta_start <= 1:
             raise ValueError(f"alpha {alpha} and beta_start {beta_start} must lie in [0, 1]")
         if beta_steps < 1 or eps <= 0:
@@ -447,3 +293,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         max_weight = (n * self.tree.min_priority / total) ** -beta  # the rarest item's weight
         weights = (n * probs) ** -beta / max_weight  # [B] in (0, 1]
         return indices, weights
+
+
+def compile_kernels() -> None:
+    """Compile (or load) the replay's kernels (nn/state_store.py, nn/sum_tree.py) with the
+    argument types training passes, on a tiny buffer: adds that fill a pool past its first
+    size (its table is rebuilt), a sample, overwrites that free states."""
+    dim = 2 * 4 + 3  # own values at both ends, a group of two parts of 4 in between
+    buf = PrioritizedReplayBuffer(4, 0.6, 0.4, 10, layout=StateLayout(dim, ((1, 4, 2),)))
+    buf.store.parts[0] = RowPool(4, capacity=1)  # full at its second row: grows, relinks
+    states = [np.full(dim, k, dtype=np.float32) for k in range(7)]
+    buf.add_many([Experience(state=states[k], action=0, reward=0.0, next_state=states[k + 1])
+                  for k in range(6)])
+    buf.update_priorities(buf.sample(2).indices, np.ones(2))

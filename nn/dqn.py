@@ -7,7 +7,8 @@ learner owns the target network, optimiser, replay buffer and epsilon-greedy exp
   A only the relative merit of each action.
 - Double DQN targets (van Hasselt et al. 2016): the online net picks the next action, the
   target net values it, which curbs the overestimation of a plain max over the target net.
-- Prioritised replay (nn/buffers.py) with importance-sampling weights in the loss.
+- Prioritised replay (nn/buffers.py) with importance-sampling weights in the loss; each
+  distinct state, candle window and CNN hidden row is stored there once (nn/state_store.py).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from nn.base import (
     seeded,
     softmax_row,
 )
-from nn.buffers import STORE_DTYPE, PrioritizedReplayBuffer, storable
-from nn.contract import N_CHANNELS, N_SCALARS, setting
+from nn.buffers import COLUMN_BYTES, PrioritizedReplayBuffer
+from nn.contract import N_SCALARS, setting
+from nn.dqn_state import CNN_CLASSES, StateEncoder  # noqa: F401 - CNN_CLASSES re-exported
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,6 @@ class DQNConfig:
 
 MIN_BATCH = 8  # learn() trains on at least this many sampled experiences
 GRAD_CLIP = 10.0  # max global grad norm
-CNN_CLASSES = 3  # the CNN's action probabilities, one per TRADE_ACTIONS entry
 
 
 def dueling_combine(value: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,8 @@ class DuelingQNetwork(nn.Module):
 
 
 class DQNLearner(Learner):
-    """Trading agent over TRADE_ACTIONS; state layout documented in :meth:`encode`."""
+    """Trading agent over TRADE_ACTIONS; the state's layout is StateEncoder's
+    (nn/dqn_state.py)."""
 
     name = "dqn"
     Config = DQNConfig
@@ -110,14 +112,8 @@ class DQNLearner(Learner):
         self.timeframes = tuple(timeframes)
         self.n_scalars = n_scalars
         self.cnn_hidden_dim = cnn_hidden_dim
-        n_tf = len(self.timeframes)
-        self.state_dim = (
-            n_scalars
-            + 2 * n_tf * N_CHANNELS * cfg.window  # own windows, then the reference's
-            + n_tf * cnn_hidden_dim  # CNN hidden layer per timeframe
-            + n_tf * CNN_CLASSES  # CNN action probabilities per timeframe
-            + n_tf  # one-hot of the predicted timeframe
-        )
+        self.encoder = StateEncoder(self.timeframes, n_scalars, cfg.window, cnn_hidden_dim)
+        self.state_dim = self.encoder.dim
         n_actions = len(self.actions)
         self.q_network = seeded(lambda: DuelingQNetwork(self.state_dim, n_actions, cfg.hidden),
                                 seed, self.device)
@@ -129,15 +125,12 @@ class DQNLearner(Learner):
                                           foreach=True)  # one kernel per op for all tensors
         seeds = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(seeds[0])  # exploration
+        # Each distinct state, window and CNN hidden row stored once (nn/state_store.py).
         self.buffer = PrioritizedReplayBuffer(
             cfg.buffer_size, cfg.per_alpha, cfg.per_beta_start, cfg.per_beta_steps,
-            seed=int(seeds[1].generate_state(1)[0]),
+            seed=int(seeds[1].generate_state(1)[0]), layout=self.encoder.layout,
         )
         self._epsilon = cfg.epsilon_start
-        # encode's reusable parts: (which, symbol, tf) -> (window array, its flattened part)
-        self._window_parts: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
-        self._zero_window = np.zeros(N_CHANNELS * cfg.window, dtype=np.float32)
-        self._onehot = np.eye(n_tf, dtype=np.float32)
         self._published_epsilon = self._epsilon  # the epsilon predictions explore with
 
     # -- Learner interface -------------------------------------------------------------
@@ -157,43 +150,8 @@ class DQNLearner(Learner):
         self._epsilon = self._published_epsilon = float(value)
 
     def encode(self, obs: Observation) -> np.ndarray:
-        """The state [state_dim] float32, in this order:
-
-        1. ``obs.scalars`` [n_scalars];
-        2. per timeframe, ``obs.windows[tf][:, -window:]`` [5, window] flattened row by row,
-           left-padded with zeros when shorter, all zeros when missing;
-        3. the same for ``obs.ref_windows`` (the reference symbol, BTC);
-        4. what the CNN offers (``obs.extras["cnn"]``, see ``CNNLearner.offer``): its
-           ``hidden`` layers [n_tf, cnn_hidden_dim] flattened (zeros without the CNN; a list
-           of the n_tf rows is read the same);
-        5. its action ``probs`` [n_tf, 3] flattened (zeros without the CNN; or a list);
-        6. one-hot [n_tf] of ``obs.timeframe``.
-
-        Every value must fit float16, the replay buffer's storage type (nn/buffers.py): that
-        is checked here, so a bad observation fails where it is made, with its name. The
-        prediction reads the state as it is; the buffer keeps it rounded to float16 (2^-11
-        relative), one conversion off the signal cycle.
-        """
-        scalars = np.asarray(obs.scalars, dtype=np.float32).reshape(-1)
-        if scalars.size != self.n_scalars:
-            raise ValueError(f"dqn: obs.scalars has {scalars.size} values, expected "
-                             f"{self.n_scalars} (n_scalars the learner was built with)")
-        if obs.timeframe not in self.timeframes:
-            raise ValueError(f"dqn: timeframe {obs.timeframe!r} not in {self.timeframes}")
-        n_tf = len(self.timeframes)
-        parts = [
-            scalars,
-            *self._windows(obs, "windows"),
-            *self._windows(obs, "ref_windows"),
-            *self._extra(obs, "hidden", n_tf * self.cnn_hidden_dim),
-            *self._extra(obs, "probs", n_tf * CNN_CLASSES),
-            self._onehot[self.timeframes.index(obs.timeframe)],
-        ]
-        state = np.concatenate(parts)  # [state_dim] float32
-        if not storable(state):
-            raise ValueError(f"dqn: non-finite values in the observation of {obs.symbol} "
-                             f"{obs.timeframe} at {obs.ts} (or beyond float16's +-65504)")
-        return state
+        """The state [state_dim] float32: see :meth:`StateEncoder.encode` (nn/dqn_state.py)."""
+        return self.encoder.encode(obs)
 
     def predict(self, state: np.ndarray, timeframe: str) -> ModelOutput:
         """Epsilon-greedy action; confidence = softmax(Q)[action].
@@ -331,59 +289,13 @@ class DQNLearner(Learner):
         return self.buffer.nbytes() + sum(t.numel() * t.element_size() for t in weights)
 
     def replay_bytes(self, state: np.ndarray) -> int:
-        """The state and the next state, both stored as float16 (nn/buffers.py)."""
-        return 2 * state.size * np.dtype(STORE_DTYPE).itemsize + 64
+        """What one experience adds to the replay in the live loop, where its state is the
+        next state of the one before it in its stream and shares every window and CNN hidden
+        row but those of the timeframe that closed (nn/state_store.py): one state (its own
+        values, the ids of its parts), at most two new windows (the symbol's and the
+        reference's) and one new hidden row, and the ring's columns. An experience that
+        shares nothing (no stream) costs up to two states with all their parts."""
+        return COLUMN_BYTES + self.buffer.store.state_bytes(self.encoder.new_parts)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, device=self.device)
-
-    # -- encode helpers ----------------------------------------------------------------
-
-    def _windows(self, obs: Observation, what: str) -> list[np.ndarray]:
-        """``obs.<what>`` per timeframe: the last ``window`` columns of each [5, L], zero-padded
-        on the left, flattened; zeros for a missing timeframe.
-
-        The builder hands out the same read-only array until its timeframe closes a candle,
-        so the flattened part of such an array is kept and reused, per symbol (6 of the 8
-        windows of a state, most market seconds)."""
-        windows, cache = getattr(obs, what), self._window_parts
-        parts = []
-        for tf in self.timeframes:
-            w = windows.get(tf)
-            if w is None:
-                parts.append(self._zero_window)
-                continue
-            key = (what, obs.symbol, tf)
-            cached = cache.get(key)
-            if cached is not None and cached[0] is w:
-                parts.append(cached[1])
-                continue
-            out = np.zeros((N_CHANNELS, self.cfg.window), dtype=np.float32)
-            arr = np.asarray(w, dtype=np.float32)
-            if arr.ndim != 2 or arr.shape[0] != N_CHANNELS:
-                raise ValueError(f"dqn: obs.{what}[{tf!r}] has shape {arr.shape}, "
-                                 f"expected ({N_CHANNELS}, L)")
-            tail = arr[:, -self.cfg.window:]
-            if tail.shape[1]:
-                out[:, -tail.shape[1]:] = tail
-            flat = out.reshape(-1)
-            if isinstance(w, np.ndarray) and not w.flags.writeable:  # only what cannot change
-                cache[key] = (w, flat)
-            parts.append(flat)
-        return parts
-
-    def _extra(self, obs: Observation, key: str, size: int) -> list[np.ndarray]:
-        """The CNN's offer ``obs.extras["cnn"][key]`` as 1-D float32 parts of ``size`` values
-        in all: an array [n_tf, dim], or a list of the per-timeframe rows [dim] (what the CNN
-        hands over, so they go into the state's one concatenate without being stacked)."""
-        value = (obs.extras.get("cnn") or {}).get(key)
-        if value is None:
-            return [np.zeros(size, dtype=np.float32)]
-        rows = value if isinstance(value, list) else [value]
-        parts = [row if isinstance(row, np.ndarray) and row.dtype == np.float32 and row.ndim == 1
-                 else np.asarray(row, dtype=np.float32).reshape(-1) for row in rows]
-        if sum(part.size for part in parts) != size:
-            got = sum(part.size for part in parts)
-            raise ValueError(f"dqn: obs.extras['cnn'][{key!r}] has {got} values, "
-                             f"expected {size}")
-        return parts

@@ -1,4 +1,5 @@
-"""Tests for nn.buffers: sum tree, uniform ring buffer, prioritised replay.
+"""Tests for nn.buffers: sum tree, uniform ring buffer, prioritised replay, and the store that
+keeps each distinct state and part once (nn/state_store.py).
 
 Expected numbers are worked out by hand in the comments.
 """
@@ -8,6 +9,7 @@ import pytest
 
 from nn.base import Experience
 from nn.buffers import Batch, PrioritizedReplayBuffer, ReplayBuffer, SumTree
+from nn.state_store import RowPool, StateLayout, StateStore
 
 EPS = 1e-6
 
@@ -183,19 +185,22 @@ def test_buffer_copies_states_and_leaves_caller_experience_alone():
 
 
 def test_nbytes_counts_the_rows_in_use():
-    # a row: state + next state 2 x 4 float16 = 16 B, has_next 1, action 8, reward 4,
-    # weight 4, timeframe code 2 -> 35 B
+    # per experience the ring's columns: state id 4, next-state id 4, action 8, reward 4,
+    # weight 4, timeframe code 2 -> 26 B; per distinct state a row of 4 float16 (one 8-byte
+    # word) and its bookkeeping (reference count 4, hash 8, free-stack slot 4, two hash-table
+    # slots 8 -> 24 B): 32 B
     buf = ReplayBuffer(2)
     assert buf.nbytes() == 0
-    buf.add(exp(dim=4))
-    buf.add(exp(dim=4, done=True))  # a done row takes the same room (next state zeros)
-    assert buf.nbytes() == 2 * 35
-    buf.add(exp(dim=4, done=True))  # overwrites the first: still two rows
-    assert buf.nbytes() == 70
+    buf.add(exp(dim=4))  # states [0, 0, 0, 0] -> [1, 1, 1, 1]: 26 + 2 x 32
+    assert buf.nbytes() == 26 + 64
+    buf.add(exp(dim=4, done=True))  # state [0, 0, 0, 0] again: held once, no next state
+    assert buf.nbytes() == 2 * 26 + 64 == 116
+    buf.add(exp(dim=4, done=True))  # overwrites the first: [1, 1, 1, 1] is freed
+    assert buf.nbytes() == 2 * 26 + 32 == 84
     tree_bytes = 2 * 2 * 8 + 2  # capacity 2 -> 2 leaves -> 4 float64 nodes, 2 "filled" flags
     pbuf = per(capacity=2)
     pbuf.add(exp(dim=4, done=True))
-    assert pbuf.nbytes() == 35 + tree_bytes
+    assert pbuf.nbytes() == 26 + 32 + tree_bytes
 
 
 def test_a_list_longer_than_the_ring_keeps_its_newest():
@@ -482,3 +487,118 @@ def test_finite32_rejects_nan_and_inf_only():
     assert finite32(ok) and finite32(ok.reshape(2, 3)) and finite32(ok[::2])
     for bad in (np.inf, -np.inf, np.nan):
         assert not finite32(np.append(ok, np.float32(bad)))
+
+
+# ------------------------------------------------- states stored once (nn/state_store.py)
+
+
+def chain(values: list[float], dim: int = 6) -> list[np.ndarray]:
+    """States [dim] of the given values (exact in float16), one array each."""
+    return [np.full(dim, v, dtype=np.float32) for v in values]
+
+
+def test_a_state_shared_by_consecutive_experiences_is_stored_once():
+    buf = ReplayBuffer(8)
+    s = chain([0.25, 0.5, 0.75, 1.0, 1.25])
+    # two lists, as the trainer hands them over: the second's first state is the first's
+    # last next state (the same array; found again by content)
+    buf.add_many([Experience(state=s[0], action=0, reward=0.0, next_state=s[1]),
+                  Experience(state=s[1], action=1, reward=0.0, next_state=s[2])])
+    buf.add_many([Experience(state=s[2], action=2, reward=0.0, next_state=s[3]),
+                  Experience(state=s[3], action=0, reward=0.0, next_state=s[4])])
+    assert len(buf.store) == 5  # 4 transitions, 5 states (not 8)
+    # a state row: 6 float16 = 12 B, padded to two 8-byte words = 16 B, + 24 B bookkeeping
+    # = 40 B; 5 states = 200 B; the ring 4 x 26 = 104 B -> 304 B, 76 B an experience
+    # (storing both states of each: 4 x (2 x 12 + 11) = 140 B of rows before the change)
+    assert buf.nbytes() == 5 * 40 + 4 * 26 == 304
+    batch = buf._gather(np.arange(4), np.ones(4))
+    np.testing.assert_array_equal(batch.states, s[:4])  # exactly what was given
+    np.testing.assert_array_equal(batch.next_states, s[1:])
+    assert batch.dones.tolist() == [0.0] * 4
+
+
+def test_overwritten_experiences_free_their_states_for_reuse():
+    buf = ReplayBuffer(2)
+    s = chain([float(v) for v in range(7)], dim=4)
+    for k in range(6):
+        buf.add(Experience(state=s[k], action=0, reward=float(k), next_state=s[k + 1]))
+        # the last two transitions (k-1 -> k -> k+1) keep 3 states; older ones are freed
+        assert len(buf.store) == min(k + 1, 2) + 1
+    assert buf.store.states._counts[1] == 4  # rows ever used: 3 live + 1 freed and reused
+    batch = buf._gather(np.arange(2), np.ones(2))
+    # slot 0 holds k = 4 (4 -> 5), slot 1 k = 5 (5 -> 6)
+    np.testing.assert_array_equal(batch.states, [s[4], s[5]])
+    np.testing.assert_array_equal(batch.next_states, [s[5], s[6]])
+    assert batch.rewards.tolist() == [4.0, 5.0]
+
+
+def test_parts_shared_by_states_are_stored_once():
+    # dim 10: own columns 0-1, then two parts of 4: columns 2-5 and 6-9
+    store = StateStore(StateLayout(10, ((2, 4, 2),)))
+    w1, w2, w3 = [0.5] * 4, [1.5] * 4, [2.5] * 4
+    a = np.array([1.0, 2.0, *w1, *w2], dtype=np.float16)
+    b = np.array([3.0, 4.0, *w1, *w3], dtype=np.float16)  # shares w1 with a
+    ids = store.intern(np.stack([a, b]))
+    assert len(store) == 2 and len(store.parts[0]) == 3  # w1, w2, w3
+    # part row: 4 float16 = one word, 8 + 24 = 32 B; state row: own 2 + two part ids as
+    # uint16 pairs 4 = 6 uint16 -> two words, 16 + 24 = 40 B
+    assert store.nbytes() == 3 * 32 + 2 * 40 == 176
+    np.testing.assert_array_equal(store.gather(ids[::-1]), [b, a])
+    assert store.intern(a[None]).tolist() == [ids[0]]  # found: one more reference
+    store.release(ids[:1])
+    assert len(store) == 2  # a still has a reference
+    store.release(ids[:1])
+    assert len(store) == 1 and len(store.parts[0]) == 2  # a and w2 freed; b keeps w1, w3
+    np.testing.assert_array_equal(store.gather(ids[1:]), [b])
+    store.release(ids[1:])
+    assert store.nbytes() == 0 and len(store.parts[0]) == 0
+
+
+def test_row_pool_counts_references_and_compares_bits():
+    pool = RowPool(3, capacity=2)
+    rows = np.array([[1, 2, 3], [1, 2, 3], [4, 5, 6]], dtype=np.uint16)
+    ids, new = pool.intern(rows)
+    assert ids[0] == ids[1] != ids[2] and new.tolist() == [True, False, True]
+    assert pool.refs[ids[0]] == 2 and len(pool) == 2
+    # +0.0 and -0.0 are equal numbers but different float16 bits: two rows
+    zeros = np.array([[0.0] * 3, [-0.0] * 3], dtype=np.float16).view(np.uint16)
+    assert len(set(pool.intern(zeros)[0].tolist())) == 2
+    assert pool.release(ids[:1]).tolist() == []  # [1, 2, 3] still held once
+    assert sorted(pool.release(ids[1:]).tolist()) == sorted(ids[1:].tolist())
+    with pytest.raises(ValueError, match="not held"):
+        pool.release(ids[2:])
+    np.testing.assert_array_equal(pool.get(pool.intern(rows[2:])[0]), rows[2:])
+
+
+def test_row_pool_grows_and_churns_like_a_dict():
+    rng = np.random.default_rng(3)
+    pool, held = RowPool(5, capacity=1), {}  # id -> [row, references]
+    for _ in range(400):
+        if rng.random() < 0.6 or not held:
+            rows = rng.integers(0, 3, size=(int(rng.integers(1, 6)), 5)).astype(np.uint16)
+            ids, _ = pool.intern(rows)
+            for row, i in zip(rows, ids.tolist(), strict=True):
+                held.setdefault(i, [tuple(row), 0])[1] += 1
+                assert held[i][0] == tuple(row)  # an id is always the same content
+        else:
+            ids = rng.choice(list(held), size=min(len(held), 3), replace=False)
+            freed = set(pool.release(ids).tolist())
+            for i in ids.tolist():
+                held[i][1] -= 1
+                if not held[i][1]:
+                    del held[i]
+                    assert i in freed
+        assert len(pool) == len(held) == len({row for row, _ in held.values()})
+    ids = np.array(sorted(held))
+    np.testing.assert_array_equal(pool.get(ids), [held[i][0] for i in ids.tolist()])
+    assert pool.refs[ids].tolist() == [held[i][1] for i in ids.tolist()]
+
+
+def test_compile_kernels_compiles_what_training_calls():
+    from nn import state_store, sum_tree
+    from nn.buffers import compile_kernels
+
+    compile_kernels()  # what the services' warm-up can call, so no training step compiles
+    for kernel in (state_store._intern, state_store._release, state_store._relink,
+                   sum_tree._walk):
+        assert len(kernel.signatures) >= 1

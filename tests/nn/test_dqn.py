@@ -340,6 +340,65 @@ def test_memory_counts_both_networks_and_the_buffer():
     assert learner.memory_bytes() > 4 * 4 * params + learner.buffer_bytes()  # + Adam moments
 
 
+def test_replay_keeps_each_state_window_and_hidden_row_once():
+    learner = make(n_scalars=4, cnn_hidden_dim=4)  # timeframes 1m, 1h; window 8: 180 values
+    # shared parts: 4 windows of 5 x 8 from column 4, then 2 CNN hidden rows of 4
+    assert learner.encoder.layout.groups == ((4, 40, 4), (164, 4, 2))
+    rng = np.random.default_rng(2)
+    w1h = rng.normal(size=(5, 8)).astype(np.float32)
+    w1h.flags.writeable = False
+    h1h = rng.normal(size=4).astype(np.float32)
+    states = []
+    for k in range(6):  # BTC/USDT, its own reference, at six 1m closes inside one hour
+        w1m = rng.normal(size=(5, 8)).astype(np.float32)
+        w1m.flags.writeable = False
+        windows = {"1m": w1m, "1h": w1h}  # the 1h window and hidden row stay the same
+        obs = Observation(symbol="BTC/USDT", timeframe="1m", ts=k, windows=windows,
+                          ref_windows=windows, scalars=rng.normal(size=4).astype(np.float32),
+                          extras={"cnn": {"hidden": [rng.normal(size=4).astype(np.float32), h1h],
+                                          "probs": rng.dirichlet(np.ones(3), size=2)}})
+        states.append(learner.encode(obs))
+    exps = [Experience(state=states[k], action=k % 3, reward=0.1 * k, next_state=states[k + 1])
+            for k in range(5)]  # a chain: each next state is the next one's state
+    learner.buffer.add_many(exps[:3])
+    learner.buffer.add_many(exps[3:])
+    store = learner.buffer.store
+    # 6 states; windows: six 1m (the reference's are the same) and one 1h; hidden rows: six
+    # 1m and one 1h
+    assert (len(store), len(store.parts[0]), len(store.parts[1])) == (6, 7, 7)
+    # a state row: own values 4 scalars + 6 probs + 2 one-hot = 12 float16, 6 part ids as
+    # uint16 pairs = 12 -> 24 uint16 = 48 B, + 24 B bookkeeping (nn/state_store.py) = 72 B;
+    # a window 40 float16 = 80 + 24 = 104 B; a hidden row 4 float16 = 8 + 24 = 32 B; the
+    # ring's columns 26 B an experience; and the sum tree: 512 float64 nodes + 256 flags
+    tree = 512 * 8 + 256
+    assert learner.buffer.nbytes() - tree == 6 * 72 + 7 * 104 + 7 * 32 + 5 * 26 == 1514
+    # (both states of each, as before: 5 x (2 x 180 x 2 + 11) = 3655 B)
+    batch = learner.buffer._gather(np.arange(5), np.ones(5))
+    as_stored = np.stack(states).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(batch.states, as_stored[:5])  # exactly what was given
+    np.testing.assert_array_equal(batch.next_states, as_stored[1:])
+    # the estimate per experience in the live loop: one state, two new windows (the
+    # symbol's and the reference's), one new hidden row, the columns: 72 + 208 + 32 + 26
+    assert learner.replay_bytes(states[0]) == 338
+
+
+def test_loading_a_checkpoint_leaves_the_replay_as_it_was():
+    # the replay is not part of a checkpoint (a full one is tens of MB, written every
+    # checkpoint_every steps); resuming in place keeps it, a fresh learner starts empty
+    learner = make()
+    train(learner, 6)
+    slots = np.arange(len(learner.buffer))
+    before = learner.buffer._gather(slots, np.ones(len(slots)))
+    learner.load_state_dict(learner.state_dict())
+    after = learner.buffer._gather(slots, np.ones(len(slots)))
+    for a, b in zip(before[:6], after[:6], strict=True):
+        np.testing.assert_array_equal(a, b)
+    fresh = make(seed=4)
+    fresh.load_state_dict(learner.state_dict())
+    assert len(fresh.buffer) == 0 and len(fresh.buffer.store) == 0
+    assert all(math.isfinite(s["loss"]) for s in train(fresh, 2))
+
+
 def test_learns_a_contextual_bandit():
     # state feature x in {-1, +1} (the one scalar); BUY pays +1 when x = +1, SELL pays +1 when
     # x = -1, everything else pays -1; every episode ends at once (next_state None).

@@ -106,18 +106,19 @@ def test_model_over_its_own_limit_is_refused():
 
 
 def test_models_over_the_total_limit_are_refused():
-    # Needs: cnn 32.3 MB, dqn 527.46 MB (see test_default_estimates_by_hand), cob 1.4 MB.
-    # Each is under 540 MB, but cnn + dqn = 559.8 MB is over the total of 540.
-    cfg = config(**{"models.max_model_mb": 540, "models.max_total_mb": 540})
-    with pytest.raises(ModelTooLarge, match=r"models up to 'dqn' need 560 MB together, over "
-                                            r"models.max_total_mb = 540"):
+    # Needs: cnn 32.3 MB, dqn 86.39 MB (see test_default_estimates_by_hand), cob 1.41 MB.
+    # Each is under 100 MB, but cnn + dqn = 118.7 MB is over the total of 100.
+    cfg = config(**{"models.max_model_mb": 100, "models.max_total_mb": 100})
+    with pytest.raises(ModelTooLarge, match=r"models up to 'dqn' need 119 MB together, over "
+                                            r"models.max_total_mb = 100"):
         build_learners(cfg)
     # ModelTooLarge is a ValueError, so start-up's config-error handling catches it
     assert issubclass(ModelTooLarge, ValueError)
 
 
 def test_limits_just_above_the_needs_pass():
-    learners = build_learners(config(**{"models.max_model_mb": 528, "models.max_total_mb": 562}))
+    # the largest is the dqn's 86.39 MB; together 32.3 + 86.39 + 1.41 = 120.1 MB
+    learners = build_learners(config(**{"models.max_model_mb": 87, "models.max_total_mb": 121}))
     assert list(learners) == ["cnn", "dqn", "cob"]
 
 
@@ -129,9 +130,15 @@ def test_default_estimates_by_hand(cfg, learners):
     # weights 755460 * 4 B = 3021840, twice with the target net = 6043680
     assert dqn.weights == 6_043_680
     assert dqn.optimiser == 6_043_680  # 2 moments x 3021840
-    # replay: (2689 * 2 B (float16) * 2 states + 64) x 50000 = 10820 x 50000
-    assert dqn.replay == 541_000_000
-    assert dqn.total == 553_087_360  # 527.46 MB
+    # replay, per experience in the live loop (nn/state_store.py, DQNLearner.replay_bytes):
+    # the ring's columns 4 + 4 + 8 + 4 + 4 + 2 = 26 B;
+    # one state row: own values 17 scalars + 12 probs + 4 one-hot = 33, part ids 12 x 2 uint16
+    #   = 24 -> 57 uint16, padded to 15 uint64 words = 120 B + 24 B bookkeeping = 144 B;
+    # two new windows (the symbol's and BTC's): 300 values = 75 words = 600 + 24 = 624 B each;
+    # one new CNN hidden row: 64 values = 16 words = 128 + 24 = 152 B
+    # -> 26 + 144 + 2 * 624 + 152 = 1570 B, x 50000 = 78.5 MB (two float16 states were 10820 B)
+    assert dqn.replay == 78_500_000
+    assert dqn.total == 90_587_360  # 86.39 MB
     cob = estimate_memory(learners["cob"], cfg, cfg.models.cob.buffer_size)
     # 23042 * 4 = 92168; optimiser 184336; replay (44 * 4 + 64) x 5000 = 240 x 5000
     assert (cob.weights, cob.optimiser, cob.replay) == (92_168, 184_336, 1_200_000)
@@ -167,8 +174,11 @@ def test_estimate_small_dqn_by_hand(cfg):
     assert learner.parameters_count() == 4988
     assert est.weights == 2 * 4 * 4988  # online + target: 39904 B
     assert est.optimiser == 2 * 4 * 4988  # 39904 B
-    assert est.replay == (609 * 2 * 2 + 64) * 100  # state and next state, float16: 250000 B
-    assert est.total == 39904 + 39904 + 250000
+    # replay: columns 26 B; state row 57 uint16 -> 15 words = 144 B (as above); two windows of
+    # 5 * 8 = 40 values = 10 words = 80 + 24 = 104 B each; hidden row 152 B
+    # -> (26 + 144 + 2 * 104 + 152) x 100 = 530 x 100
+    assert est.replay == 53_000
+    assert est.total == 39904 + 39904 + 53000
     assert est.total < MB
 
 
