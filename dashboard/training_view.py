@@ -97,14 +97,19 @@ def scored_on(roles: dict | None) -> str:
     return text
 
 
+def loss_text(loss: float | None, history: list[float]) -> str:
+    """The 5-step moving average to 4 significant digits, so that a DQN's ~4e-4 still shows
+    it moving (4 decimals printed "0.0004" for a whole run), with its trend."""
+    return "not trained yet" if loss is None else f"{loss:.4g} {trend(history)}".rstrip()
+
+
 def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
     state = m["state"]
     last = m.get("last_prediction")
     last_text = "none yet" if not last else (
         f"{last['action']} {last['confidence']:.0%} · {last['symbol']} {last['timeframe']} "
         f"@ {_ts(last['created_ts'])}")
-    loss = m["loss_5ma"]
-    loss_text = "not trained yet" if loss is None else f"{loss:.4f} {trend(m['loss_history'])}"
+    loss = loss_text(m["loss_5ma"], m["loss_history"])
     ckpt = m.get("checkpoint")
     q = m.get("quality")
     headline, verdict, spark, accuracy = skill_lines(q)
@@ -117,7 +122,7 @@ def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
         ("calibration", calibration_text),
         ("scored on", scored_on(roles)),
         ("parameters", f"{m['parameters']:,}"),
-        ("loss (5-step MA)", loss_text),
+        ("loss (5-step MA)", loss),
         ("", sparkline(m["loss_history"])),
         ("epsilon", fmt(m["epsilon"], ".3f", "n/a")),
         ("train steps", f"{m['train_steps']:,}"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.training_view import scored_on, skill_lines
+from dashboard.training_view import loss_text, scored_on, skill_lines
 
 ROLES = {
     "1s": {"scored": False, "reason": "interpolated", "label": "not scored: interpolated"},
@@ -15,6 +15,14 @@ ROLES = {
 def test_scored_on_names_the_real_timeframes_and_why_the_others_are_not():
     assert scored_on(ROLES) == "1h, 1d · not scored: 1s, 1m (interpolated)"
     assert scored_on(None) == "—"
+
+
+def test_loss_shows_four_significant_digits_so_small_losses_still_move():
+    assert loss_text(None, []) == "not trained yet"
+    # two DQN-sized 5-step averages that 4 decimals both printed as "0.0004"
+    a, b = loss_text(0.00041234, []), loss_text(0.00043789, [])
+    assert (a, b) == ("0.0004123", "0.0004379")
+    assert loss_text(2.68534, []) == "2.685"
 
 
 def test_a_model_with_nothing_resolved_says_so():
