@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Everything after this line of the report is written by hand (analyses, before/after
+# measurements of a change) and kept when the generated part above it is rewritten.
+KEEP_MARKER = "<!-- Written by hand below this line: bench/run_all.py keeps it. -->"
 
 
 def benches() -> list[tuple[str, list[str]]]:
@@ -325,7 +328,9 @@ def main() -> None:
                    "\n".join(r["err"].strip().splitlines()[-20:]), "```", ""]
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(md))
+    old = out.read_text() if out.exists() else ""
+    kept = old[old.index(KEEP_MARKER):] if KEEP_MARKER in old else KEEP_MARKER + "\n"
+    out.write_text("\n".join(md) + "\n" + kept)
     print(f"wrote {out}")
 
 
