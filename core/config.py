@@ -26,7 +26,8 @@ from nn.contract import setting
 
 __all__ = ["ENV_PREFIX", "Config", "ConfigError", "ExchangeConfig", "MarketConfig",
            "ModelsConfig", "ReplayConfig", "SchedulerConfig", "ServerConfig", "SignalConfig",
-           "TorchConfig", "TrainingConfig", "load_config", "models_config", "parse_time"]
+           "StoreConfig", "TorchConfig", "TrainingConfig", "load_config", "models_config",
+           "parse_time"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,18 @@ class ExchangeConfig:
     cob_bucket_bps: float = setting(
         1.0, "price bucket width of the consolidated order book, basis points of the mid",
         ge=0.01, le=100)
+    stall_after_s: float = setting(
+        30.0, "A connected feed that has handed on nothing the market feed accepted for this "
+        "many wall seconds is shown STALLED, with its rejections by reason.", ge=0.1, le=3600)
+    time_sync_s: float = setting(
+        600.0, "Wall seconds between measurements of the exchange's clock (its server time "
+        "minus the local clock), which backfill windows and gap fills use.", ge=1, le=86_400)
+    restart_backoff_s: float = setting(
+        1.0, "A market source (exchange or replay) that stops with an error is restarted after "
+        "this many seconds, doubling per failure in a row (jittered).", ge=0.01, le=600)
+    restart_max_backoff_s: float = setting(
+        60.0, "the longest wait before restarting a failed market source, seconds",
+        ge=0.01, le=3600)
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,17 @@ class ServerConfig:
     port: int = setting(8050, "the dashboard's TCP port", ge=0, le=65535)
     refresh_ms: int = setting(1000, "page refresh period, wall milliseconds", ge=100, le=60_000)
     chart_candles: int = setting(120, "candles visible per chart", ge=10, le=2000)
+    allowed_origins: tuple[str, ...] | None = setting(
+        None,
+        "Other origins (scheme://host:port) whose pages may change state here (POST) and read "
+        "the API across origins (CORS). null: only the server's own page; CORS off.")
+    threads: int = setting(8, "worker threads of the web server (waitress)", ge=1, le=256)
+    connection_limit: int = setting(
+        500, "Open connections the web server holds (idle ones included) before it stops "
+        "accepting new ones.", ge=10, le=10_000)
+    channel_timeout_s: int = setting(
+        60, "Wall seconds a connection may stay idle (no request coming) before the web server "
+        "closes it.", ge=1, le=3600)
 
 
 @dataclass(frozen=True)
@@ -140,6 +164,21 @@ class SchedulerConfig:
         "Wall seconds (not market time) between writes of the prediction store: predictions are "
         "recorded in memory at once and written in one transaction this often; a crash loses at "
         "most this much of them.", gt=0)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    keep_days: float = setting(
+        30.0,
+        "Resolved and expired predictions older than this many market days (behind the newest "
+        "prediction) are deleted from the prediction store; pending ones never. The counts and "
+        "accuracy on the page are running totals, and each model's newest 1,000 resolved "
+        "predictions (its card's scores) are always kept, so deleting changes no number shown.",
+        gt=0, le=36_500)
+    max_rows: int = setting(
+        1_000_000,
+        "The most predictions the store keeps; beyond it the oldest resolved and expired ones "
+        "are deleted first (about 250 bytes each on disk: bench/store_load.py).", ge=10_000, le=1_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -193,6 +232,10 @@ class TrainingConfig:
         10.0, "experiences from executed paper trades weigh this much more", ge=1, le=1000)
     checkpoint_every: int = setting(
         200, "training steps between checkpoints (one is also written at stop)", ge=1)
+    checkpoint_interval_s: float = setting(
+        60.0, "Wall seconds of active training between checkpoints, besides every "
+        "checkpoint_every steps: a crash (kill -9) loses at most this much training.",
+        gt=0, le=86_400)
     keep_checkpoints: int = setting(3, "newest checkpoints kept per model", ge=1, le=100)
     start_active: bool = setting(
         False, "start live training with the server instead of waiting for Start")
@@ -237,6 +280,9 @@ class Config:
     scheduler: SchedulerConfig = setting(
         doc="Intervals are market time unless they say wall: at speed 15, \"every 10 s\" runs "
         "every 0.67 wall seconds.", factory=SchedulerConfig)
+    store: StoreConfig = setting(
+        doc="The prediction store (<runtime_dir>/predictions.sqlite): how much it keeps.",
+        factory=StoreConfig)
     models: ModelsConfig = setting(
         doc="What every model shares, then one section per model in nn/registry.py (its keys "
         "are declared beside its network in nn/).", factory=lambda: models_config()())

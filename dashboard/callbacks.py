@@ -17,28 +17,56 @@ def format_market_time(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none rejected"
+
+
 def feed_health_text(feeds: dict) -> str:
-    """One line per exchange feed: connected, last message age, rate, reconnects, rejects."""
+    """One line per exchange feed: state (connected, STALLED, DISCONNECTED), last message age,
+    rate, reconnects, rejects, the exchange's clock skew and any failed book."""
     parts = []
     for name, h in sorted(feeds.items()):
         age = h.get("message_age_s")
-        parts.append(
-            f"{name}: {'connected' if h.get('connected') else 'DISCONNECTED'}"
-            f" · last msg {'—' if age is None else f'{age:.1f} s ago'}"
-            f" · {h.get('messages_per_s', 0):.1f} msg/s · {h.get('reconnects', 0)} reconnects"
-            f" · {h.get('rejected', 0)} rejected")
+        state = h.get("state", "connected" if h.get("connected") else "disconnected")
+        text = (f"{name}: {state if state == 'connected' else state.upper()}"
+                f" · last msg {'—' if age is None else f'{age:.1f} s ago'}"
+                f" · {h.get('messages_per_s', 0):.1f} msg/s · {h.get('reconnects', 0)} reconnects"
+                f" · {h.get('rejected', 0)} rejected")
+        if h.get("stalled"):
+            text += (f" · nothing accepted for {h['stalled']['for_s']:.0f} s"
+                     f" ({_counts(h['stalled']['rejected_by_reason'])})")
+        if h.get("clock_skew_ms") is not None:
+            text += f" · exchange clock {h['clock_skew_ms'] / 1000:+.2f} s"
+        for symbol, failed in sorted((h.get("books_failed") or {}).items()):
+            text += f" · {symbol} book FAILED ×{failed['failures']}: {failed['reason']}"
+        parts.append(text)
     return " | ".join(parts)
+
+
+def supervisor_text(sup: dict | None) -> str:
+    """The market source's life: restarting (why, when next) or how often it was restarted."""
+    if not sup or not (sup.get("failures") or sup.get("state") == "restarting"):
+        return ""
+    if sup["state"] == "restarting":
+        wait = sup.get("next_retry_in_s")
+        return (f"source STOPPED ({sup['last_error']}): restart #{sup['restarts'] + 1} in "
+                f"{0.0 if wait is None else wait:.1f} s")
+    return f"source {sup['state']}, restarted {sup['restarts']}× (last: {sup['last_error']})"
 
 
 def _source_notice(snap: dict) -> str:
     src = snap["source"]
     if src["source"] == "exchange":
         notice = f"Live {src['description']}."
-        pending = [k for k, v in (src.get("backfill") or {}).items() if v["state"] != "done"]
+        backfill = src.get("backfill") or {}
+        pending = [k for k, v in backfill.items() if v["state"] not in ("done", "empty")]
         if pending:
             first = src["backfill"][pending[0]]
             notice += (f" Backfilling {pending[0]}: {first['done']:,}/{first['total']:,}"
                        f" ({first['state']}).")
+        empty = [k for k, v in backfill.items() if v["state"] == "empty"]
+        if empty:
+            notice += f" No history came back for {', '.join(empty)}."
         return notice
     interpolated = ", ".join(src["interpolated_timeframes"]) or "no"
     notice = (
@@ -66,6 +94,12 @@ def header_view(snap: dict) -> dict:
         feed += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) + ")"
     if snap.get("feeds"):
         feed += " · " + feed_health_text(snap["feeds"])
+    source_life = supervisor_text(snap.get("supervisor"))
+    if source_life:
+        feed = f"{source_life} · {feed}"
+    restarting = (snap.get("supervisor") or {}).get("state") == "restarting"
+    if restarting:
+        notice += f" The market source stopped; {source_life.split(': ', 1)[-1]}."
     return {
         "source": src["source"].upper(),
         "recording": f"{src['recording']}: {src['description']}",
@@ -73,7 +107,8 @@ def header_view(snap: dict) -> dict:
         "speed": f"×{snap['speed']:g}",
         "notice": notice,
         "notice_class": "tw-notice px-3 py-1" + (
-            " tw-notice-warning" if snap.get("notice_level") == "warning" else ""),
+            " tw-notice-warning" if snap.get("notice_level") == "warning" or restarting
+            else ""),
         "feed": feed,
         "provenance": src["licence"],
     }

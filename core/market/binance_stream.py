@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from core.market.books import DepthBook, DepthDiff
-from core.market.stream import CandleGaps, ExchangeStream, call_rest
+from core.market.stream import BadMessage, CandleGaps, ExchangeStream, call_rest
 from core.market.wire import field, number, parse_levels, whole_ms
 from core.timeframes import parse_timeframe
 
@@ -175,7 +175,10 @@ class BinanceStream(ExchangeStream):
 
     ``snapshot(symbol)`` and ``backfill(symbol, tf, since_ms, until_ms)`` are REST calls
     (sync or async). Exceptions of ``temporary_errors`` from them are logged, counted and retried
-    later; anything else propagates out of ``run``. Without ``snapshot`` no depth is streamed.
+    later. One of ``book_errors`` (permanent ones) from a symbol's snapshot fails that symbol's
+    book only: shown in ``health()["books_failed"]`` and retried every ``max_backoff_s`` or so
+    while the other symbols stream on. Anything else propagates out of ``run``. Without
+    ``snapshot`` no depth is streamed.
     ``ping_interval_s``/``ping_timeout_s`` are the websocket pings that keep the connection.
     """
 
@@ -199,6 +202,7 @@ class BinanceStream(ExchangeStream):
         ping_timeout_s: float | None = 20.0,
         open_timeout_s: float = 10.0,
         temporary_errors: tuple[type[BaseException], ...] = (OSError,),
+        book_errors: tuple[type[BaseException], ...] = (),
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ):
@@ -213,7 +217,8 @@ class BinanceStream(ExchangeStream):
         self.snapshot, self.backfill = snapshot, backfill
         self.on_candle, self.on_trade, self.on_book = on_candle, on_trade, on_book
         self.book_levels = book_levels
-        self.temporary_errors = temporary_errors
+        self.temporary_errors, self.book_errors = temporary_errors, book_errors
+        self.books_failed: dict[str, dict[str, Any]] = {}  # symbol -> reason, failures
         self.books = {s: DepthBook(s) for s in self.symbols}
         self.candle_gaps = self._gaps = CandleGaps(self.tf_ms, backfill, self._forward,
                                                    temporary_errors, self._reject)
@@ -256,7 +261,8 @@ class BinanceStream(ExchangeStream):
         return sum(b.resyncs for b in self.books.values())
 
     def _health_extra(self) -> dict[str, Any]:
-        return {"backfill_errors": self.backfill_errors, "snapshot_errors": self.snapshot_errors}
+        return {"backfill_errors": self.backfill_errors, "snapshot_errors": self.snapshot_errors,
+                "books_failed": {s: dict(f) for s, f in self.books_failed.items()}}
 
     async def _on_message(self, raw: str | bytes) -> None:
         self.session_worked = True  # any message: the connection works
@@ -280,7 +286,7 @@ class BinanceStream(ExchangeStream):
         try:
             msg = json.loads(raw)
         except (TypeError, ValueError):
-            raise ValueError("not JSON") from None
+            raise BadMessage("not_json", "not JSON") from None
         event_ms = event_time_ms(msg)  # also checks that msg and its data are objects
         kind = msg.get("data", msg).get("e")
         if kind == "kline":
@@ -292,7 +298,7 @@ class BinanceStream(ExchangeStream):
         elif kind == "depthUpdate" and self.snapshot is not None:
             parsed = parse_depth(msg, self.ids)
         else:
-            raise ValueError(f"unexpected event type {kind!r}")
+            raise BadMessage("unexpected_event", f"unexpected event type {kind!r}")
         self._event_at(event_ms)
         return kind, parsed
 
@@ -315,6 +321,9 @@ class BinanceStream(ExchangeStream):
         try:
             snap = await call_rest(self.snapshot, book.symbol)
             synced = book.apply_snapshot(snap)
+        except self.book_errors as exc:  # this symbol's book only: shown, retried slowly
+            self._book_failed(book.symbol, exc, loop.time())
+            return False
         except (ValueError, *self.temporary_errors) as exc:
             self.snapshot_errors += 1
             failures = self._snapshot_failures.get(book.symbol, 0)
@@ -325,10 +334,23 @@ class BinanceStream(ExchangeStream):
                         book.symbol, exc, delay)
             return False
         self._snapshot_failures.pop(book.symbol, None)
+        if self.books_failed.pop(book.symbol, None) is not None:
+            log.info("%s depth book recovered", book.symbol)
         if not synced:  # older than the buffered diffs: a newer one, but not on every diff
             self._snapshot_after[book.symbol] = loop.time() + self.initial_backoff_s
             return False
         return book.last_event_ms is not None
+
+    def _book_failed(self, symbol: str, exc: BaseException, now: float) -> None:
+        self.snapshot_errors += 1
+        failed = self.books_failed.setdefault(symbol, {"reason": "", "failures": 0})
+        failed["failures"] += 1
+        failed["reason"] = f"{type(exc).__name__}: {exc}"[:200]
+        delay = self.max_backoff_s * (0.5 + 0.5 * self.rng.random())  # jittered, not hammered
+        failed["retry_at_ms"] = int((self.clock() + delay) * 1000)
+        self._snapshot_after[symbol] = now + delay
+        log.warning("%s depth book failed (%s, #%d); the other symbols go on; retrying after "
+                    "%.1f s", symbol, failed["reason"], failed["failures"], delay)
 
     def _publish(self, book: DepthBook) -> None:
         ts = book.last_event_ms

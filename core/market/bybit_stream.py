@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from core.market.books import BookMessageError, BookSequenceError, BybitBook
-from core.market.stream import ExchangeStream
+from core.market.stream import BadMessage, ExchangeStream
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,10 @@ class BybitStream(ExchangeStream):
         try:
             msg = json.loads(raw)
         except ValueError:
-            self._reject(f"not JSON: {str(raw)[:80]!r}")
+            self._reject(BadMessage("not_json", f"not JSON: {str(raw)[:80]!r}"))
             return None
         if not isinstance(msg, dict):
-            self._reject(f"not an object: {str(raw)[:80]!r}")
+            self._reject(BadMessage("not_json", f"not an object: {str(raw)[:80]!r}"))
             return None
         if "topic" not in msg:
             self._control(msg)
@@ -130,7 +130,7 @@ class BybitStream(ExchangeStream):
         topic = msg["topic"]
         sid = self.topics.get(topic) if isinstance(topic, str) else None
         if sid is None:
-            self._reject(f"unknown topic {topic!r}")
+            self._reject(BadMessage("unexpected_event", f"unknown topic {topic!r}"))
             return None
         book = self.books[sid]
         try:

@@ -37,10 +37,14 @@ T = TypeVar("T")
 DEFAULT_OHLCV_LIMIT = 500
 
 # Options that keep load_markets to the one request a spot dashboard needs. Binance otherwise
-# also loads USD-M and COIN-M futures (fapi/dapi exchangeInfo), and fetchCurrencies would call
-# the signed sapi endpoint whenever API keys are set.
+# also loads USD-M and COIN-M futures (fapi/dapi exchangeInfo), and with API keys set ccxt would
+# call signed sapi endpoints (fetchCurrencies: capital/config/getall; fetchMargins, on by
+# default: margin/allPairs and margin/isolated/allPairs), which a key without margin
+# permission turns into a permanent error. Keys are not given to ccxt at all (see
+# ExchangeRest); these options say the same thing twice.
 _OPTIONS: dict[str, dict[str, Any]] = {
-    "binance": {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot"},
+    "binance": {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot",
+                "fetchMargins": False},
 }
 
 
@@ -116,8 +120,11 @@ class ExchangeRest:
                  markets: Mapping[str, dict] | Sequence[dict] | None = None,
                  retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
                  credentials: Mapping[str, str] | None = None):
-        """credentials: {"apiKey", "secret"} from the environment (see ``credentials_from_env``);
-        public data needs none. They go to ccxt only: never logged, shown or returned."""
+        """credentials: {"apiKey", "secret"} from the environment (see ``credentials_from_env``).
+        Public market data needs none, so they are not handed to ccxt: no request this class
+        makes is signed, and ccxt cannot add a private call of its own (as binance's market
+        loading does with keys set). ``keys_set`` says they were found; they are never logged,
+        shown, returned or kept."""
         if retries < 1:
             raise ValueError(f"retries must be >= 1, got {retries}")
         cls = getattr(ccxt, exchange_id, None)
@@ -126,9 +133,12 @@ class ExchangeRest:
         self.id = exchange_id
         options = {"fetchCurrencies": False, **_OPTIONS.get(exchange_id, {})}
         self.exchange: ccxt.Exchange = cls(
-            {"timeout": timeout_ms, "enableRateLimit": True, "options": options,
-             **dict(credentials or {})})
-        self.authenticated = bool(credentials)
+            {"timeout": timeout_ms, "enableRateLimit": True, "options": options})
+        self.keys_set = bool(credentials)
+        self.authenticated = False  # public calls only, keys or not
+        # "Now" for the closed-candle cut-off: the exchange's time once the source has measured
+        # its clock's skew (ExchangeSource sets it), the local clock until then.
+        self.now_ms: Callable[[], int] = _now_ms
         if base_url:
             _point_at(self.exchange.urls["api"], base_url)
         if markets is not None:
@@ -156,7 +166,7 @@ class ExchangeRest:
         )
 
     def __repr__(self) -> str:  # never the credentials
-        return f"ExchangeRest({self.id!r}, authenticated={self.authenticated})"
+        return f"ExchangeRest({self.id!r}, keys_set={self.keys_set})"
 
     def __enter__(self) -> ExchangeRest:
         return self
@@ -204,7 +214,7 @@ class ExchangeRest:
     def _fetch_order_book(self, symbol: str, limit: int) -> tuple[dict, int]:
         book = self._call(f"fetch_order_book {symbol}", self.exchange.fetch_order_book,
                           symbol, limit)
-        return book, _now_ms()
+        return book, self.now_ms()
 
     # -- public API ----------------------------------------------------------------------------
     def timeframe_ms(self, tf: str) -> int:
@@ -246,7 +256,7 @@ class ExchangeRest:
         """
         tf_ms = self.timeframe_ms(tf)
         limit = self.ohlcv_limit(symbol)
-        now = _now_ms()
+        now = self.now_ms()
         first = -(-since_ms // tf_ms) * tf_ms  # first open at or after since_ms (regular tfs)
         expected = max(0, -(-(min(until_ms, now - tf_ms + 1) - first) // tf_ms))
         rows: dict[int, list] = {}
@@ -291,3 +301,12 @@ class ExchangeRest:
             "ts": int(book["timestamp"]) if book.get("timestamp") is not None else received_ms,
             "nonce": book.get("nonce"),
         }
+
+    def clock_skew_ms(self) -> int:
+        """The exchange's clock minus the local one, ms: its server time against the middle
+        of the local times the request left and the answer came (public; one attempt: the
+        caller keeps its last measurement and tries again later)."""
+        sent = _now_ms()
+        server = int(self._call("fetch_time", self.exchange.fetch_time))
+        received = _now_ms()
+        return server - (sent + received) // 2

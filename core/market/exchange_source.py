@@ -10,13 +10,19 @@ websocket streams in one asyncio loop on the pump thread:
 - The second exchange's (Bybit's) books -> ``feed.book(..., exchange="bybit")``, validated
   like Binance's, then into the consolidated order book.
 
-Market time comes from the exchange (the candles' and books' own times). ``health()`` gives
-each feed's state for the page and the status.
+Market time comes from the exchange (the candles' and books' own times) and never runs
+backwards. The exchange's clock is measured (``ServerTime``: server time minus local, refreshed
+every ``exchange.time_sync_s``): backfill windows, the closed-candle cut-off and the streams'
+time before their first message use it, not the local clock. ``health()`` gives each feed's
+state for the page and the status: connected, disconnected, or STALLED (connected, yet nothing
+accepted by the feed for ``exchange.stall_after_s``), with rejections by reason and the skew.
+A permanent error on one symbol's book snapshot fails that book only (retried, shown).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -27,8 +33,13 @@ from core.market.binance_stream import BinanceStream
 from core.market.books import OrderBook
 from core.market.bybit_stream import BybitStream
 from core.market.cob import ConsolidatedBooks
-from core.market.exchange_errors import ExchangeError, TemporaryExchangeError
+from core.market.exchange_errors import (
+    ExchangeError,
+    PermanentExchangeError,
+    TemporaryExchangeError,
+)
 from core.market.exchange_rest import ExchangeRest
+from core.market.exchange_time import ServerTime
 from core.market.feed import MarketFeed
 from core.market.stream import ExchangeStream
 from core.timeframes import bucket_start
@@ -38,7 +49,7 @@ log = logging.getLogger(__name__)
 
 class ExchangeClock:
     """Market time from the exchange: its newest event time plus local time since it arrived
-    (the wall clock until the first message). Speed 1."""
+    (the exchange's measured time until the first message); never runs backwards. Speed 1."""
 
     speed = 1.0
 
@@ -64,6 +75,11 @@ class ExchangeSource:
         self.progress: dict[str, dict] = {}  # "ETH/USDT 1m" -> {"done", "total", "state"}
         self.errors: list[str] = []
         self.backfilled = threading.Event()
+        self.server_time = ServerTime(rest.clock_skew_ms if rest is not None else None,
+                                      cfg.exchange.time_sync_s)
+        if rest is not None:
+            rest.now_ms = self.server_time.now_ms  # the closed-candle cut-off: exchange time
+        self._accepted_at: dict[str, float] = {}  # feed -> stream clock of its last accepted
         symbols = self.store.symbols
         # The exchange's own 1m klines are subscribed too, to check the store's aggregation
         # of the 1s candles against them (``aggregation`` in describe()).
@@ -77,6 +93,7 @@ class ExchangeSource:
             on_candle=self._on_candle, on_trade=self._on_trade, on_book=self._on_book,
             book_levels=cfg.replay.book_levels,
             temporary_errors=(OSError, TemporaryExchangeError),
+            book_errors=(PermanentExchangeError,),
         )
         self.bybit = None
         if cfg.exchange.cob_exchange == "bybit":
@@ -93,9 +110,17 @@ class ExchangeSource:
     def _gap_rows(self, symbol: str, tf: str, since_ms: int, until_ms: int) -> list[list]:
         return self.rest.fetch_ohlcv_all(symbol, tf, since_ms, until_ms)
 
+    def sync_clock(self) -> None:
+        """Measure the exchange's clock; the streams use it until their first message."""
+        self.server_time.refresh()
+        for stream in self._streams().values():
+            stream.local_offset_ms = self.server_time.skew_ms
+
     def backfill(self) -> None:
-        """History per symbol and timeframe (finest first), then the forming candles."""
-        now = self.clock.now_ms()
+        """History per symbol and timeframe (finest first) up to the exchange's now, then the
+        forming candles."""
+        self.sync_clock()
+        now = self.server_time.now_ms()
         for symbol in self.store.symbols:
             for tf in self.store.timeframes:
                 tf_ms = self.store.tf_ms[tf]
@@ -116,7 +141,10 @@ class ExchangeSource:
                     log.warning("backfill %s failed: %s", key, exc)
                     continue
                 accepted = self.feed.backfill(symbol, tf, rows)
-                self.progress[key].update(done=accepted, state="done")
+                self.progress[key].update(done=accepted, state="done" if rows else "empty")
+                if not rows:
+                    self.errors.append(f"backfill {key}: the exchange returned no candles in "
+                                       f"[{since}, {until})")
                 log.info("backfill %s: %d candles", key, accepted)
             self.store.rebuild_forming(symbol)
             last = self.store.last_ts(symbol)
@@ -130,7 +158,7 @@ class ExchangeSource:
         if not closed:
             return
         if tf == self.base_tf:
-            self.feed.candle(symbol, row)
+            self._accepted("binance", self.feed.candle(symbol, row))
         elif tf == self.check_tf:
             self._exchange_candles[(symbol, int(row[0]))] = row
         self._check_aggregation(symbol)
@@ -155,14 +183,20 @@ class ExchangeSource:
                 del self._exchange_candles[key]
 
     def _on_trade(self, symbol: str, ts: int, price: float, amount: float, side: str) -> None:
-        self.feed.trade(symbol, ts, price, amount, side)
+        self._accepted("binance", self.feed.trade(symbol, ts, price, amount, side))
 
     def _on_book(self, symbol: str, ts: int, bids, asks) -> None:
-        self.feed.book(symbol, ts, bids, asks)
+        self._accepted("binance", self.feed.book(symbol, ts, bids, asks))
 
     def _on_exchange_book(self, exchange: str, symbol: str, ts: int, bids, asks) -> None:
         """A second exchange's book: through the feed like every book."""
-        self.feed.book(symbol, ts, bids, asks, exchange=exchange)
+        self._accepted(exchange, self.feed.book(symbol, ts, bids, asks, exchange=exchange))
+
+    def _accepted(self, feed: str, result: object) -> None:
+        """The feed took what ``feed`` sent (not None): it is not stalled."""
+        if result is not None:
+            stream = self._streams().get(feed)
+            self._accepted_at[feed] = stream.clock() if stream is not None else time.time()
 
     def _to_cob(self, book: OrderBook) -> None:
         """A second exchange's book the feed accepted -> the consolidated book. (The source's
@@ -183,16 +217,46 @@ class ExchangeSource:
                 await asyncio.sleep(0.1)
             done.set()
 
-        tasks = [self.binance.run(done), watch()]
+        tasks = [self.binance.run(done), watch(), self._keep_time(done)]
         if self.bybit is not None:
             tasks.append(self.bybit.run(done))
         await asyncio.gather(*tasks)
 
-    def health(self) -> dict:
-        feeds = {"binance": self.binance.health()}
+    async def _keep_time(self, done: asyncio.Event) -> None:
+        """Re-measure the exchange's clock every exchange.time_sync_s while streaming."""
+        while not done.is_set():
+            if self.server_time.due():
+                await asyncio.to_thread(self.sync_clock)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=1.0)
+
+    def _streams(self) -> dict[str, ExchangeStream]:
+        streams: dict[str, ExchangeStream] = {"binance": self.binance}
         if self.bybit is not None:
-            feeds["bybit"] = self.bybit.health()
-        return feeds
+            streams["bybit"] = self.bybit
+        return streams
+
+    def health(self) -> dict:
+        return {name: self._feed_health(name, s) for name, s in self._streams().items()}
+
+    def _feed_health(self, name: str, stream: ExchangeStream) -> dict:
+        """One feed: the stream's health, the exchange's clock skew, and its state: STALLED
+        when connected yet nothing it sent was accepted for exchange.stall_after_s."""
+        health = {**stream.health(), **self.server_time.health()}
+        now = stream.clock()
+        accepted = self._accepted_at.get(name)
+        health["accepted_age_s"] = None if accepted is None else max(0.0, now - accepted)
+        state = "connected" if stream.connected else "disconnected"
+        if stream.connected and stream.connected_since_s is not None:
+            quiet = now - max(stream.connected_since_s, accepted or 0.0)
+            if quiet >= self.cfg.exchange.stall_after_s:
+                state = "stalled"
+                reasons = dict(stream.rejected_by_reason)
+                for reason, count in self.feed.rejected_by_reason().items():
+                    reasons[reason] = reasons.get(reason, 0) + count
+                health["stalled"] = {"for_s": quiet, "rejected_by_reason": reasons}
+        health["state"] = state
+        return health
 
     def describe(self) -> dict:
         return {
@@ -214,7 +278,10 @@ class ExchangeSource:
             "aggregation_check": dict(self.aggregation),
             "feeds": self.health(),
             "errors": self.errors[-5:],
-            "authenticated": self.rest.authenticated if self.rest is not None else False,
+            # API keys are never used: public market data needs none (core/market/exchange_rest.py).
+            "authenticated": False,
+            "api_keys": ("set, unused (market data is public)"
+                         if self.rest is not None and self.rest.keys_set else "none"),
         }
 
     def lag_ms(self, now_ms: int) -> int:

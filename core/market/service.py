@@ -1,8 +1,9 @@
 """The market service: clock, source, feed, candle store and books composed, with a pump thread.
 
-``build_market`` wires the parts from the config; ``start`` backfills history and starts the
-pump (nothing starts at import or construction); ``snapshot`` is the read-only view that the
-dashboard and REST read.
+``build_market`` wires the parts from the config; ``start`` starts the pump thread, which
+backfills history and runs the source under a ``SourceSupervisor`` (restarted with backoff
+whenever it stops with an error; nothing starts at import or construction); ``snapshot`` is
+the read-only view that the dashboard and REST read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from core.market.cob import ConsolidatedBooks
 from core.market.feed import MarketFeed
 from core.market.recording import find_recording, load_recording
 from core.market.replay import ReplaySource
+from core.market.supervisor import SourceSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class MarketService:
     _thread: threading.Thread | None = None
     started: bool = False
     notice_level: str = "info"  # "warning" when auto fell back to the replay
-    pump_error: bool = False
+    supervisor: SourceSupervisor | None = None  # built from the config unless given
     # The timeframes models predict, train on and are scored on: real ones only (see
     # ``model_timeframes``); the others are streamed and drawn.
     model_timeframes: tuple[str, ...] = ()
@@ -45,6 +47,12 @@ class MarketService:
     def __post_init__(self) -> None:
         if not self.model_timeframes:
             self.model_timeframes = model_timeframes(self.config, self.source)
+        if self.supervisor is None:
+            ex = self.config.exchange
+            resume = self.clock.resume if isinstance(self.clock, ReplayClock) else None
+            self.supervisor = SourceSupervisor(
+                self.source, self.clock, initial_s=ex.restart_backoff_s,
+                max_s=ex.restart_max_backoff_s, on_backfilled=resume)
 
     def timeframe_roles(self) -> dict[str, dict]:
         """Per timeframe: whether models train on and are scored on it, and if not, why."""
@@ -67,20 +75,12 @@ class MarketService:
         if self.started:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._pump, name="market-pump", daemon=True)
+        # The replay clock resumes once the backfill is done (market time runs from the
+        # replay's start, then); a failed source is restarted by the supervisor.
+        self._thread = threading.Thread(target=self.supervisor.run, args=(self._stop,),
+                                        name="market-pump", daemon=True)
         self._thread.start()
         self.started = True
-
-    def _pump(self) -> None:
-        try:
-            self.source.backfill()
-            if isinstance(self.clock, ReplayClock):
-                self.clock.resume()  # market time runs from the replay start, now
-            log.info("market source %s streaming from %d", self.source.kind, self.clock.now_ms())
-            self.source.run(self.clock, self._stop)
-        except Exception:  # the pump's top: logged with its traceback, shown as not running
-            log.exception("market source %s stopped with an error", self.source.kind)
-            self.pump_error = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -117,7 +117,8 @@ class MarketService:
             "candles_accepted": self.feed.accepted_total(),
             "rejected": self.feed.rejected_by_reason(),
             "prices": prices,
-            "running": self.started and not self.pump_error,
+            "running": self.started and self.supervisor.running,
+            "supervisor": self.supervisor.status(),
         }
 
 

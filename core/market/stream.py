@@ -30,13 +30,14 @@ import logging
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidURI, WebSocketException
 
+from core.market.exchange_time import MonotonicMs
 from core.market.wire import backoff_delay, candle_row
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,14 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60  # messages_per_s averages over this many seconds
 LOCAL_CLOCK_MARGIN_MS = 1000  # local clock minus this stands in for exchange time until a message
 _LOG_FIRST = 5  # log the first few rejections, then every 1000th
+
+
+class BadMessage(ValueError):
+    """A message that cannot be used, with the short reason it is counted under."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
 
 
 async def call_rest(fn: Callable[..., Any], *args: Any) -> Any:
@@ -168,6 +177,11 @@ class ExchangeStream:
         self.backoff_delays: deque[float] = deque(maxlen=100)  # the delays slept, newest last
         self._last_event_ms: int | None = None  # exchange time of the newest message
         self._last_recv_s: float | None = None  # local clock when the last frame arrived
+        self._anchor_recv_s: float | None = None  # local clock when _last_event_ms arrived
+        self.connected_since_s: float | None = None  # local clock of the current connection
+        self.local_offset_ms = 0  # exchange minus local clock (measured by the source)
+        self.rejected_by_reason: Counter[str] = Counter()
+        self._market_now = MonotonicMs(self._market_now_raw)
         self._rate: deque[list[int]] = deque()  # [whole second, frames] buckets
         self._lock = threading.Lock()  # health() is read from other threads
         self._ws: ClientConnection | None = None
@@ -210,13 +224,19 @@ class ExchangeStream:
         return backoff_delay(attempt, self.initial_backoff_s, self.max_backoff_s, self.rng)
 
     def market_now_ms(self) -> int:
-        """Exchange time now: the newest event time plus local time since it arrived (the local
-        clock less a margin before any). Latency makes this lag the exchange slightly, so a
-        candle it calls closed is closed."""
-        now = self.clock()
-        if self._last_event_ms is None or self._last_recv_s is None:
-            return int(now * 1000) - LOCAL_CLOCK_MARGIN_MS
-        return self._last_event_ms + int(max(0.0, now - self._last_recv_s) * 1000)
+        """Exchange time now: the newest event time plus local time since it arrived (before
+        any, the local clock plus ``local_offset_ms``, less a margin). Latency makes this lag
+        the exchange slightly, so a candle it calls closed is closed. Never less than an
+        earlier answer from exchange time: an exchange back with an older clock holds it until
+        it catches up. (The stand-in before the first message is only that: the first event
+        time replaces it; it lags the exchange by the margin, so that is not a step back.)"""
+        if self._last_event_ms is None or self._anchor_recv_s is None:
+            return int(self.clock() * 1000) + self.local_offset_ms - LOCAL_CLOCK_MARGIN_MS
+        return self._market_now()
+
+    def _market_now_raw(self) -> int:
+        assert self._last_event_ms is not None and self._anchor_recv_s is not None
+        return self._last_event_ms + int(max(0.0, self.clock() - self._anchor_recv_s) * 1000)
 
     def health(self) -> dict[str, Any]:
         """What the page and the status show about this feed."""
@@ -236,6 +256,9 @@ class ExchangeStream:
             "messages_per_s": rate,
             "reconnects": self.reconnects,
             "rejected": self.rejected,
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "connected_s": None if not self.connected or self.connected_since_s is None
+            else max(0.0, now - self.connected_since_s),
             "resyncs": self._resync_count(),
             **self._health_extra(),
         }
@@ -281,6 +304,7 @@ class ExchangeStream:
                            close_timeout=self.close_timeout_s) as ws:
             self._ws = ws
             self.connected = True
+            self.connected_since_s = self.clock()
             log.info("%s stream: connected", self.name)
             self._on_connect()
             await self.send(*self._subscribe_frames())
@@ -339,10 +363,13 @@ class ExchangeStream:
         """The exchange's time of a message just taken (market time, UTC ms)."""
         if self._last_event_ms is None or event_ms > self._last_event_ms:
             self._last_event_ms = event_ms
+            self._anchor_recv_s = self._last_recv_s  # older events do not move the anchor
 
     def _reject(self, why: Any, raw: Any = None) -> None:
-        """Count a message that cannot be used; log the first few, then every 1000th."""
+        """Count a message that cannot be used, by reason (a BadMessage's, else "malformed");
+        log the first few, then every 1000th."""
         self.rejected += 1
+        self.rejected_by_reason[getattr(why, "reason", "malformed")] += 1
         if self.rejected <= _LOG_FIRST or self.rejected % 1000 == 0:
             log.warning("%s stream: rejected message #%d: %s%s", self.name, self.rejected, why,
                         "" if raw is None else f": {str(raw)[:200]}")

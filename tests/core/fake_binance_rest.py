@@ -1,9 +1,12 @@
 """A local stand-in for Binance's public spot REST API, for tests that must not touch a network.
 
-Serves /api/v3/exchangeInfo, /api/v3/klines and /api/v3/depth on 127.0.0.1 the way Binance does
-(same JSON shapes, same parameter rules and error bodies), from in-memory data. Every request is
-recorded, and failures can be scripted: a queue of HTTP statuses to answer first, a status to
-answer always, or a delay before answering.
+Serves /api/v3/exchangeInfo, /api/v3/klines, /api/v3/depth and /api/v3/time on 127.0.0.1 the
+way Binance does (same JSON shapes, same parameter rules and error bodies), from in-memory data.
+Every request is recorded, and failures can be scripted: a queue of HTTP statuses to answer
+first, a status to answer always, a delay before answering, a symbol whose depth snapshot always
+fails. Its clock can be skewed (``clock_offset_ms``). Like a public-only server, it refuses
+every signed request (a ``signature`` parameter or an ``X-MBX-APIKEY`` header) with 401 and
+counts them in ``signed_refused``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ class FakeBinance:
     fail_next: list[int | tuple[int, object]] = field(default_factory=list)
     fail_always: int | tuple[int, object] | None = None
     delay_s: float = 0.0
+    clock_offset_ms: int = 0  # the server's clock minus the local one
+    depth_errors: dict[str, tuple[int, object]] = field(default_factory=dict)  # symbol id ->
+    signed_refused: int = 0
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -101,7 +107,7 @@ class FakeBinance:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                status, body = fake.answer(self.path)
+                status, body = fake.answer(self.path, dict(self.headers))
                 text = isinstance(body, str)
                 data = body.encode() if text else json.dumps(body).encode()
                 try:
@@ -144,12 +150,20 @@ class FakeBinance:
             return [q for p, q in self.requests if p == path]
 
     # -- routing ---------------------------------------------------------------------------
-    def answer(self, raw_path: str) -> tuple[int, object]:
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.clock_offset_ms
+
+    def answer(self, raw_path: str, headers: dict[str, str] | None = None) -> tuple[int, object]:
         """(status, JSON-able body or plain text) for one GET."""
         parts = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        signed = "signature" in query or any(
+            k.lower() == "x-mbx-apikey" for k in (headers or {}))
         with self._lock:
             self.requests.append((parts.path, query))
+            if signed:
+                self.signed_refused += 1
+                return 401, _error(-2015, "Invalid API-key, IP, or permissions for action.")
             scripted = self.fail_next.pop(0) if self.fail_next else self.fail_always
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -158,7 +172,8 @@ class FakeBinance:
         if scripted is not None:
             return scripted
         route = {"/api/v3/exchangeInfo": self._exchange_info, "/api/v3/klines": self._klines,
-                 "/api/v3/depth": self._depth, "/api/v3/ping": lambda q: (200, {})}.get(parts.path)
+                 "/api/v3/depth": self._depth, "/api/v3/ping": lambda q: (200, {}),
+                 "/api/v3/time": lambda q: (200, {"serverTime": self.now_ms()})}.get(parts.path)
         if route is None:
             return 404, {"code": -1, "msg": f"unknown route {parts.path}"}
         try:
@@ -168,7 +183,7 @@ class FakeBinance:
 
     def _exchange_info(self, q: dict) -> tuple[int, object]:
         return 200, {
-            "timezone": "UTC", "serverTime": int(time.time() * 1000),
+            "timezone": "UTC", "serverTime": self.now_ms(),
             "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                             "intervalNum": 1, "limit": 6000}],
             "exchangeFilters": [],
@@ -201,6 +216,8 @@ class FakeBinance:
         symbol = q.get("symbol")
         if symbol not in SYMBOLS:
             return 400, _error(-1121, "Invalid symbol.")
+        if symbol in self.depth_errors:
+            return self.depth_errors[symbol]
         limit = int(q.get("limit", 100))
         if not 1 <= limit <= MAX_DEPTH:
             return 400, _error(-1100, "Illegal characters found in parameter 'limit'; "

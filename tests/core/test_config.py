@@ -206,7 +206,7 @@ def test_unknown_key_lists_the_allowed_keys(tmp_path):
 def test_unknown_section_lists_the_sections(tmp_path):
     err = config_error(tmp_path, "markets:\n  symbols: [ETH/USDT]\n")
     assert err.key == "markets"
-    assert "market, replay, exchange, server, data_dir, runtime_dir, scheduler, models, training, signal, torch" in str(err)
+    assert "market, replay, exchange, server, data_dir, runtime_dir, scheduler, store, models, training, signal, torch" in str(err)
 
 
 @pytest.mark.parametrize(

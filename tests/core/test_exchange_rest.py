@@ -407,3 +407,35 @@ def test_base_url_rewrites_every_api_url_and_sets_timeout():
         assert api["fapiPublic"] == "http://127.0.0.1:9/fapi/v1"
         assert rest.exchange.timeout == 1_234
         assert rest.exchange.enableRateLimit is True
+
+
+def test_with_keys_set_every_call_is_public_so_a_server_refusing_signed_ones_serves_it(fake):
+    """ccxt's binance loads margin pairs and currencies over signed sapi endpoints when it has
+    keys; a key without that permission made market loading fail for good. The keys never
+    reach ccxt, so nothing is signed: the fake answers every signed request 401."""
+    rest = ExchangeRest(base_url=fake.url, retries=1,
+                        credentials={"apiKey": "key-1", "secret": "secret-2"})
+    assert SYM in rest.load_markets()
+    assert rest.fetch_order_book(SYM)["nonce"] == 987_654_321
+    assert len(rest.fetch_ohlcv_all(SYM, "1m", T0, T0 + 10 * MIN)) == 10
+    assert rest.keys_set and not rest.authenticated
+    assert fake.signed_refused == 0
+    assert [p for p, _ in fake.requests if not p.startswith("/api/v3/")] == []
+    assert "key-1" not in repr(rest) and "secret-2" not in repr(rest)
+
+
+def test_clock_skew_is_the_servers_time_minus_the_local_one(fake):
+    fake.clock_offset_ms = -3_600_000
+    rest = ExchangeRest(base_url=fake.url, retries=1)
+    assert abs(rest.clock_skew_ms() + 3_600_000) < 1_000
+    fake.fail_always = OVERLOADED
+    with pytest.raises(TemporaryExchangeError):
+        rest.clock_skew_ms()  # one attempt: the source keeps its last measurement
+    assert fake.count("/api/v3/time") == 2
+
+
+def test_the_closed_candle_cut_off_is_the_exchanges_now(fake):
+    """The newest candles by the exchange's clock are closed even if the local clock lags."""
+    rest = ExchangeRest(base_url=fake.url, retries=1)
+    rest.now_ms = lambda: T0 + 10 * MIN  # the exchange's now: minute 9 has closed
+    assert [r[0] for r in rest.fetch_ohlcv_all(SYM, "1m", T0, T0 + 60 * MIN)][-1] == T0 + 9 * MIN

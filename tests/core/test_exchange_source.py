@@ -269,7 +269,10 @@ def test_api_keys_come_from_the_environment_and_never_show(tmp_path, caplog, mon
         else:
             message = ""
     shown = json.dumps(market.snapshot(), default=str) + repr(market.source.rest) + message
-    assert market.source.describe()["authenticated"] is True
+    # Found, and not used: public market data needs no key, so none goes to ccxt at all.
+    assert market.source.describe()["api_keys"] == "set, unused (market data is public)"
+    assert market.source.describe()["authenticated"] is False
+    assert market.source.rest.exchange.apiKey in (None, "")
     for value in (secret, "key-value-5678"):
         assert value not in shown
         assert value not in caplog.text

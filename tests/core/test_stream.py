@@ -60,7 +60,8 @@ def test_health_counts_frames_per_second_over_the_last_minute():
     stream = ExchangeStream("ws://unused", clock=clock)
     assert stream.health() == {
         "connected": False, "last_message_ms": None, "message_age_s": None,
-        "messages_per_s": 0.0, "reconnects": 0, "rejected": 0, "resyncs": 0}
+        "messages_per_s": 0.0, "reconnects": 0, "rejected": 0, "resyncs": 0,
+        "rejected_by_reason": {}, "connected_s": None}
     assert stream.market_now_ms() == 500_500 - 1000  # no exchange time yet: local - margin
     for _ in range(4):
         stream._arrived()
@@ -73,6 +74,29 @@ def test_health_counts_frames_per_second_over_the_last_minute():
     assert stream.market_now_ms() == T0 + 4000  # exchange time plus local time since
     clock.t = 600.0
     assert stream.health()["messages_per_s"] == 0.0  # out of the 60 s window
+
+
+def test_market_time_never_runs_back_when_older_events_arrive():
+    """An exchange back with an older clock: its events arrive later than the newest one seen;
+    they neither move market time back nor restart its count from the older time."""
+    clock = Clock(100.0)
+    stream = ExchangeStream("ws://unused", clock=clock)
+    stream.local_offset_ms = -3_600_000  # the exchange's clock, measured, before any message
+    assert stream.market_now_ms() == 100_000 - 3_600_000 - 1000
+    stream._arrived()
+    stream._event_at(T0)
+    clock.t = 103.0
+    assert stream.market_now_ms() == T0 + 3000
+    stream._arrived()  # the restarted exchange's first message, 2 s older than T0
+    stream._event_at(T0 - 2000)
+    assert stream.market_now_ms() == T0 + 3000  # not T0 - 2000, not T0
+    clock.t = 104.0
+    assert stream.market_now_ms() == T0 + 4000  # still counting from the newest event
+    stream._arrived()
+    stream._event_at(T0 + 3500)  # newer, but behind what was already said: held there
+    assert stream.market_now_ms() == T0 + 4000
+    clock.t = 105.0
+    assert stream.market_now_ms() == T0 + 4500
 
 
 def test_rejections_are_counted_and_their_logging_throttled(caplog):
