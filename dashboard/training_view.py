@@ -103,6 +103,12 @@ def loss_text(loss: float | None, history: list[float]) -> str:
     return "not trained yet" if loss is None else f"{loss:.4g} {trend(history)}".rstrip()
 
 
+def checkpoint_text(ckpt: dict | None, resumed_from: int | None) -> str:
+    """The newest checkpoint's step, and the step this run resumed from."""
+    text = "none" if not ckpt else f"step {ckpt['step']:,}"
+    return text + ("" if resumed_from is None else f" · resumed from step {resumed_from:,}")
+
+
 def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
     state = m["state"]
     last = m.get("last_prediction")
@@ -129,8 +135,10 @@ def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
         ("predictions", f"{m['prediction_count']:,}"),
         ("last prediction", last_text),
         ("device", m["device"]),
-        ("checkpoint", "none" if not ckpt else f"step {ckpt['step']}"),
+        ("checkpoint", checkpoint_text(ckpt, m.get("resumed_from_step"))),
     ]
+    if m.get("checkpoint_warning"):  # a checkpoint skipped at start: say which and why
+        rows.append(("checkpoint warning", m["checkpoint_warning"]))
     body = html.Table(
         [html.Tr([html.Td(k, className="mc-key"), html.Td(v, className="mc-val",
                                                           **({"data-field": k} if k else {}))])

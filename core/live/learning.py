@@ -3,7 +3,9 @@
 ``take_due`` and ``train_batches`` are separate so the evaluate command can take batches at
 fixed market times and train them on another thread (core/evaluator.py); the app's train job
 does both at once (``train_due``). Checkpoints: every ``training.checkpoint_every`` steps of
-a model, and all of them when training stops.
+a model, after every ``training.checkpoint_interval_s`` seconds of active training (wall time
+while training is on, so a crash loses at most that much of it), and all of them when
+training stops.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class Rates:
 class Learning:
     def __init__(self, learners: dict[str, Learner], timeframes: tuple[str, ...],
                  batch_size: dict[str, int], checkpoints: CheckpointManager,
-                 checkpoint_every: int):
+                 checkpoint_every: int, checkpoint_interval_s: float = 60.0,
+                 clock=time.monotonic):
         self.learners = learners
         self.timeframes = timeframes
         self.batch_size = batch_size
@@ -57,6 +60,14 @@ class Learning:
         self.batch_rate = Rates()
         self.dropped_experiences = Counter()
         self._last_checkpoint_step = dict.fromkeys(learners, 0)
+        # Seconds of active training: banked while off, counting while on (set_active).
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.clock = clock  # monotonic seconds; tests pass their own
+        self._active_total = 0.0
+        self._active_since: float | None = None
+        self._active_lock = threading.Lock()
+        self._checkpoint_active_s = dict.fromkeys(learners, 0.0)  # active seconds at each save
+        self.resumed_from: dict[str, int] = {}  # model -> the step its checkpoint held at load
 
     def queue(self, model: str, tf: str, exp: Experience) -> None:
         with self._lock:
@@ -81,16 +92,52 @@ class Learning:
         return due
 
     def train_batches(self, due: list[tuple[str, str, list[Experience]]]) -> int:
-        """One training step per batch from :meth:`take_due`; checkpoints every N steps."""
+        """One training step per batch from :meth:`take_due`, then the checkpoints due."""
         steps = 0
         for name, _tf, batch in due:
-            learner = self.learners[name]
-            if learner.learn(batch) is not None:
+            if self.learners[name].learn(batch) is not None:
                 steps += 1
                 self.batch_rate.add()
-            if learner.train_steps - self._last_checkpoint_step[name] >= self.checkpoint_every:
-                self.save_checkpoint(name)
+        self.save_due_checkpoints()
         return steps
+
+    def save_due_checkpoints(self) -> None:
+        """Every model's checkpoint that is due (every run of the train job, with batches or
+        without). A failed write (a full disk) is raised once the others are written; the
+        training steps are kept and the next run tries again."""
+        failed = None
+        for name in self.learners:
+            if self._checkpoint_due(name):
+                try:
+                    self.save_checkpoint(name)
+                except Exception as exc:  # raised below, after the other models' writes
+                    failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def set_active(self, active: bool) -> None:
+        """Training turned on or off: the checkpoint interval counts only time while on."""
+        with self._active_lock:
+            now = self.clock()
+            if active and self._active_since is None:
+                self._active_since = now
+            elif not active and self._active_since is not None:
+                self._active_total += now - self._active_since
+                self._active_since = None
+
+    def active_seconds(self) -> float:
+        """Wall seconds training has been on in this process."""
+        with self._active_lock:
+            since = self._active_since
+            return self._active_total + (0.0 if since is None else self.clock() - since)
+
+    def _checkpoint_due(self, name: str) -> bool:
+        """``checkpoint_every`` steps since the last checkpoint, or some steps and
+        ``checkpoint_interval_s`` of active training."""
+        unsaved = self.learners[name].train_steps - self._last_checkpoint_step[name]
+        return unsaved >= self.checkpoint_every or (
+            unsaved > 0 and self.active_seconds() - self._checkpoint_active_s[name]
+            >= self.checkpoint_interval_s)
 
     @contextmanager
     def publishing_deferred(self):
@@ -109,10 +156,13 @@ class Learning:
 
     def save_checkpoint(self, name: str) -> None:
         learner = self.learners[name]
+        active_s = self.active_seconds()
         with learner.lock:
             state = learner.state_dict()
-        self.checkpoints.save(name, state, learner.train_steps)
-        self._last_checkpoint_step[name] = learner.train_steps
+            steps = learner.train_steps
+        self.checkpoints.save(name, state, steps)
+        self._last_checkpoint_step[name] = steps
+        self._checkpoint_active_s[name] = active_s
 
     def save_checkpoints(self) -> None:
         for name in self.learners:
@@ -129,10 +179,19 @@ class Learning:
                 learner.load_state_dict(state)
             except (ValueError, KeyError, RuntimeError) as exc:
                 # Another architecture or layout (an older version, a changed config): the
-                # model starts from fresh weights; the file stays until newer ones replace it.
+                # model starts from fresh weights, in a new run that ranks above the file.
                 log.warning("checkpoint %s does not fit the %s model (%s); starting it from "
                             "fresh weights", path, name, exc)
+                self._warn(name, f"{name}/{path.name} does not fit this model "
+                                 f"({str(exc)[:160]}); started from fresh weights")
+                self.checkpoints.start_fresh(name)
                 continue
             self._last_checkpoint_step[name] = learner.train_steps
+            self._checkpoint_active_s[name] = self.active_seconds()
+            self.resumed_from[name] = learner.train_steps
             loaded[name] = str(path)
         return loaded
+
+    def _warn(self, name: str, text: str) -> None:
+        earlier = self.checkpoints.warnings.get(name)
+        self.checkpoints.warnings[name] = f"{earlier}; {text}" if earlier else text

@@ -64,7 +64,8 @@ class LiveTraining:
         self.cycle = Cycle(store, learners, self.builder, self.tf_ms, bands,
                            cfg.training.trade_weight)
         self.learning = Learning(learners, self.timeframes, dict(cfg.training.batch_size),
-                                 checkpoints, cfg.training.checkpoint_every)
+                                 checkpoints, cfg.training.checkpoint_every,
+                                 cfg.training.checkpoint_interval_s)
         self.desk = SignalDesk(cfg.signal, market.store, REFERENCE)
         # What runs how often (core/live/jobs.py): the scheduler's and the evaluator's table.
         self.jobs = job_table(self.tf_ms[market.store.base_tf] / 1000,
@@ -87,6 +88,7 @@ class LiveTraining:
             if not self.active:
                 self.active = True
                 self.started_at_ms = self.market.clock.now_ms() if now_ms is None else now_ms
+                self.learning.set_active(True)
                 log.info("live training started")
         self.read.invalidate()
         return self.read.status_json()
@@ -100,6 +102,7 @@ class LiveTraining:
             self.active = False
         with self._cycle_lock, self._training_job:  # wait for the jobs in flight
             pass
+        self.learning.set_active(False)
         if was_active and save:
             self.learning.save_checkpoints()
             log.info("live training stopped")

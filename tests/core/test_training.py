@@ -125,12 +125,14 @@ def test_a_checkpoint_of_another_architecture_is_skipped_with_a_warning(tmp_path
     first.stop()
     assert cnn_steps > 0
     # Rewrite the CNN's newest checkpoint as an older, unpooled network would have saved it.
-    import torch
+    from pathlib import Path
 
-    info = first.training.checkpoints.latest_info("cnn")
-    state = torch.load(info["path"], weights_only=True)
+    from nn.checkpoints import decode, encode
+
+    path = Path(first.training.checkpoints.latest_info("cnn")["path"])
+    state = decode(path.read_bytes())
     del state["architecture"]
-    torch.save(state, info["path"])
+    path.write_bytes(b"".join(encode(state)))
 
     resumed = make_services(tmp_path)
     with caplog.at_level("WARNING"):
@@ -140,7 +142,57 @@ def test_a_checkpoint_of_another_architecture_is_skipped_with_a_warning(tmp_path
     assert set(resumed.loaded_checkpoints) == {"dqn", "cob"}
     assert any("does not fit the cnn model" in r.getMessage() and "unpooled" in r.getMessage()
                for r in caplog.records)
+    cards = resumed.training.read.status().to_json()["models"]
+    assert "does not fit this model" in cards["cnn"]["checkpoint_warning"]
+    assert cards["cnn"]["resumed_from_step"] is None  # fresh weights
+    assert cards["dqn"]["resumed_from_step"] == dqn_steps
+    assert cards["dqn"]["checkpoint_warning"] is None
+    # The fresh CNN's checkpoints start a new run: a restart loads them, not the unfit file.
+    resumed.training.start()
+    run(resumed, 60 + 30)  # the first run's 60 bars are predicted once only: 30 new ones
+    cnn_steps = resumed.training.learners["cnn"].train_steps
     resumed.stop()
+    assert Path(resumed.training.checkpoints.latest_info("cnn")["path"]).name == (
+        f"run-1-step-{cnn_steps}.pt")
+    again = make_services(tmp_path)
+    again.start()
+    assert again.training.learners["cnn"].train_steps == cnn_steps
+    again.stop()
+
+
+def test_checkpoints_are_also_written_after_the_interval_of_active_training(tmp_path):
+    services = make_services(tmp_path, **{"training.checkpoint_every": 100_000,
+                                          "training.checkpoint_interval_s": 60})
+    training = services.training
+    now = [1000.0]
+    training.learning.clock = lambda: now[0]
+    checkpoints = training.checkpoints
+    training.start()
+    run(services, 30)
+    steps = {name: lrn.train_steps for name, lrn in training.learners.items()}
+    assert all(steps.values()), steps
+    now[0] += 59.9
+    run(services, 1)
+    assert all(checkpoints.latest_info(name) is None for name in steps)  # not yet
+    now[0] += 0.1  # 60 s of active training since the start
+    start = services.market.source.next_ts
+    training.train_due()  # a run of the train job with no batch due still writes them
+    assert services.market.source.next_ts == start
+    for name, lrn in training.learners.items():
+        assert checkpoints.latest_info(name)["step"] == lrn.train_steps
+    # Time while stopped does not count: after an hour off, 59 s on writes nothing new.
+    training.stop()
+    saved = {name: checkpoints.latest_info(name)["step"] for name in steps}
+    now[0] += 3600
+    training.start()
+    now[0] += 59
+    run(services, 30)
+    assert {name: checkpoints.latest_info(name)["step"] for name in steps} == saved
+    now[0] += 1
+    training.train_due()
+    for name, lrn in training.learners.items():
+        assert checkpoints.latest_info(name)["step"] == lrn.train_steps > saved[name]
+    services.stop()
 
 
 def test_a_close_that_fails_keeps_the_others_and_is_reported(tmp_path):
