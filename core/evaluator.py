@@ -306,8 +306,10 @@ def evaluation_config(base: Config, recording: str, start: str | None, out: Path
 
     market = replace(base.market, source="replay")
     models = replace(base.models, load_checkpoints=False)
+    # The report scores every prediction of the run: retention deletes none of them.
+    store = replace(base.store, keep_days=36_500.0, max_rows=1_000_000_000)
     cfg = replace(base, replay=replace(base.replay, recording=recording, on_end="stop"),
-                  market=market, models=models, runtime_dir=str(out / "runtime"))
+                  market=market, models=models, store=store, runtime_dir=str(out / "runtime"))
     cfg = at_real_resolution(cfg)
     if not start:
         first = load_recording(find_recording(recording, cfg.recordings_dir)).start_ms

@@ -12,8 +12,9 @@ pass for all the closes of a batch (both symbols' candles of a market second):
 4. per close, the pending predictions that targeted the candle, resolved (actual OHLCV,
    errors, reward: core/rewards.py), each turned into an experience by its model's own rule
    (``Learner.experience``);
-5. one ``store.record`` for the whole batch; then experiences go to the trainer and the new
-   predictions to the signal desk.
+5. one ``store.record`` for the whole batch, without the candles a model has already
+   predicted (``store.unpredicted``: one prediction per model and candle, across restarts);
+   then experiences go to the trainer and the new predictions to the signal desk.
 
 A close that fails in any phase before the record is left out and reported; the others go on.
 Experiences, votes and counts change only once the batch is recorded.
@@ -88,6 +89,9 @@ class Cycle:
             resolved += c_resolved
             experiences += c_experiences
             rows += c_rows
+        # A candle a model has already predicted (before a restart that rewound the market)
+        # is not predicted again: scores count each candle once. From memory in the live case.
+        rows = self.store.unpredicted(rows)
         _, ids = self.store.record(resolved, rows)  # all of the batch at once
         return experiences, rows, ids, failed
 

@@ -20,32 +20,37 @@ ROLLING_WINDOW = 60  # predictions per point of the cards' rolling-skill sparkli
 
 
 class QualityCache:
-    """The scores bootstrap (~60 ms a model), so they are recomputed every QUALITY_MAX_AGE_S,
-    or sooner once the number of resolved predictions has doubled: a few times in the first
-    minute after Start (recomputing whenever 10 % more had resolved took ~40 % of a core
-    then, away from the replay and the jobs)."""
+    """The scores bootstrap (~60 ms a model), so a model's are recomputed every
+    QUALITY_MAX_AGE_S, or sooner once the number of resolved predictions has doubled: a few
+    times in the first minute after Start (recomputing whenever 10 % more had resolved took
+    ~40 % of a core then, away from the replay and the jobs). One model per call once each
+    has scores (the stalest; those without any yet, all at once), so a refresh of the status holds a core for one bootstrap, not
+    all of them: the REST requests served meanwhile wait less (bench/store_load.py)."""
 
     def __init__(self, store: PredictionStore, learners: dict[str, Learner], cfg: Config):
         self.store = store
         self.learners = learners
         self.fee_rate = cfg.signal.fee_rate
         self.seed = cfg.replay.seed
-        self._cached: tuple[float, dict, int] | None = None
+        self._cached: dict[str, tuple[float, dict | None, int]] = {}  # name -> (at, q, resolved)
 
     def get(self, resolved: int = 0) -> dict[str, dict | None]:
         now = time.monotonic()
-        cached = self._cached
-        if cached is not None and now - cached[0] < QUALITY_MAX_AGE_S \
-                and resolved < 2 * cached[2]:
-            return cached[1]
-        quality = {}
-        for name, learner in self.learners.items():
+        cached = dict(self._cached)
+        missing = [name for name in self.learners  # no scores yet: all at once
+                   if cached.get(name, (0, None))[1] is None
+                   and (name not in cached or resolved > cached[name][2])]
+        stale = sorted((at, name) for name, (at, _, seen) in cached.items()
+                       if name in self.learners
+                       and (now - at >= QUALITY_MAX_AGE_S or resolved >= 2 * seen))
+        for name in missing or [name for _, name in stale[:1]]:
             rows = pd.DataFrame(self.store.recent(limit=QUALITY_ROWS, model=name,
                                                   status="resolved"))
-            quality[name] = model_quality(name, rows, learner.scores, self.fee_rate, self.seed,
-                                          ROLLING_WINDOW)
-        self._cached = (now, quality, max(1, resolved))
-        return quality
+            quality = model_quality(name, rows, self.learners[name].scores, self.fee_rate,
+                                    self.seed, ROLLING_WINDOW)
+            cached[name] = (now, quality, max(1, resolved))
+        self._cached = cached
+        return {name: cached[name][1] for name in self.learners}
 
 
 def model_quality(model: str, rows: pd.DataFrame, measures: tuple[str, ...], fee_rate: float,

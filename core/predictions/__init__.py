@@ -23,6 +23,19 @@ keeps its rows queued for the next one and raises to its caller.
 queue will write, so a read sees everything recorded before it, flushed or not, and the
 request thread never writes to SQLite nor waits for more than a running flush.
 
+**One prediction per model and candle** (``model, symbol, timeframe, target_ts`` unique in
+the file, and checked by the index before anything is recorded: ``record`` refuses a candle
+already predicted, ``unpredicted`` leaves such candles out, which is what the signal cycle
+does). A candle after the newest its model predicted (the live case) is known new from memory;
+only after a restart rewound the market does one indexed read of the file decide.
+
+**Bounded** (:mod:`~core.predictions.retention`): the flush job deletes resolved and expired
+rows past ``store.keep_days`` or over ``store.max_rows``, never a pending one nor a model's
+newest resolved rows that its card scores. The counts and accuracy are running totals kept in
+their own tables by the same transactions as the rows, so retention, a restart or a crash
+changes no number on the page. ``recent`` answers the same query from one read until the
+store changes (twenty pages polling the same listing cost one read).
+
 Status moves one way only: ``pending -> resolved`` or ``pending -> expired``
 (:mod:`~core.predictions.status`); every update is guarded by ``status = 'pending'``, so a
 resolver and the expiry job can race harmlessly and a second resolve of the same prediction
@@ -42,6 +55,7 @@ without its callers changing (see DESIGN.md, "Past one machine").
 """
 
 from core.predictions.queries import MAX_LIMIT
+from core.predictions.retention import Retention
 from core.predictions.rows import NewPrediction, PendingPrediction
 from core.predictions.schema import BUSY_TIMEOUT_S, SCHEMA_VERSION
 from core.predictions.states import decode_state, encode_state
@@ -50,6 +64,6 @@ from core.predictions.store import PredictionStore
 
 __all__ = [
     "BUSY_TIMEOUT_S", "HIT", "MAX_LIMIT", "MISS", "SCHEMA_VERSION", "STATUSES",
-    "NewPrediction", "PendingPrediction", "PredictionStore", "Status", "decode_state",
+    "NewPrediction", "PendingPrediction", "PredictionStore", "Retention", "Status", "decode_state",
     "encode_state", "outcome",
 ]  # fmt: skip

@@ -1,11 +1,14 @@
 """The store's in-memory index: the truth about a prediction store while it runs.
 
-It holds the pending predictions (by id and by candle, with their states), the tallies per
-model and status and per (model, timeframe) of resolved and correct calls, and the queue of
-changes the next flush writes, with the pending predictions those changes took out of the
-index. From these alone it answers what the file will say after the next flush about every
-row the queue touches (``changes``), so a read never has to flush. Not thread-safe: the store
-holds its lock around every call.
+It holds the pending predictions (by id and by candle, with their states), the running
+totals per model and status and per (model, timeframe) of resolved and correct calls (the
+file's ``totals`` and ``hits`` tables: retention never lowers them), per model, symbol and
+timeframe the newest candle predicted and the newest one retention deleted (``series``: which
+candles a model has already predicted, see ``seen``), and the queue of changes the next flush
+writes, with the pending predictions those changes took out of the index. From these alone
+it answers what the file will say after the next flush about every row the queue touches
+(``changes``), so a read never has to flush. Not thread-safe: the store holds its lock around
+every call.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from core.timeframes import parse_timeframe
 
 _timeframe_ms = lru_cache(maxsize=32)(parse_timeframe)
 
+# (model, symbol, timeframe, target_ts): one prediction per model and candle (schema.py).
+Key = tuple[str, str, str, int]
+
 # A row the queue changes, as the file will hold it after the flush: the prediction, its
 # status, its outcome (actual_open .. reward) and resolved_ts. PendingPrediction.listed's args.
 Change = tuple[PendingPrediction, str, tuple, "int | None"]
@@ -40,6 +46,9 @@ class Queue:
     expires: list[tuple] = field(default_factory=list)
     executed: list[tuple] = field(default_factory=list)
     left: dict[int, PendingPrediction] = field(default_factory=dict)
+    keys: set[Key] = field(default_factory=set)  # the candles ``inserts`` predict
+    # The running totals as they are once these rows are written: (statement, rows) pairs.
+    totals: list[tuple[str, list[tuple]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.inserts) + len(self.resolves) + len(self.expires) + len(self.executed)
@@ -48,13 +57,14 @@ class Queue:
         """These rows, then ``later``'s (a failed flush's rows before the ones queued since)."""
         return Queue(self.inserts + later.inserts, self.resolves + later.resolves,
                      self.expires + later.expires, self.executed + later.executed,
-                     {**self.left, **later.left})
+                     {**self.left, **later.left}, self.keys | later.keys, later.totals)
 
     def write(self, conn: sqlite3.Connection) -> None:
         """Every queued row, inside the caller's transaction. Inserts first: every other
-        change is to a row already inserted."""
+        change is to a row already inserted. Then the running totals they make."""
         for sql, rows in ((schema.INSERT, self.inserts), (schema.RESOLVE, self.resolves),
-                          (schema.EXPIRE, self.expires), (schema.EXECUTED, self.executed)):
+                          (schema.EXPIRE, self.expires), (schema.EXECUTED, self.executed),
+                          *self.totals):
             if rows:
                 conn.executemany(sql, rows)
 
@@ -68,23 +78,31 @@ class Index:
         self.by_candle: dict[tuple[str, str, int], list[int]] = {}  # (symbol, tf, target) -> ids
         self.counts: dict[str, dict[str, int]] = {}  # model -> status -> rows
         self.hits: dict[tuple[str, str], list[int]] = {}  # (model, tf) -> [resolved, correct]
+        # (model, symbol, tf) -> [newest target_ts predicted, newest deleted by retention]
+        self.series: dict[tuple[str, str, str], list] = {}
+        self.stored = 0  # rows the file holds once the queue is written
+        self.newest_ts: int | None = None  # the newest created_ts recorded
         self.queue = Queue()  # written by the next flush
+        self.version = 0  # changes whenever what a read would list does
 
     @classmethod
     def load(cls, conn: sqlite3.Connection) -> Index:
         """The index of what the file holds (at open: nothing is queued)."""
-        index = cls(conn.execute("SELECT coalesce(max(id), 0) + 1 FROM predictions").fetchone()[0])
+        next_id, stored, newest = conn.execute(
+            "SELECT coalesce(max(id), 0) + 1, COUNT(*), max(created_ts) FROM predictions"
+        ).fetchone()
+        index = cls(next_id)
+        index.stored, index.newest_ts = stored, newest
         rows = conn.execute(f"SELECT {', '.join(schema.PENDING_COLUMNS)} FROM predictions "
                             f"WHERE status = '{PENDING}' ORDER BY id").fetchall()
         for row in rows:
             index._add(PendingPrediction.from_row(row))
-        for model, status, n in conn.execute(
-                "SELECT model, status, COUNT(*) FROM predictions GROUP BY status, model"):
+        for model, status, n in conn.execute("SELECT model, status, n FROM totals"):
             index._tally(model)[status] = n
-        for model, tf, n, k in conn.execute(
-                "SELECT model, timeframe, COUNT(*), SUM(action_correct) FROM predictions "
-                f"WHERE status = '{RESOLVED}' GROUP BY model, timeframe"):
-            index.hits[(model, tf)] = [n, int(k)]
+        for model, tf, n, k in conn.execute("SELECT model, timeframe, resolved, correct FROM hits"):
+            index.hits[(model, tf)] = [n, k]
+        for model, symbol, tf, latest, pruned in conn.execute("SELECT * FROM series"):
+            index.series[(model, symbol, tf)] = [latest, pruned]
         return index
 
     # -- changes --------------------------------------------------------------------------
@@ -116,10 +134,13 @@ class Index:
             counts = self.counts[model] = dict.fromkeys(STATUSES, 0)
         return counts
 
-    def record(self, res_rows: list[tuple],
-               preds: list[NewPrediction]) -> tuple[int, list[int]]:
+    def record(self, res_rows: list[tuple], preds: list[NewPrediction],
+               in_file: frozenset[Key] = frozenset()) -> tuple[int, list[int]]:
         """Resolve (``rows.resolution_row``s) and add (validated) predictions; how many of
-        the resolutions were pending, and the new ids (see ``PredictionStore.record``)."""
+        the resolutions were pending, and the new ids (see ``PredictionStore.record``).
+        ``in_file``: of the candles ``unsure`` named, those the file holds a prediction of
+        (the store asked it); a candle already predicted raises ValueError, changing nothing."""
+        self._check_new(preds, in_file)  # before anything changes
         done = []
         for row in res_rows:
             p = self._take(row[-1], RESOLVED)  # once: the first resolution of an id wins
@@ -138,15 +159,81 @@ class Index:
                 pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
                 pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state))
             (self.counts.get(pred.model) or self._tally(pred.model))[PENDING] += 1
+            self._note_series(pred)
         self.queue.inserts += [(i, *p.row()) for i, p in zip(ids, preds)]
         self.queue.resolves += done
+        self.version += bool(done or preds)
         return len(done), ids
+
+    def _note_series(self, pred: NewPrediction) -> None:
+        series = self.series.get((pred.model, pred.symbol, pred.timeframe))
+        if series is None:
+            self.series[(pred.model, pred.symbol, pred.timeframe)] = [pred.target_ts, None]
+        elif pred.target_ts > series[0]:
+            series[0] = pred.target_ts
+        self.queue.keys.add(_key(pred))
+        self.stored += 1
+        if self.newest_ts is None or pred.created_ts > self.newest_ts:
+            self.newest_ts = pred.created_ts
+
+    # -- one prediction per model and candle -----------------------------------------------
+
+    def seen(self, key: Key) -> bool | None:
+        """Whether a model has predicted this candle: True, False, or None when only the file
+        can say (a candle at or before the newest it predicted: after a restart rewound the
+        market). From memory: no SQLite read."""
+        series = self.series.get(key[:3])
+        if series is None or key[3] > series[0]:
+            return False  # the live case: a candle after every one predicted so far
+        if series[1] is not None and key[3] <= series[1]:
+            return True  # retention deleted its row, or an older one: counted once already
+        if key in self.queue.keys:
+            return True
+        for pred_id in self.by_candle.get((key[1], key[2], key[3]), ()):
+            if self.pending[pred_id].model == key[0]:
+                return True
+        return None
+
+    def unsure(self, preds: list[NewPrediction]) -> list[Key]:
+        """The candles of ``preds`` that only the file can say whether a model predicted."""
+        return [key for key in map(_key, preds) if self.seen(key) is None]
+
+    def new_only(self, preds: list[NewPrediction],
+                 in_file: frozenset[Key] = frozenset()) -> list[NewPrediction]:
+        """``preds`` without the candles their models have already predicted (and without a
+        second prediction of a candle in ``preds``)."""
+        kept, keys = [], set()
+        for pred in preds:
+            key = _key(pred)
+            if key not in keys and not (self.seen(key) or key in in_file):
+                keys.add(key)
+                kept.append(pred)
+        return kept
+
+    def _check_new(self, preds: list[NewPrediction], in_file: frozenset[Key]) -> None:
+        keys = set()
+        for pred in preds:
+            key = _key(pred)
+            if key in keys or self.seen(key) or key in in_file:
+                raise ValueError(f"{pred.model} has already predicted the {pred.symbol} "
+                                 f"{pred.timeframe} candle at {pred.target_ts} (one "
+                                 "prediction per model and candle)")
+            keys.add(key)
+
+    def pruned(self, deleted: int, through: dict[tuple[str, str, str], int]) -> None:
+        """Retention deleted ``deleted`` rows, of candles up to ``through`` per series."""
+        self.stored -= deleted
+        self.version += bool(deleted)
+        for series_key, target_ts in through.items():
+            series = self.series[series_key]
+            series[1] = target_ts if series[1] is None else max(series[1], target_ts)
 
     def mark_executed(self, ids: list[int]) -> int:
         found = [i for i in ids if i in self.pending]
         for i in found:
             self.pending[i] = replace(self.pending[i], executed=True)
         self.queue.executed += [(i,) for i in found]
+        self.version += bool(found)
         return len(found)
 
     def expire_closed_before(self, cutoff_ts: int, now_ts: int) -> int:
@@ -155,6 +242,7 @@ class Index:
         for pred_id in old:
             self._take(pred_id, EXPIRED)
         self.queue.expires += [(now_ts, i) for i in old]
+        self.version += bool(old)
         return len(old)
 
     # -- the flush ------------------------------------------------------------------------
@@ -162,11 +250,19 @@ class Index:
     def swap(self) -> Queue:
         """The queue, for a flush to write; an empty one takes its place."""
         queued, self.queue = self.queue, Queue()
+        queued.totals = [
+            (schema.SET_TOTAL, [(m, status, n) for m, c in self.counts.items()
+                                for status, n in c.items()]),
+            (schema.SET_HITS, [(m, tf, n, k) for (m, tf), (n, k) in self.hits.items()]),
+            (schema.SET_SERIES, [(*key, latest, pruned)
+                                 for key, (latest, pruned) in self.series.items()]),
+        ]
         return queued
 
     def restore(self, queued: Queue) -> None:
         """Put back a queue its flush failed to write, before what was queued since."""
         self.queue = queued.then(self.queue)
+        self.queue.totals = []  # the next swap writes the totals as they are then
 
     def states_to_keep(self) -> list[tuple[bytes, int]]:
         """(encoded state, id) of every pending prediction with a state: written at close."""
@@ -208,3 +304,7 @@ class Index:
         """{(model, timeframe): {"resolved": n, "correct": k, "accuracy": k / n}}."""
         return {key: {"resolved": n, "correct": k, "accuracy": k / n}
                 for key, (n, k) in sorted(self.hits.items()) if n}
+
+
+def _key(pred: NewPrediction) -> Key:
+    return pred.model, pred.symbol, pred.timeframe, pred.target_ts

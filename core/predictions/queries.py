@@ -15,6 +15,29 @@ MAX_LIMIT = 1000
 _SELECT = f"SELECT {', '.join(LISTED_COLUMNS)} FROM predictions"
 
 
+class Answers:
+    """The answers ``recent`` gave for one version of the store's content (``Index.version``),
+    by query: twenty pages polling the same listing between two changes share one read. At
+    most ``MAX_ANSWERS`` queries; a new version forgets them all. The store holds its lock."""
+
+    MAX_ANSWERS = 64
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.rows: dict[tuple, list[dict]] = {}
+
+    def get(self, version: int, query: tuple) -> list[dict] | None:
+        return self.rows.get(query) if version == self.version else None
+
+    def put(self, version: int, query: tuple, rows: list[dict]) -> None:
+        if version < self.version:
+            return  # read before a change another answer has seen
+        if version > self.version:
+            self.version, self.rows = version, {}
+        if len(self.rows) < self.MAX_ANSWERS:
+            self.rows[query] = rows
+
+
 def _order(row: dict) -> tuple[int, int]:
     return row["created_ts"], row["id"]
 
@@ -31,8 +54,11 @@ def recent(conn: sqlite3.Connection, unflushed: dict[int, dict], limit: int,
     given = {column: timeframe_name(value) if column == "timeframe" else text(column, value)
              for column, value in filters.items() if value is not None}
     # "+column" keeps the planner on ix_predictions_created: a newest-first walk that stops
-    # at the limit, instead of sorting every row of a model or status.
-    where = " AND ".join(f"+{column} = ?" for column in given)
+    # at the limit, instead of sorting every row of a model or status. With both a model and
+    # a status, ix_predictions_status (status, model, created_ts) walks that one's rows alone,
+    # already in order (a card's newest resolved rows, say).
+    indexed = ("status", "model") if {"status", "model"} <= given.keys() else ()
+    where = " AND ".join(f"{'' if column in indexed else '+'}{column} = ?" for column in given)
     sql = f"{_SELECT}{' WHERE ' + where if where else ''} ORDER BY created_ts DESC, id DESC LIMIT ?"
     # Each unflushed row may replace one of the file's (it moved out of the filter), so the
     # file is asked for that many more: the newest `limit` of the rest are among them.

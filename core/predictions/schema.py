@@ -4,6 +4,17 @@ connection's settings and the write transaction.
 SQLite in WAL mode. Writes run in ``BEGIN IMMEDIATE`` transactions, so a second process on the
 same file (a backup, a report) waits on the busy timeout instead of failing mid-transaction.
 One process writes a file.
+
+A model predicts a candle once: ``(model, symbol, timeframe, target_ts)`` is unique. The
+figures the page shows (counts per model and status, resolved and correct calls per model and
+timeframe) are running totals in their own tables, written by the same transaction as the rows
+they count, so retention (core/predictions/retention.py) deletes old rows without changing
+them. ``series`` keeps, per model, symbol and timeframe, the newest candle predicted and the
+newest one retention deleted (a candle at or before it counts as predicted).
+
+Versions: 1 (no uniqueness, totals counted from the rows), 2. A version 1 file is migrated in
+one transaction when opened: duplicate targets kept once (the first prediction of each), the
+totals counted from what is left.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from pathlib import Path
 
 from core.predictions.status import Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 5.0
 
 _STATUS_NAMES = ", ".join(f"'{s}'" for s in Status)  # 'pending', 'resolved', 'expired'
@@ -52,16 +63,42 @@ CREATE TABLE IF NOT EXISTS predictions (
                             CHECK (status IN ({_STATUS_NAMES})),
     resolved_ts     INTEGER                    -- market time resolved or expired, UTC ms
 );
--- The resolver's lookup: pending predictions of one candle.
-CREATE INDEX IF NOT EXISTS ix_predictions_pending
-    ON predictions (status, symbol, timeframe, target_ts);
 -- Newest-first listings walk this backwards (created_ts DESC, then id DESC, no sort) and
 -- check the filters on the way, stopping after `limit` matches.
 CREATE INDEX IF NOT EXISTS ix_predictions_created ON predictions (created_ts);
--- Accuracy per (model, timeframe) and counts per (model, status). status leads so that
--- "resolved only" is one range, already grouped; action_correct makes it covering.
-CREATE INDEX IF NOT EXISTS ix_predictions_accuracy
-    ON predictions (status, model, timeframe, action_correct);
+"""
+# Version 2: one prediction per model and candle; running totals that retention leaves alone.
+_SCHEMA_2 = """
+CREATE UNIQUE INDEX IF NOT EXISTS ux_predictions_target
+    ON predictions (model, symbol, timeframe, target_ts);
+-- The pending rows at open, and a model's newest resolved rows (which retention keeps).
+CREATE INDEX IF NOT EXISTS ix_predictions_status ON predictions (status, model, created_ts);
+CREATE TABLE IF NOT EXISTS totals (
+    model TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (model, status)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hits (
+    model TEXT NOT NULL, timeframe TEXT NOT NULL, resolved INTEGER NOT NULL,
+    correct INTEGER NOT NULL, PRIMARY KEY (model, timeframe)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series (
+    model TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+    latest_ts INTEGER NOT NULL,     -- the newest candle predicted (target_ts)
+    pruned_through INTEGER,         -- the newest candle whose row retention deleted
+    PRIMARY KEY (model, symbol, timeframe)) WITHOUT ROWID;
+"""
+# The totals of a version 1 file, counted from its rows (once, when it is migrated).
+_COUNT_TOTALS = """
+DROP INDEX IF EXISTS ix_predictions_accuracy;
+DROP INDEX IF EXISTS ix_predictions_pending;
+INSERT INTO totals SELECT model, status, COUNT(*) FROM predictions GROUP BY model, status;
+INSERT INTO hits SELECT model, timeframe, COUNT(*), SUM(action_correct) FROM predictions
+    WHERE status = 'resolved' GROUP BY model, timeframe;
+INSERT INTO series SELECT model, symbol, timeframe, MAX(target_ts), NULL FROM predictions
+    GROUP BY model, symbol, timeframe;
+"""
+# A version 1 file may predict a candle more than once (restarts): the first is kept.
+_DROP_DUPLICATES = """
+DELETE FROM predictions WHERE id NOT IN
+    (SELECT MIN(id) FROM predictions GROUP BY model, symbol, timeframe, target_ts);
 """
 
 PRED_COLUMNS = ("pred_open", "pred_high", "pred_low", "pred_close", "pred_volume")
@@ -94,6 +131,14 @@ RESOLVE = (
 EXPIRE = (f"UPDATE predictions SET status = '{Status.EXPIRED}', resolved_ts = ?, state = NULL "
           f"WHERE id = ? AND status = '{Status.PENDING}'")
 EXECUTED = "UPDATE predictions SET executed = 1 WHERE id = ?"
+# The running totals as the index holds them after the rows of the same flush.
+SET_TOTAL = "INSERT OR REPLACE INTO totals (model, status, n) VALUES (?, ?, ?)"
+SET_HITS = "INSERT OR REPLACE INTO hits (model, timeframe, resolved, correct) VALUES (?, ?, ?, ?)"
+SET_SERIES = ("INSERT OR REPLACE INTO series (model, symbol, timeframe, latest_ts, pruned_through) "
+              "VALUES (?, ?, ?, ?, ?)")
+# Whether a candle was predicted by a model (the unique index answers).
+PREDICTED = ("SELECT 1 FROM predictions WHERE model = ? AND symbol = ? AND timeframe = ? "
+             "AND target_ts = ?")
 KEEP_STATE = f"UPDATE predictions SET state = ? WHERE id = ? AND status = '{Status.PENDING}'"
 
 
@@ -123,14 +168,29 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def create_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the tables and indexes if missing; refuse a file of another schema version."""
+    """Create the tables and indexes if missing; migrate a version 1 file; refuse a file of
+    another schema version."""
     conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # executescript commits itself
     with transaction(conn):
         found = conn.execute("SELECT version FROM schema_version").fetchall()
         if not found:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            _create_2(conn, migrate=False)
+        elif found == [(1,)]:
+            _create_2(conn, migrate=True)
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         elif found != [(SCHEMA_VERSION,)]:
             raise RuntimeError(
                 f"{path} holds prediction store schema version {found}, this code "
                 f"reads version {SCHEMA_VERSION}; move the file aside or migrate it"
             )
+
+
+def _create_2(conn: sqlite3.Connection, migrate: bool) -> None:
+    """Version 2's indexes and tables, inside the caller's transaction; ``migrate``: a version
+    1 file's rows are there (duplicates dropped first, then the totals counted)."""
+    if migrate:
+        conn.execute(_DROP_DUPLICATES)
+    for statement in (_SCHEMA_2 + (_COUNT_TOTALS if migrate else "")).split(";"):
+        if statement.strip():
+            conn.execute(statement)

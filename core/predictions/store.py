@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -10,7 +11,8 @@ from typing import TypeVar
 import numpy as np
 
 from core.predictions import queries, schema
-from core.predictions.index import Index
+from core.predictions.index import Index, Key
+from core.predictions.retention import Retention, prune_chunk
 from core.predictions.rows import (
     NewPrediction,
     PendingPrediction,
@@ -23,12 +25,26 @@ from core.rewards import Resolution
 T = TypeVar("T")
 
 
+def _taken_ids(path: Path, exc: BaseException) -> RuntimeError | None:
+    """The error to raise when another process took the ids this store gives (None: not)."""
+    if "UNIQUE constraint failed: predictions.id" not in str(exc):
+        return None
+    error = RuntimeError(f"{path}: another process has written predictions to this file; the "
+                         "ids this store gave are taken. One process writes a prediction store "
+                         "(give each its own runtime_dir)")
+    error.__cause__ = exc
+    return error
+
+
 class PredictionStore:
     """Predictions in one SQLite file; safe to share between threads (see core.predictions)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, retention: Retention | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention = retention or Retention()
+        self._pruned_at: float | None = None  # monotonic time of the last retention pass
+        self._answers = queries.Answers()  # recent()'s, for the content as it is now
         self._lock = threading.Lock()  # the index: pending, tallies, queue, next id
         self._db = threading.RLock()  # the connection; taken before _lock, never after it
         self._conn = schema.connect(self.path)
@@ -38,7 +54,32 @@ class PredictionStore:
 
     def flush(self) -> int:
         """Write everything queued since the last flush in one transaction; returns how many
-        rows it wrote. If the write fails, the rows stay queued and the error is raised."""
+        rows it wrote. If the write fails, the rows stay queued and the error is raised. Then,
+        every ``retention.every_s``, a retention pass (a few chunks at most)."""
+        written = self._write_queued()
+        if not self._closed and time.monotonic() - (self._pruned_at or -1e9) \
+                >= self.retention.every_s:
+            self.prune(max_chunks=4)
+        return written
+
+    def prune(self, max_chunks: int | None = None) -> int:
+        """Delete the rows retention no longer keeps (core/predictions/retention.py), a chunk
+        per transaction, at most ``max_chunks`` (None: until none is left); how many."""
+        deleted, chunks, n = 0, 0, -1
+        while n != 0 and (max_chunks is None or chunks < max_chunks):
+            with self._db:
+                with self._lock:
+                    self._check_open()
+                    at = list(self._index.counts), self._index.newest_ts, self._index.stored
+                with schema.transaction(self._conn) as conn:
+                    n, through = prune_chunk(conn, self.retention, *at)
+                with self._lock:
+                    self._index.pruned(n, through)
+            deleted, chunks = deleted + n, chunks + 1
+        self._pruned_at = time.monotonic()
+        return deleted
+
+    def _write_queued(self) -> int:
         with self._db:  # one flush at a time, in order; no read of the file meanwhile
             with self._lock:
                 queued = self._index.swap()
@@ -50,17 +91,11 @@ class PredictionStore:
             except BaseException as exc:
                 with self._lock:
                     self._index.restore(queued)
-                if "UNIQUE constraint failed: predictions.id" in str(exc):
-                    raise RuntimeError(
-                        f"{self.path}: another process has written predictions to this file; "
-                        "the ids this store gave are taken. One process writes a prediction "
-                        "store (give each its own runtime_dir)") from exc
-                raise
+                raise _taken_ids(self.path, exc) or exc  # noqa: B904 (cause set there)
             return len(queued)
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """Rows the file holds (what the flushes wrote; nothing queued)."""
-        with self._db:
+        with self._db:  # rows the file holds (what the flushes wrote; nothing queued)
             return self._conn.execute(sql, params).fetchall()
 
     def _with_unflushed(self, query: Callable[..., T], *args: object) -> T:
@@ -108,13 +143,32 @@ class PredictionStore:
                 )
             res_rows.append(resolution_row(resolution, integer("resolved_ts", resolved_ts),
                                            integer("id", pred_id)))
-        preds = list(new)
-        for pred in preds:
-            if not isinstance(pred, NewPrediction):
-                raise ValueError(f"expected a NewPrediction, got {type(pred).__name__}")
+        preds = _checked(new)
+        return self._knowing(preds, lambda in_file: self._index.record(res_rows, preds, in_file))
+
+    def unpredicted(self, preds: Iterable[NewPrediction]) -> list[NewPrediction]:
+        """``preds`` without those whose model has already predicted their candle (same
+        model, symbol, timeframe and target_ts; after a restart, say): what ``record`` would
+        refuse. From memory, unless a candle is at or before the newest its model predicted
+        (only after the market rewound): then one indexed read of the file per such row."""
+        preds = _checked(preds)
+        return self._knowing(preds, lambda in_file: self._index.new_only(preds, in_file))
+
+    def _knowing(self, preds: list[NewPrediction], then: Callable[[frozenset[Key]], T]) -> T:
+        """``then(the candles of preds the file holds a prediction of)``, under the lock; the
+        file is read only for candles the index cannot answer for (see ``Index.seen``)."""
         with self._lock:
             self._check_open()
-            return self._index.record(res_rows, preds)
+            if not self._index.unsure(preds):  # the live case: no SQLite read
+                return then(frozenset())
+        with self._db:  # no flush moves rows from the queue to the file meanwhile
+            with self._lock:
+                unsure = self._index.unsure(preds)
+            in_file = frozenset(key for key in unsure
+                                if self._conn.execute(schema.PREDICTED, key).fetchone())
+            with self._lock:
+                self._check_open()
+                return then(in_file)
 
     def mark_executed(self, ids: Iterable[int]) -> int:
         """Flag pending predictions that executed a paper trade (their experiences weigh more);
@@ -128,8 +182,7 @@ class PredictionStore:
         """Mark pending predictions whose candle should have closed (opened at target_ts, a
         timeframe long) before cutoff_ts expired; how many. By the close, not the open: a
         1d candle opens a day before it can resolve anything."""
-        cutoff_ts = integer("cutoff_ts", cutoff_ts)
-        now_ts = integer("now_ts", now_ts)
+        cutoff_ts, now_ts = integer("cutoff_ts", cutoff_ts), integer("now_ts", now_ts)
         with self._lock:
             self._check_open()
             return self._index.expire_closed_before(cutoff_ts, now_ts)
@@ -155,21 +208,27 @@ class PredictionStore:
             found = [p for p in self._index.pending.values() if p.target_ts < ts]
         return sorted(found, key=lambda p: (p.target_ts, p.id))
 
-    def recent(
-        self,
-        limit: int = 50,
-        model: str | None = None,
-        symbol: str | None = None,
-        timeframe: str | None = None,
-        status: str | None = None,
-    ) -> list[dict]:
-        """The newest predictions (by market time, then id) matching every filter given.
+    @property
+    def version(self) -> int:
+        """Changes whenever what :meth:`recent` would list does."""
+        with self._lock:
+            return self._index.version
 
-        Each is a dict of the table's columns without the state blob; ``executed`` and
-        ``action_correct`` are bools (the latter None until resolved).
-        """
-        filters = {"model": model, "symbol": symbol, "timeframe": timeframe, "status": status}
-        return self._with_unflushed(queries.recent, limit, filters)
+    def recent(self, limit: int = 50, model: str | None = None, symbol: str | None = None,
+               timeframe: str | None = None, status: str | None = None) -> list[dict]:
+        """The newest predictions (by market time, then id) matching every filter given: dicts
+        of the table's columns but the state (read-only: shared by the callers of the same
+        query until the store changes); ``executed`` and ``action_correct`` are bools (the
+        latter None until resolved)."""
+        query = (limit, model, symbol, timeframe, status)
+        with self._lock:
+            version, rows = self._index.version, self._answers.get(self._index.version, query)
+        if rows is None:
+            filters = {"model": model, "symbol": symbol, "timeframe": timeframe, "status": status}
+            rows = self._with_unflushed(queries.recent, limit, filters)
+            with self._lock:
+                self._answers.put(version, query, rows)
+        return list(rows)
 
     def resolved_frame(self, after_created_ts: int | None = None):
         """Every resolved prediction (no state blobs) as a pandas DataFrame, oldest first:
@@ -189,10 +248,8 @@ class PredictionStore:
             return self._index.tallies()
 
     def accuracy(self) -> dict[tuple[str, str], dict[str, float]]:
-        """{(model, timeframe): {"resolved": n, "correct": k, "accuracy": k / n}}.
-
-        Over resolved predictions only; expired ones were never judged. From the index.
-        """
+        """{(model, timeframe): {"resolved": n, "correct": k, "accuracy": k / n}}: over
+        resolved predictions only (expired ones were never judged). From the index."""
         with self._lock:
             return self._index.accuracy()
 
@@ -221,8 +278,19 @@ class PredictionStore:
                     conn.executemany(schema.KEEP_STATE, keep)
             self._conn.close()
 
+    def stored(self) -> int:  # rows the file holds once the queue is written
+        return self._index.stored  # one int: read without the lock
+
     def __enter__(self) -> PredictionStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _checked(preds: Iterable[NewPrediction]) -> list[NewPrediction]:
+    preds = list(preds)
+    for pred in preds:
+        if not isinstance(pred, NewPrediction):
+            raise ValueError(f"expected a NewPrediction, got {type(pred).__name__}")
+    return preds

@@ -84,22 +84,25 @@ def test_queries_use_the_indexes(store):
     def plan(sql, params=()):
         return " ".join(row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
-    pending = plan(
-        "SELECT id FROM predictions WHERE status = 'pending' AND symbol = ? AND timeframe = ? "
-        "AND target_ts = ?",
-        ("a", "1m", 1),
-    )
-    assert "ix_predictions_pending" in pending
+    pending = plan("SELECT id FROM predictions WHERE status = 'pending' ORDER BY id")
+    assert "ix_predictions_status" in pending
     listing = plan(
         "SELECT id FROM predictions WHERE +model = ? ORDER BY created_ts DESC, id DESC LIMIT 5",
         ("cnn",),
     )
     assert "ix_predictions_created" in listing and "TEMP B-TREE" not in listing
-    accuracy = plan(
-        "SELECT model, timeframe, COUNT(*), SUM(action_correct) FROM predictions "
-        "WHERE status = 'resolved' GROUP BY model, timeframe"
-    )
-    assert "COVERING INDEX ix_predictions_accuracy" in accuracy and "TEMP B-TREE" not in accuracy
+    card = plan("SELECT id FROM predictions WHERE status = ? AND model = ? AND +symbol = ? "
+                "ORDER BY created_ts DESC, id DESC LIMIT 5", ("resolved", "cnn", "a"))
+    assert "ix_predictions_status" in card and "TEMP B-TREE" not in card
+    seen = plan("SELECT 1 FROM predictions WHERE model = ? AND symbol = ? AND timeframe = ? "
+                "AND target_ts = ?", ("cnn", "a", "1m", 1))
+    assert "COVERING INDEX ux_predictions_target" in seen
+    kept = plan("SELECT created_ts, id FROM predictions WHERE status = 'resolved' AND model = ? "
+                "ORDER BY created_ts DESC, id DESC LIMIT 1 OFFSET 999", ("cnn",))
+    assert "ix_predictions_status" in kept and "TEMP B-TREE" not in kept
+    aged = plan("SELECT id FROM predictions WHERE created_ts < ? AND +status != 'pending' "
+                "ORDER BY created_ts LIMIT 10", (5,))
+    assert "ix_predictions_created" in aged and "TEMP B-TREE" not in aged
 
 
 # ----------------------------------------------------------------------- a prediction's life
@@ -217,7 +220,7 @@ def test_a_day_candle_expires_from_its_close_not_its_open(store):
 
 def test_expire_closed_before(store):
     old = store.add(new(target_ts=T0))
-    older_resolved = store.add(new(target_ts=T0))
+    older_resolved = store.add(new(model="dqn", target_ts=T0))
     at_cutoff = store.add(new(target_ts=T0 + MIN))
     fresh = store.add(new(target_ts=T0 + 2 * MIN))
     store.resolve(older_resolved, resolution(), T0 + MIN)
@@ -282,10 +285,10 @@ def test_recent_rejects_unknown_status_and_bad_filters(store):
 def test_counts_and_accuracy_by_hand(store):
     # cnn 1m: 3 resolved, 2 correct -> 2/3; cnn 1h: 1 resolved, 0 correct -> 0;
     # dqn 1m: one expired, one pending -> no accuracy (never judged).
-    ids = store.add_many([new() for _ in range(4)])
+    ids = store.add_many([new(target_ts=T0 + k * MIN) for k in range(1, 5)])
     hour = store.add(new(timeframe="1h", target_ts=T0 + 60 * MIN))
     dqn_old = store.add(new(model="dqn", target_ts=T0))
-    store.add(new(model="dqn"))
+    store.add(new(model="dqn", target_ts=T0 + 5 * MIN))
     store.resolve_many(
         [
             (ids[0], resolution(correct=True)),
@@ -374,7 +377,7 @@ def test_concurrent_writes_from_two_threads_all_land(store):
     def writer(model: str) -> None:
         try:
             for i in range(200):
-                store.add(new(model=model, created_ts=T0 + i))
+                store.add(new(model=model, created_ts=T0 + i, target_ts=T0 + (i + 1) * MIN))
                 if i % 50 == 0:
                     store.recent(limit=10)  # reads interleaved with the other thread's writes
         except Exception as exc:  # surfaced below; a thread's exception is otherwise lost
@@ -513,7 +516,8 @@ def test_reads_see_recorded_rows_and_write_nothing(store, tmp_path):
     before = file_rows()
     store.resolve(waiting, resolution(correct=False, reward=-0.1), T0 + 3 * MIN)
     cob = store.add(new(model="cob", action="UP", created_ts=T0 + 55_000))
-    late = store.add(new(created_ts=T0 + 56_000, predicted_ohlcv=(1.0, 2.0, 0.5, 1.5, 9.0)))
+    late = store.add(new(created_ts=T0 + 56_000, target_ts=T0 + 2 * MIN,
+                         predicted_ohlcv=(1.0, 2.0, 0.5, 1.5, 9.0)))
     store.mark_executed([late])
     assert store.expire_closed_before(T0 + MIN + 1, T0 + 4 * MIN) == 1  # old closed at T0 + MIN
 
@@ -613,7 +617,7 @@ def test_record_resolves_and_adds_in_one_transaction(store):
     assert store.get(first)["resolved_ts"] == T0 + 2 * MIN + 1
     assert [p.id for p in store.pending("ETH/USDT", "1m", T0 + 3 * MIN)] == ids
     assert not store.pending("ETH/USDT", "1m", T0 + MIN)
-    assert store.add(new()) == first + 3  # SQLite carries on after them
+    assert store.add(new(target_ts=T0 + 4 * MIN)) == first + 3  # SQLite carries on after them
 
 
 def test_a_failing_record_changes_nothing(store):
@@ -664,3 +668,168 @@ def test_recording_flushing_and_reading_at_once_lose_nothing(store):
     assert len(rows) == 900 and sorted(rows) == list(range(1, 901))
     assert {i for i, s in rows.items() if s == "resolved"} == resolved  # 897
     assert {i for i, s in rows.items() if s == "pending"} == set(store._index.pending)  # last 3
+
+
+# ----------------------------------------------------------------------- one prediction per candle
+
+
+def test_a_model_predicts_a_candle_once_even_across_a_restart(tmp_path):
+    path = tmp_path / "p.db"
+    with PredictionStore(path) as first:
+        kept = first.add(new())
+        first.add(new(model="dqn"))  # another model may predict the same candle
+        with pytest.raises(ValueError, match="cnn has already predicted the ETH/USDT 1m candle"):
+            first.add(new(confidence=0.9))  # unflushed: the index knows
+        with pytest.raises(ValueError, match="already predicted"):
+            first.add_many([new(target_ts=T0 + 5 * MIN), new(target_ts=T0 + 5 * MIN)])
+        with pytest.raises(ValueError, match="already predicted"):
+            first.record([(kept, resolution(), T0 + 2 * MIN)], [new(model="dqn")])
+        assert first.counts()["cnn"] == {"pending": 1, "resolved": 0, "expired": 0}  # nothing
+        assert first.pending("ETH/USDT", "1m", T0 + MIN)[0].id == kept  # changed by a refusal
+        first.flush()
+        first.resolve(kept, resolution(), T0 + 2 * MIN)
+        with pytest.raises(ValueError, match="already predicted"):
+            first.add(new())  # resolved, flushed or not
+    with PredictionStore(path) as second:  # a restart: the market rewinds to before T0
+        earlier = new(target_ts=T0, created_ts=T0 - 10_000)  # never predicted: allowed
+        again = [new(), new(model="dqn"), new(model="cob", action="UP"), earlier]
+        assert second.unpredicted(again) == [again[2], earlier]
+        with pytest.raises(ValueError, match="already predicted"):
+            second.record([], again)
+        assert second.add_many([again[2], earlier]) == [3, 4]
+        assert second.unpredicted(again) == []
+        assert second.counts() == {"cnn": {"pending": 1, "resolved": 1, "expired": 0},
+                                   "cob": {"pending": 1, "resolved": 0, "expired": 0},
+                                   "dqn": {"pending": 1, "resolved": 0, "expired": 0}}
+    raw = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # the file refuses one too
+        raw.execute("INSERT INTO predictions (model, model_step, symbol, timeframe, created_ts, "
+                    "target_ts, reference_price, action, confidence) "
+                    "VALUES ('cnn', 0, 'ETH/USDT', '1m', 0, ?, 1.0, 'BUY', 0.5)", (T0 + MIN,))
+    raw.close()
+
+
+def test_a_version_1_file_is_migrated_keeping_each_candle_once(tmp_path):
+    from core.predictions import schema
+
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.executescript(schema._SCHEMA)  # the table as version 1 had it, and its indexes
+    raw.execute("CREATE INDEX ix_predictions_accuracy ON predictions "
+                "(status, model, timeframe, action_correct)")
+    raw.execute("INSERT INTO schema_version VALUES (1)")
+    for i, pred in enumerate([new(), new(model="dqn"), new(), new(target_ts=T0 + 2 * MIN),
+                              new(confidence=0.9)], start=1):  # ids 3 and 5 repeat id 1
+        raw.execute(schema.INSERT, (i, *pred.row()))
+    raw.execute("UPDATE predictions SET status = 'resolved', action_correct = id % 2, "
+                "actual_close = 1.0 WHERE id IN (1, 2, 3)")
+    raw.close()
+    with PredictionStore(path) as store:
+        assert sorted(r["id"] for r in store.recent()) == [1, 2, 4]  # the first of each kept
+        assert store.counts() == {"cnn": {"pending": 1, "resolved": 1, "expired": 0},
+                                  "dqn": {"pending": 0, "resolved": 1, "expired": 0}}
+        assert store.accuracy()[("cnn", "1m")] == {"resolved": 1, "correct": 1, "accuracy": 1.0}
+        with pytest.raises(ValueError, match="already predicted"):
+            store.add(new())
+        assert store.add(new(target_ts=T0 + 3 * MIN)) == 5
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    raw.close()
+
+
+# ----------------------------------------------------------------------- retention
+
+
+def _scored_day(store, days: int, per_day: int = 30) -> None:
+    """``days`` of predictions by cnn and dqn, a minute apart from midnight; the first of each
+    day expires, the very last stays pending, the others resolve; a flush after each day."""
+    for d in range(days):
+        for k in range(per_day):
+            ts = T0 + d * 1440 * MIN + k * MIN
+            ids = store.add_many([new(model=m, created_ts=ts, target_ts=ts + MIN)
+                                  for m in ("cnn", "dqn")])
+            if k != 0 and not (d == days - 1 and k == per_day - 1):
+                store.resolve_many([(i, resolution(correct=(k % 3 == 0))) for i in ids],
+                                   ts + 2 * MIN)
+        store.expire_closed_before(T0 + d * 1440 * MIN + 3 * MIN, T0 + (d + 1) * 1440 * MIN)
+        store.flush()
+
+
+def _shown(store, keep: int) -> dict:
+    """Every store-derived number the page and /status show, the cards' scores included."""
+    import pandas as pd
+
+    from core.live.quality import model_quality
+
+    cards = {}
+    for m in ("cnn", "dqn"):
+        rows = pd.DataFrame(store.recent(limit=keep, model=m, status="resolved"))
+        cards[m] = model_quality(m, rows, ("accuracy",), 0.001, 7, 10)
+    return {"counts": store.counts(), "accuracy": store.accuracy(), "cards": cards}
+
+
+def test_pruning_by_age_and_rows_changes_no_number_shown(tmp_path):
+    from core.predictions import Retention
+
+    path = tmp_path / "p.db"
+    keep = Retention(keep_days=2, max_rows=100, keep_resolved=40, every_s=1e9, chunk=7)
+    with PredictionStore(path, Retention(keep_days=1e4, max_rows=10**6)) as store:
+        _scored_day(store, days=5)
+        assert store.stored() == 300
+        store.add(new(model="dqn", created_ts=T0 - 1, target_ts=T0))  # pending, the oldest
+    with PredictionStore(path, keep) as store:
+        before = _shown(store, keep=40)
+        assert store.prune() == 301 - 100
+        after = _shown(store, keep=40)
+        assert after == before  # counts, accuracy and the cards' scores, unchanged
+        assert store.stored() == 100
+        rows = store.recent(limit=1000)
+        assert len(rows) == 100
+        assert rows[-1]["status"] == "pending"  # a pending prediction is never deleted
+        assert min(r["created_ts"] for r in rows[:-1]) >= T0 + 3 * 1440 * MIN  # 2 days kept
+        assert store.prune() == 0
+    with PredictionStore(path, keep) as store:  # and after a restart
+        assert _shown(store, keep=40) == before
+        # A deleted candle still counts as predicted: a rewound market does not predict it.
+        assert store.unpredicted([new(created_ts=T0, target_ts=T0 + MIN)]) == []
+
+
+def test_pruning_keeps_each_models_newest_resolved_and_runs_from_the_flush(tmp_path):
+    from core.predictions import Retention
+
+    keep = Retention(keep_days=0.5, max_rows=10, keep_resolved=25, every_s=0.0, chunk=1000)
+    with PredictionStore(tmp_path / "p.db", keep) as store:
+        _scored_day(store, days=2)
+        # The flush pruned: a day ago is past the age, 120 rows over max_rows, yet each model
+        # keeps its newest 25 resolved rows and the pending ones.
+        rows = store.recent(limit=1000)
+        assert store.stored() == len(rows) == 2 * 25 + 2
+        for m in ("cnn", "dqn"):
+            assert len(store.recent(limit=1000, model=m, status="resolved")) == 25
+        assert store.counts()["cnn"] == {"pending": 1, "resolved": 57, "expired": 2}
+
+
+def test_retention_settings_are_checked():
+    from core.predictions import Retention
+
+    with pytest.raises(ValueError, match="retention max_rows must be a number >= 1"):
+        Retention(max_rows=0)
+
+
+def test_a_listing_shared_by_pollers_follows_every_change(store):
+    from core.predictions import Retention
+
+    first = store.add(new())
+    assert [r["status"] for r in store.recent()] == ["pending"]
+    assert store.recent() == store.recent()  # the same answer while nothing changes
+    store.mark_executed([first])
+    assert store.recent()[0]["executed"] is True
+    store.resolve(first, resolution(correct=False), T0 + 2 * MIN)
+    assert store.recent()[0]["action_correct"] is False
+    second = store.add(new(target_ts=T0 + 2 * MIN))
+    assert [r["id"] for r in store.recent()] == [second, first]
+    assert store.expire_closed_before(T0 + 4 * MIN, T0 + 5 * MIN) == 1
+    assert [r["status"] for r in store.recent()] == ["expired", "resolved"]
+    store.retention = Retention(max_rows=1, keep_resolved=0)
+    store.flush()  # writes, then retention deletes the oldest row (the file's only)
+    assert [r["id"] for r in store.recent()] == [second] and store.stored() == 1
