@@ -2,6 +2,7 @@
 
     python app.py                      # dashboard on the bundled replay, http://127.0.0.1:8050
     python app.py --speed 60 --port 8060
+    python app.py --dev                # Dash's development server instead of waitress
     python app.py --help
 """
 
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--record", metavar="DIR",
                    help="record the live market (1s candles, trades, books) into a recording "
                         "folder the replay can play (--recording DIR); written when the app stops")
+    p.add_argument("--dev", action="store_true",
+                   help="serve with Dash's development server instead of waitress (no reloader)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
 
@@ -120,42 +123,88 @@ def _recorder(path: str, services, cfg):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 after a normal stop; 2, with one line on stderr naming the key or path,
+    for what the user must fix: bad config, an exposed address without credentials, a port in
+    use (found before any thread starts), a missing or corrupt recording, a runtime folder
+    that cannot be written."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["evaluate"]:
         return evaluate(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from core.services import StartupError
+    from dashboard.security import check_exposure, credentials_from_env
+    from dashboard.server import bind
+
     try:
         cfg = load_config(args.config, overrides(args))
-    except ConfigError as exc:
+        credentials = credentials_from_env()
+        check_exposure(cfg.server, credentials)
+        sock = bind(cfg.server.host, cfg.server.port)  # first: a port in use stops us here
+    except (ConfigError, StartupError) as exc:
         print(f"tickwise: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _serve(args, cfg, credentials, sock)
+    finally:
+        sock.close()
 
+
+def _build(cfg):
+    """The services, or None after printing the one line that says why not."""
+    from core.market.recording import RecordingError
+    from core.services import StartupError, build_services
+
+    try:
+        return build_services(cfg)
+    except (StartupError, RecordingError) as exc:
+        print(f"tickwise: {exc}", file=sys.stderr)
+    except SystemExit as exc:  # the market's own checks (a recording without the symbols)
+        if not isinstance(exc.code, str):
+            raise
+        print(f"tickwise: {exc.code}", file=sys.stderr)
+    return None
+
+
+def _serve(args: argparse.Namespace, cfg, credentials, sock) -> int:
     import torch  # imported here, not at module top: nothing heavy happens at import time
 
     torch.set_num_threads(cfg.torch.threads)
 
-    from core.services import build_services
     from dashboard.app import create_app
+    from dashboard.rest import endpoints
+    from dashboard.security import exposure_lines
+    from dashboard.server import serve
 
-    services = build_services(cfg)
-    recorder = _recorder(args.record, services, cfg) if args.record else None
-    app = create_app(cfg, services.market, services.training)
-    services.start()  # here, in the serving process only: no reloader, so it starts once
-    # Everything imported and built so far lives for the whole run: freezing it keeps full
-    # garbage collections (about 300k objects from dash, plotly, torch) from pausing every
-    # thread for 100-200 ms (measured by bench/signal_cycle.py).
-    gc.freeze()
-    url = f"http://{cfg.server.host}:{cfg.server.port}/"
-    log.info("Tickwise on %s (source %s, speed x%g)", url, services.market.source.kind,
-             cfg.replay.speed)
+    services = _build(cfg)
+    if services is None:
+        return 2
+    try:
+        recorder = _recorder(args.record, services, cfg) if args.record else None
+    except OSError as exc:
+        services.training.store.close()
+        print(f"tickwise: --record {args.record}: cannot write there ({exc.strerror or exc})",
+              file=sys.stderr)
+        return 2
+    app = create_app(cfg, services.market, services.training, credentials)
+    port = sock.getsockname()[1]
+    for line in exposure_lines(cfg.server, port, credentials, endpoints(app.server)):
+        log.info("%s", line)
     # Ctrl+C and SIGTERM both end the server through the `finally` below, which stops training
     # (writing checkpoints) and closes a recording. SIGINT is set explicitly: a shell that
     # starts us in the background may have left it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        app.run(host=cfg.server.host, port=cfg.server.port, debug=False, use_reloader=False)
+        services.start()  # here, in the serving process only: no reloader, so it starts once
+        # Everything imported and built so far lives for the whole run: freezing it keeps full
+        # garbage collections (about 300k objects from dash, plotly, torch) from pausing every
+        # thread for 100-200 ms (measured by bench/signal_cycle.py).
+        gc.freeze()
+        log.info("Tickwise on http://%s:%d/ (source %s, speed x%g, %s)", cfg.server.host, port,
+                 services.market.source.kind, cfg.replay.speed,
+                 "development server" if args.dev else f"waitress, {cfg.server.threads} threads")
+        serve(app, sock, cfg.server, dev=args.dev)
     finally:
         services.stop()
         if recorder is not None:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 
 ENV_PREFIX = "TICKWISE_"
+# Credentials (dashboard/security.py): read from the environment only, never config keys.
+SECRET_ENV = frozenset({"TICKWISE_USER", "TICKWISE_PASSWORD", "TICKWISE_TOKEN"})
 _NULLS = ("", "null", "none")  # what an environment variable says for None
 
 
@@ -234,7 +236,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     """TICKWISE_REPLAY__SPEED=30 -> {"replay.speed": "30"}."""
     out = {}
     for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX) and name not in SECRET_ENV:
             out[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = value
     return out
 

@@ -7,21 +7,31 @@ serving process. app.py, the end-to-end tests and the benchmarks all use this on
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from core.config import Config
 from core.kernels import warm_up
 from core.live.models import build_learners
+from core.live.quality import QUALITY_ROWS
 from core.live.service import LiveTraining
 from core.market.service import MarketService, build_market
-from core.predictions import PredictionStore
+from core.predictions import PredictionStore, Retention
 from core.scheduler import build_scheduler
 from nn.checkpoints import CheckpointManager
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """Something the user must fix before Tickwise can start (a folder it cannot write, a
+    port in use): app.py prints the message, one line, and exits with status 2."""
 
 
 @dataclass
@@ -56,11 +66,57 @@ class Services:
 
 
 def build_services(cfg: Config) -> Services:
+    """Every service, built; nothing started. A runtime folder that cannot be written (read
+    only, full) raises StartupError naming it before anything is written there."""
     market = build_market(cfg)
     runtime = cfg.runtime_path
-    runtime.mkdir(parents=True, exist_ok=True)
-    store = PredictionStore(runtime / "predictions.sqlite")
+    check_writable(runtime, "runtime_dir")
+    store = open_store(runtime / "predictions.sqlite", Retention(
+        keep_days=cfg.store.keep_days, max_rows=cfg.store.max_rows, keep_resolved=QUALITY_ROWS))
     checkpoints = CheckpointManager(runtime / "checkpoints", cfg.training.keep_checkpoints)
     training = LiveTraining(cfg, market, store,
                                    build_learners(cfg, market.model_timeframes), checkpoints)
     return Services(cfg, market, training)
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Make ``folder`` and write (and fsync) a page there: a read-only or full file system
+    refuses it now, with a one-line StartupError naming ``key`` and the folder, and no file is
+    left behind."""
+    probe = folder / ".tickwise-write-test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, bytes(4096))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StartupError(f"{key} {folder}: cannot write there ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+
+
+# SQLite's words for a file it cannot use (full, read only, not SQLite), not for a bug.
+_FILE_FAULTS = ("disk is full", "unable to open", "readonly", "not a database", "disk I/O",
+                "malformed")
+
+
+def open_store(path: Path, retention: Retention | None = None) -> PredictionStore:
+    """The prediction store; if it cannot be opened or created (a full disk, a file that is
+    not SQLite), StartupError naming the file, and a file this call created is removed."""
+    existed = path.exists()
+    try:
+        return PredictionStore(path, retention)
+    except (OSError, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, sqlite3.DatabaseError) and not any(
+                why in str(exc) for why in _FILE_FAULTS):
+            raise  # not the file's fault: a bug, shown as one
+        if not existed:
+            for leftover in (path, path.with_name(path.name + "-wal"),
+                             path.with_name(path.name + "-shm"), path.with_name(path.name + "-journal")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+        raise StartupError(f"runtime_dir: the prediction store {path} cannot be opened ({exc})") from None

@@ -10,7 +10,8 @@ from core.config import Config
 from core.market.service import MarketService
 from dashboard.callbacks import register_callbacks
 from dashboard.layout import build_layout
-from dashboard.rest import api_blueprint, install_json_errors
+from dashboard.rest import api_blueprint, install_json_errors, no_paths
+from dashboard.security import Credentials, install_security
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -22,7 +23,10 @@ INDEX = """<!DOCTYPE html>
 </html>"""
 
 
-def create_app(cfg: Config, market: MarketService, training=None) -> dash.Dash:
+def create_app(cfg: Config, market: MarketService, training=None,
+               credentials: Credentials | None = None) -> dash.Dash:
+    """The page, its callbacks and the REST API behind the Origin check (always) and a login
+    (when ``credentials`` are given: app.py gives them from the environment)."""
     app = dash.Dash(
         __name__,
         title="Tickwise",
@@ -35,6 +39,7 @@ def create_app(cfg: Config, market: MarketService, training=None) -> dash.Dash:
     app.layout = build_layout(cfg.market.symbols, cfg.market.timeframes, cfg.server.refresh_ms,
                               with_training=training is not None)
     register_callbacks(app, market, cfg.server.chart_candles, training)
-    app.server.register_blueprint(api_blueprint(market, training))
+    install_security(app.server, cfg.server, credentials or Credentials())  # before any route
+    app.server.register_blueprint(api_blueprint(market, training, no_paths()))
     install_json_errors(app.server)
     return app

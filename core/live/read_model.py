@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import verdicts
@@ -40,7 +41,7 @@ class ModelStatus:
     look: dict  # how the chart draws it: markers per action, executed only
     parameters: int  # sum(p.numel()) of its network
     train_steps: int
-    prediction_count: int  # stored predictions, all statuses
+    prediction_count: int  # predictions made, all statuses (a running total: retention keeps it)
     loss_5ma: float | None  # None before the first training step
     loss_history: list[float]
     epsilon: float | None  # None for models that do not explore
@@ -49,7 +50,9 @@ class ModelStatus:
     memory_bytes: int
     active: bool
     state: str  # ACTIVE, IDLE (trained, stopped) or UNTRAINED
-    checkpoint: dict | None
+    checkpoint: dict | None  # the newest: {file (relative to the checkpoint folder), step, bytes}
+    checkpoint_warning: str | None  # checkpoints skipped at start (unreadable, refused, unfit)
+    resumed_from_step: int | None  # the step of the checkpoint loaded at start; None: fresh
     accuracy: dict  # timeframe -> {resolved, correct, accuracy}
     quality: dict | None  # scores with baselines and intervals; None before any resolved
     timeframes: dict  # timeframe -> "trained and scored" or "not scored: interpolated"
@@ -99,6 +102,10 @@ class ReadModel:
 
     def predictions(self, limit: int = 50, **where) -> list[dict]:
         return self.live.store.recent(limit=limit, **where)
+
+    def predictions_version(self) -> int:
+        """Changes whenever what :meth:`predictions` would list does."""
+        return self.live.store.version
 
     def looks(self) -> dict[str, dict]:
         return {name: dataclasses.asdict(lrn.look) for name, lrn in self.live.learners.items()}
@@ -188,7 +195,18 @@ class ReadModel:
                 epsilon=lrn.epsilon, last_prediction=live.last_predictions.get(name),
                 device=str(lrn.device), memory_bytes=lrn.memory_bytes(), active=live.active,
                 state="ACTIVE" if live.active else ("IDLE" if steps else "UNTRAINED"),
-                checkpoint=live.checkpoints.latest_info(name),
+                checkpoint=self._checkpoint(name),
+                checkpoint_warning=live.checkpoints.warnings.get(name),
+                resumed_from_step=live.learning.resumed_from.get(name),
                 accuracy={tf: v for (m, tf), v in accuracy.items() if m == name},
                 quality=quality.get(name), timeframes=roles)
         return models
+
+    def _checkpoint(self, name: str) -> dict | None:
+        """The newest checkpoint, named relative to the checkpoint folder (no absolute path
+        leaves the server)."""
+        info = self.live.checkpoints.latest_info(name)
+        if info is None:
+            return None
+        return {"file": f"{name}/{Path(info['path']).name}", "step": info["step"],
+                "bytes": info["bytes"]}

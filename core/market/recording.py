@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,21 +94,33 @@ class Recording:
 
     def table(self, stream: Stream) -> pd.DataFrame:
         """A stream's rows, checked against its manifest checksum and columns."""
-        raw = (self.path / stream.file).read_bytes()
+        where = self.path / stream.file
+        try:
+            raw = where.read_bytes()
+        except OSError as exc:
+            raise RecordingError(f"{where}: cannot read it ({exc.strerror or exc})") from None
         digest = hashlib.sha256(raw).hexdigest()
         if digest != stream.sha256:
-            raise RecordingError(f"{stream.file}: sha256 {digest} does not match the manifest")
-        frame = pd.read_csv(io.BytesIO(gzip.decompress(raw)))
+            raise RecordingError(f"{where}: sha256 {digest} does not match the manifest "
+                                 "(truncated or changed?)")
+        try:
+            frame = pd.read_csv(io.BytesIO(gzip.decompress(raw)))
+        except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError) as exc:
+            raise RecordingError(f"{where}: not a gzip'd CSV ({exc})") from None
         columns = list(KINDS[stream.kind])
         if list(frame.columns) != columns:
-            raise RecordingError(f"{stream.file}: columns {list(frame.columns)} != {columns}")
+            raise RecordingError(f"{where}: columns {list(frame.columns)} != {columns}")
         return frame
 
     def candles(self, symbol: str) -> tuple[str, np.ndarray]:
         """(timeframe, candles [N, 6] float64 sorted by ts) of a symbol's finest candle stream."""
         stream = self.candle_stream(symbol)
         frame = self.table(stream)
-        return stream.timeframe or "1s", frame.to_numpy(dtype=np.float64)
+        try:
+            values = frame.to_numpy(dtype=np.float64)
+        except ValueError as exc:
+            raise RecordingError(f"{self.path / stream.file}: not numbers ({exc})") from None
+        return stream.timeframe or "1s", values
 
 
 def find_recording(name_or_path: str, recordings_dir: Path) -> Path:

@@ -8,11 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from core.config import load_config
 from core.services import build_services
 from dashboard.app import create_app
+from dashboard.server import bind, make_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "e2e"
@@ -40,12 +40,13 @@ def services(tmp_path_factory):
 @pytest.fixture(scope="package")
 def server_url(services):
     app = create_app(services.config, services.market, services.training)
+    sock = bind("127.0.0.1", 0)  # as app.py serves: waitress on a port bound first
+    server = make_server(app.server, sock, services.config.server)
     services.start()  # market pump + APScheduler, as app.py does
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    stop(server)
 
 
 @pytest.fixture(scope="package")
