@@ -36,6 +36,9 @@ def benches() -> list[tuple[str, list[str]]]:
         ("status_latency", []),
         ("exchange_ingest", ["--seconds", "5000"]),
         ("store_throughput", []),
+        ("store_load", []),
+        ("server_load", []),
+        ("checkpoints", []),
         ("eval_real", []),
     ]
 
@@ -194,9 +197,52 @@ def p_eval(out: str):
     return figs, runs
 
 
+def p_store_load(out: str):
+    """Rows like ``status  20  1 s  300  0  2.5  8.1  11.6  19  36,632  p99<100: yes``."""
+    figs, vals = [], {}
+    for line in out.splitlines():
+        m = re.match(r"^(\S+)\s+(\d+)\s+(1 s|none|[\d.]+ s)\s+[\d,]+\s+(\d+)\s+([\d.]+)\s+"
+                     r"([\d.]+)", line)
+        if m:
+            pause = "polling each 1 s" if m[3] != "none" else "back to back"
+            figs.append((f"REST /{m[1]}, 1M stored, {m[2]} clients {pause}: p50 / p99 ms",
+                         f"{m[5]} / {m[6]}" + (f" ({m[4]} errors)" if m[4] != "0" else "")))
+            vals[(m[1].split("?")[0], pause)] = float(m[6])
+    if not figs:
+        raise ValueError("no endpoint rows")
+    return figs, vals
+
+
+def p_server(out: str):
+    """Rows like ``market/status, 200 idle sockets held  1  300  0  1.30  4.42  5.15  654``."""
+    figs = []
+    for line in out.splitlines():
+        m = re.match(r"^(\S.*?)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)"
+                     r"\s+(\d+)\s*$", line)
+        if m:
+            figs.append((f"waitress: {m[1]}: p50 / p99 ms", f"{m[5]} / {m[6]}"
+                         + (f" ({m[4]} errors)" if m[4] != "0" else "")))
+    if not figs:
+        raise ValueError("no case rows")
+    return figs, {}
+
+
+def p_checkpoints(out: str):
+    """Rows like ``dqn  25  6.63  2.1  29.4  45.0  15.9  0.049%``."""
+    figs = []
+    for line in out.splitlines():
+        m = re.match(r"^(\w+)\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)", line)
+        if m:
+            figs.append((f"checkpoint {m[1]}: MB, save / load ms", f"{m[2]}, {m[4]} / {m[5]}"))
+    if not figs:
+        raise ValueError("no model rows")
+    return figs, {}
+
+
 PARSERS = {"replay_throughput": p_replay, "chart_update": p_chart, "signal_cycle": p_signal,
            "training_throughput": p_training, "status_latency": p_status,
-           "exchange_ingest": p_ingest, "store_throughput": p_store, "eval_real": p_eval}
+           "exchange_ingest": p_ingest, "store_throughput": p_store, "eval_real": p_eval,
+           "store_load": p_store_load, "server_load": p_server, "checkpoints": p_checkpoints}
 
 
 def machine() -> list[str]:
@@ -268,6 +314,20 @@ def targets(raw: dict, cores: int) -> list[tuple[str, str, str]]:
                  ("MET" if t["min"] >= 0.8 else "NOT MET") if t else "UNKNOWN",
                  f"worst model {t['min']:.2f}" if t else
                  "training_throughput failed or was not parsed"))
+    rows += store_load_targets(raw.get("store_load") or {})
+    return rows
+
+
+def store_load_targets(p99s: dict) -> list[tuple[str, str, str]]:
+    """Issue 13's targets: with 1,000,000 stored and training on, 20 clients."""
+    rows = []
+    for path, limit in (("status", 100.0), ("predictions", 200.0)):
+        for pause in ("polling each 1 s", "back to back"):
+            p99 = p99s.get((path, pause))
+            rows.append((f"/{path} p99 < {limit:.0f} ms, 1M stored, 20 clients {pause}",
+                         "UNKNOWN" if p99 is None else "MET" if p99 < limit else "NOT MET",
+                         "store_load failed or was not parsed" if p99 is None
+                         else f"{p99:.1f} ms"))
     return rows
 
 
