@@ -38,6 +38,7 @@ def benches() -> list[tuple[str, list[str]]]:
         ("store_throughput", []),
         ("store_load", []),
         ("server_load", []),
+        ("events", []),
         ("checkpoints", []),
         ("eval_real", []),
     ]

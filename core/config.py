@@ -142,7 +142,15 @@ class ServerConfig:
         None,
         "Other origins (scheme://host:port) whose pages may change state here (POST) and read "
         "the API across origins (CORS). null: only the server's own page; CORS off.")
-    threads: int = setting(8, "worker threads of the web server (waitress)", ge=1, le=256)
+    threads: int = setting(
+        40, "Worker threads of the web server (waitress). Each open event stream "
+        "(GET /api/live-training/events) holds one for as long as it is open.", ge=1, le=256)
+    event_streams: int = setting(
+        24, "Event streams open at once; one more is refused with 503. Must stay below "
+        "server.threads, so the page and the other requests keep threads.", ge=0, le=250)
+    events_backlog: int = setting(
+        10_000, "Events the stream keeps for clients that reconnect (Last-Event-ID); one who "
+        "missed more gets a gap event saying how many were lost.", ge=100, le=1_000_000)
     connection_limit: int = setting(
         500, "Open connections the web server holds (idle ones included) before it stops "
         "accepting new ones.", ge=10, le=10_000)
@@ -239,6 +247,17 @@ class TrainingConfig:
     keep_checkpoints: int = setting(3, "newest checkpoints kept per model", ge=1, le=100)
     start_active: bool = setting(
         False, "start live training with the server instead of waiting for Start")
+    auto_promote: bool = setting(
+        False, "Promote a challenger as soon as it is promotable (else the card's Promote "
+        "button or POST /api/models/<name>/promote).")
+    promote_min_resolved: int = setting(
+        200, "A challenger is promotable only after at least this many of its resolved "
+        "predictions pair with the champion's on the same candles.", ge=30, le=1_000_000)
+    stale_after_s: float = setting(
+        0.0, "Market seconds after which a model whose newest training step or resolved "
+        "prediction is older is STALE (card, status, its new predictions); 0: three times the "
+        "market time the fastest model timeframe needs to fill a training batch.",
+        ge=0, le=31_536_000)
 
 
 @dataclass(frozen=True)

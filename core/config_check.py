@@ -83,5 +83,8 @@ def check(cfg: Config) -> None:
             raise ConfigError(
                 "replay.start", f"{cfg.replay.start!r} is not an ISO date/datetime or null"
             ) from None
+    if cfg.server.event_streams >= cfg.server.threads:
+        raise ConfigError("server.event_streams", f"{cfg.server.event_streams} must be below "
+                          f"server.threads ({cfg.server.threads}): streams would take every thread")
     if cfg.models.max_model_mb > cfg.models.max_total_mb:
         raise ConfigError("models.max_model_mb", "must not exceed models.max_total_mb")

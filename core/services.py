@@ -58,6 +58,7 @@ class Services:
 
     def stop(self) -> None:
         self.training.stop()  # writes the final checkpoints
+        self.training.events.close()  # open event streams end (after the "stopped" event)
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None

@@ -8,8 +8,10 @@ import dash_bootstrap_components as dbc
 from dash import MATCH, Input, Output, State, ctx, no_update
 
 from core.market.service import MarketService
+from dashboard.challenger_view import register_challenger_callbacks
 from dashboard.figures import ChartState, chart_update, depth_figure
 from dashboard.layout import symbol_id
+from dashboard.model_controls import register_control_callbacks
 from dashboard.training_view import accuracy_table, model_card, panel_stats, predictions_table
 
 
@@ -131,6 +133,8 @@ def register_callbacks(app, market: MarketService, visible: int, training=None) 
     register_chart_callbacks(app, market, visible, training.read if training else None)
     if training is not None:
         register_training_callbacks(app, training, market.store.timeframes)
+        register_challenger_callbacks(app, training)  # dashboard/challenger_view.py
+        register_control_callbacks(app, training)  # dashboard/model_controls.py
 
 
 def register_market_callbacks(app, market: MarketService) -> None:

@@ -90,6 +90,8 @@ def _training_panel() -> html.Div:
     """The model cards, filled by the callbacks, and the live-training panel."""
     return html.Div(
         [
+            html.Div(id="challenger-message"),  # a Promote click's answer
+            html.Div(id="control-message"),  # a card's pause/freeze/rollback answer
             dbc.Row(id="model-cards", className="g-3 mb-3"),
             dbc.Card(
                 [

@@ -4,6 +4,9 @@
 - POST /api/live-training/start, POST /api/live-training/stop   (idempotent; return the status)
 - GET  /api/live-training/status
 - GET  /api/live-training/predictions?limit=&model=&symbol=&timeframe=&status=
+- GET  /api/health (200, or 503 with the reasons: core/health.py)
+- GET  /api/openapi.json (every route described: dashboard/openapi.py)
+- GET  /api/live-training/events (Server-Sent Events; Last-Event-ID or ?last_event_id=)
 
 A bad request gets 400 with {"error": "..."} saying what is allowed; a wrong method 405.
 No answer holds an absolute path (``no_paths``): files are named relative to the repo, or by
@@ -19,8 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, RequestRedirect, Rule
 
+from core.health import health as judge_health
+from core.live.events import EventBus, parse_last_id
 from core.market.service import MarketService
+from dashboard.challenger_api import challenger_routes
+from dashboard.control_api import control_routes
+from dashboard.openapi import spec
 
 ROOT = Path(__file__).resolve().parents[1]
 # An absolute path (two or more parts) not inside a URL or a relative path: its last part kept.
@@ -108,6 +118,52 @@ def _json(body: bytes) -> Response:
     return Response(body, mimetype="application/json")
 
 
+def operations_routes(api: Blueprint, market: MarketService, training,
+                      public: Callable[[Any], Any]) -> None:
+    """GET /api/openapi.json (dashboard/openapi.py) and, with training, GET /api/health: 200,
+    or 503 when the feed or the scheduler is dead, with the reasons (core/health.py)."""
+
+    @api.get("/openapi.json")
+    def openapi():
+        return jsonify(spec())
+
+    if training is None:
+        return
+
+    @api.get("/health")
+    def health():
+        schedule = training.schedule
+        code, body = judge_health(market.snapshot(),
+                                  None if schedule is None else schedule.report())
+        return jsonify(public(body)), code
+
+
+def events_route(api: Blueprint, events: EventBus) -> None:
+    """GET /api/live-training/events: the live loop's events as Server-Sent Events
+    (core/live/events.py), resumed after ``Last-Event-ID`` (or ``?last_event_id=``). Each
+    stream holds a server thread: past ``server.event_streams`` open, 503."""
+
+    @api.get("/live-training/events")
+    def live_events():
+        unknown = sorted(set(request.args) - {"last_event_id"})
+        if unknown:
+            raise BadRequest(f"unknown parameter {unknown[0]!r}; allowed: last_event_id")
+        try:
+            last = parse_last_id(request.headers.get("Last-Event-ID"),
+                                 request.args.get("last_event_id"))
+            events.check(last)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        if not events.open_stream():
+            return jsonify({"error": f"{events.max_streams} event streams are open, the most "
+                                     "server.event_streams allows; try again later"}), 503, {
+                "Retry-After": "5"}
+        response = Response(events.stream(last), mimetype="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        response.call_on_close(events.close_stream)  # however the stream ends
+        return response
+
+
 def api_blueprint(market: MarketService, training=None,
                   public: Callable[[Any], Any] = lambda data: data) -> Blueprint:
     """The REST endpoints; ``public`` is applied to the status answers (``no_paths()``)."""
@@ -116,6 +172,8 @@ def api_blueprint(market: MarketService, training=None,
     @api.errorhandler(BadRequest)
     def bad_request(exc):
         return jsonify({"error": str(exc)}), 400
+
+    operations_routes(api, market, training, public)
 
     @api.get("/market/status")
     def market_status():
@@ -131,6 +189,10 @@ def api_blueprint(market: MarketService, training=None,
     @api.post("/live-training/stop")
     def stop():
         return jsonify(public(training.stop()))
+
+    challenger_routes(api, training, public)  # dashboard/challenger_api.py
+    control_routes(api, training, public)  # pause/resume/freeze/unfreeze/rollback
+    events_route(api, training.events)
 
     bodies = Bodies()
 
@@ -172,17 +234,23 @@ def install_json_errors(server: Flask) -> None:
     for rule in server.url_map.iter_rules():
         if rule.rule.startswith("/api/"):
             methods.setdefault(rule.rule, set()).update(rule.methods or ())
+    # The API's rules alone (no catch-all), so /api/models/cnn/pause matches <name>.
+    routes = Map([Rule(rule, methods=allowed, endpoint=rule)
+                  for rule, allowed in methods.items()]).bind("")
 
     @server.before_request
     def api_routing():
         path = request.path
         if not path.startswith("/api/"):
             return None
-        allowed = methods.get(path)
-        if allowed is None:
+        try:
+            routes.match(path, method=request.method)
+        except NotFound:
             return jsonify({"error": f"no endpoint {path}; endpoints: "
                                      f"{', '.join(sorted(methods))}"}), 404
-        if request.method not in allowed:
-            shown = ", ".join(sorted(allowed - {"HEAD", "OPTIONS"}))
+        except MethodNotAllowed as exc:
+            shown = ", ".join(sorted(set(exc.valid_methods or ()) - {"HEAD", "OPTIONS"}))
             return jsonify({"error": f"{request.method} is not allowed on {path}; use {shown}"}), 405
+        except RequestRedirect:  # a trailing slash: Flask's own routing answers it
+            return None
         return None

@@ -12,9 +12,12 @@ import dash_bootstrap_components as dbc
 from dash import html
 
 from core.predictions import outcome
+from dashboard.challenger_view import challenger_rows, promote_footer
+from dashboard.model_controls import control_footer, control_rows, stale_badge
 
 SPARK = "▁▂▃▄▅▆▇█"
-STATE_COLOURS = {"ACTIVE": "success", "IDLE": "secondary", "UNTRAINED": "warning"}
+STATE_COLOURS = {"ACTIVE": "success", "IDLE": "secondary", "UNTRAINED": "warning",
+                 "PAUSED": "dark", "FROZEN": "info"}
 
 def sparkline(values: list[float], width: int = 24) -> str:
     """Unicode bars of the last ``width`` values, scaled between their min and max; a value
@@ -109,6 +112,41 @@ def checkpoint_text(ckpt: dict | None, resumed_from: int | None) -> str:
     return text + ("" if resumed_from is None else f" · resumed from step {resumed_from:,}")
 
 
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value >= 10_000:  # an interval of a slow replay or live bars: seconds read better
+        return f"{value / 1000:,.0f} s"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms" if value < 100 else f"{value:,.0f} ms"
+
+
+def cost_rows(costs: dict | None) -> list[tuple[str, str]]:
+    """The card's rows of what the model costs (the status' ``costs``, last minute)."""
+    if not costs:
+        return []
+    rows = []
+    for key, label in (("forward_ms", "forward pass"), ("cycle_share_ms", "cycle share"),
+                       ("train_step_ms", "train step")):
+        t = costs[key]
+        rows.append((label, "none in the last minute" if not t["n"] else
+                     f"p50 {_ms(t['p50_ms'])} · p99 {_ms(t['p99_ms'])} (n={t['n']:,})"))
+    rows.append(("CPU", f"{costs['cpu_fraction']:.1%} of a core (last {costs['window_s']:.0f} s)"))
+    return rows
+
+
+def cycle_text(cycle: dict | None) -> tuple[str, bool]:
+    """(the cycle's p99 against its interval, whether it is near falling behind)."""
+    if not cycle or not cycle["total_ms"]["n"]:
+        return "no cycle in the last minute", False
+    total = cycle["total_ms"]
+    text = f"p99 {_ms(total['p99_ms'])}"
+    if cycle["load"] is not None:
+        load = "<1%" if cycle["load"] < 0.01 else f"{cycle['load']:.0%}"
+        text += f" of {_ms(cycle['interval_ms'])} ({load})"
+    text += f" · p50 {_ms(total['p50_ms'])} · shared p50 {_ms(cycle['shared_ms']['p50_ms'])}"
+    return text, cycle["load"] is not None and cycle["load"] > cycle["behind_load"]
+
+
 def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
     state = m["state"]
     last = m.get("last_prediction")
@@ -136,6 +174,9 @@ def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
         ("last prediction", last_text),
         ("device", m["device"]),
         ("checkpoint", checkpoint_text(ckpt, m.get("resumed_from_step"))),
+        *cost_rows(m.get("costs")),
+        *challenger_rows(name, m),  # dashboard/challenger_view.py
+        *control_rows(m),  # dashboard/model_controls.py
     ]
     if m.get("checkpoint_warning"):  # a checkpoint skipped at start: say which and why
         rows.append(("checkpoint warning", m["checkpoint_warning"]))
@@ -149,10 +190,12 @@ def model_card(name: str, m: dict, roles: dict | None = None) -> dbc.Card:
         html.Span(m.get("title") or name, className="mc-title"),
         dbc.Badge(verdict, color=VERDICT_COLOURS.get(verdict, "secondary"),
                   className="ms-auto me-1 mc-verdict", id={"type": "model-verdict", "model": name}),
+        *stale_badge(name, m),
         dbc.Badge(state, color=STATE_COLOURS.get(state, "secondary"), className="mc-state",
                   id={"type": "model-state", "model": name}),
     ], className="d-flex align-items-center")
-    return dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")],
+    return dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2"),
+                     *promote_footer(name, m), *control_footer(name, m)],
                     className="model-card h-100", id=f"model-card-{name}")
 
 
@@ -193,12 +236,18 @@ def predictions_table(predictions: list[dict]) -> html.Table:
     return html.Table(rows, className="table table-sm table-dark lt-table mb-0")
 
 
+def _cycle_value(cycle: dict | None) -> html.Span:
+    text, behind = cycle_text(cycle)
+    return html.Span(text, className="text-warning" if behind else "")
+
+
 def panel_stats(status: dict) -> list:
     sig = status["signal_generation"]
     paper = status["paper"]
     items = [
         ("predictions / s", f"{status['predictions_per_second']:.1f}"),
         ("training batches / min", f"{status['training_batches_per_minute']:.1f}"),
+        ("cycle vs interval", _cycle_value(status.get("cycle"))),
         ("signal generation", sig["state"]),
         ("last signal", _ts(sig["last_signal_ms"])),
         ("paper P&L (realised)", f"{paper['realised_pnl']:+,.2f}"),

@@ -200,6 +200,20 @@ class CheckpointManager:
                 self.warnings[model] = "; ".join(skipped)
             return found
 
+    def kept_steps(self, model: str) -> list[int]:
+        """The steps of the model's kept checkpoints, oldest first (a step held by two runs
+        once: the newer run's file is the one :meth:`load_step` reads)."""
+        return sorted({step for (_, step), _ in self._files(model)})
+
+    def load_step(self, model: str, step: int) -> tuple[Path, dict]:
+        """The newest kept checkpoint of ``step``; KeyError if none is kept, and the
+        checkpoint's own error if it cannot be read."""
+        with self._lock:
+            found = [path for (_, s), path in self._files(model) if s == step]
+            if not found:
+                raise KeyError(step)
+            return found[-1], decode(found[-1].read_bytes())
+
     def _remove_temporary(self, model: str) -> None:
         folder = self.directory / model
         if folder.is_dir():

@@ -16,7 +16,11 @@ import time
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from time import perf_counter, thread_time
 
+from core.live.control import ModelStates
+from core.live.costs import ModelCosts
+from core.live.events import training_step
 from nn.base import Learner
 from nn.checkpoints import CheckpointManager
 from nn.contract import Experience
@@ -58,6 +62,7 @@ class Learning:
             name: {tf: [] for tf in timeframes} for name in learners}
         self._lock = threading.Lock()
         self.batch_rate = Rates()
+        self.costs = ModelCosts()  # training step times (core/live/costs.py)
         self.dropped_experiences = Counter()
         self._last_checkpoint_step = dict.fromkeys(learners, 0)
         # Seconds of active training: banked while off, counting while on (set_active).
@@ -68,6 +73,30 @@ class Learning:
         self._active_lock = threading.Lock()
         self._checkpoint_active_s = dict.fromkeys(learners, 0.0)  # active seconds at each save
         self.resumed_from: dict[str, int] = {}  # model -> the step its checkpoint held at load
+        self.unsaved: set[str] = set()  # learners never checkpointed (challengers)
+        self.events = None  # the event stream (core/live/events.py), set by LiveTraining
+        self.control = ModelStates()  # paused / frozen models (core/live/control.py)
+
+    def add_learner(self, name: str, learner: Learner, waiting: dict | None = None,
+                    saved: bool = True) -> None:
+        """A learner joins, or replaces the one of that name in its place of the run order
+        (challengers, core/live/challengers.py), with ``waiting`` experiences; ``saved=False``:
+        never checkpointed. Call between cycles and training steps."""
+        with self._lock:
+            self.learners[name] = learner
+            self.waiting[name] = {tf: list((waiting or {}).get(tf, ())) for tf in self.timeframes}
+            self._last_checkpoint_step[name] = learner.train_steps
+            self._checkpoint_active_s[name] = self.active_seconds()
+            (self.unsaved.discard if saved else self.unsaved.add)(name)
+
+    def remove_learner(self, name: str) -> dict[str, list[Experience]]:
+        """A learner leaves; returns the experiences it had waiting."""
+        with self._lock:
+            self.learners.pop(name, None)
+            self.unsaved.discard(name)
+            self._last_checkpoint_step.pop(name, None)
+            self._checkpoint_active_s.pop(name, None)
+            return self.waiting.pop(name, {})
 
     def queue(self, model: str, tf: str, exp: Experience) -> None:
         with self._lock:
@@ -83,6 +112,8 @@ class Learning:
         due = []
         with self._lock:
             for name in self.learners:
+                if not self.control.trains(name):  # paused or frozen: its batches wait
+                    continue
                 for tf in self.timeframes:
                     size = self.batch_size[tf]
                     waiting = self.waiting[name][tf]
@@ -93,11 +124,19 @@ class Learning:
 
     def train_batches(self, due: list[tuple[str, str, list[Experience]]]) -> int:
         """One training step per batch from :meth:`take_due`, then the checkpoints due."""
-        steps = 0
-        for name, _tf, batch in due:
-            if self.learners[name].learn(batch) is not None:
+        steps, trained = 0, []
+        for name, tf, batch in due:
+            wall, cpu = perf_counter(), thread_time()
+            learner = self.learners[name]
+            losses = learner.learn(batch)
+            if losses is not None:
+                self.costs.train_step(name, wall, cpu)
                 steps += 1
                 self.batch_rate.add()
+                self.control.note_trained(name)
+                trained.append(training_step(name, tf, learner.train_steps, losses))
+        if trained and self.events is not None:  # one event per run of the train job
+            self.events.publish("training", {"steps": trained})
         self.save_due_checkpoints()
         return steps
 
@@ -106,8 +145,8 @@ class Learning:
         without). A failed write (a full disk) is raised once the others are written; the
         training steps are kept and the next run tries again."""
         failed = None
-        for name in self.learners:
-            if self._checkpoint_due(name):
+        for name in list(self.learners):
+            if name not in self.unsaved and self._checkpoint_due(name):
                 try:
                     self.save_checkpoint(name)
                 except Exception as exc:  # raised below, after the other models' writes
@@ -164,9 +203,17 @@ class Learning:
         self._last_checkpoint_step[name] = steps
         self._checkpoint_active_s[name] = active_s
 
+    def rolled_back(self, name: str) -> None:
+        """Model ``name`` was loaded from an older checkpoint (core/live/control.py): its
+        next checkpoint counts from there, in a new run ranked above the newer files."""
+        self._last_checkpoint_step[name] = self.learners[name].train_steps
+        self._checkpoint_active_s[name] = self.active_seconds()
+        self.checkpoints.start_fresh(name)
+
     def save_checkpoints(self) -> None:
-        for name in self.learners:
-            self.save_checkpoint(name)
+        for name in list(self.learners):
+            if name not in self.unsaved:
+                self.save_checkpoint(name)
 
     def load_checkpoints(self) -> dict[str, str]:
         loaded = {}

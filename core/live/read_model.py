@@ -56,6 +56,13 @@ class ModelStatus:
     accuracy: dict  # timeframe -> {resolved, correct, accuracy}
     quality: dict | None  # scores with baselines and intervals; None before any resolved
     timeframes: dict  # timeframe -> "trained and scored" or "not scored: interpolated"
+    role: str  # "champion", or "challenger": a shadow copy that never trades
+    challenger: dict | None  # the running challenger: overrides, skill beside the champion's
+    promotions: list  # the challengers promoted to this model (core/live/challengers.py)
+    costs: dict  # forward, cycle share, train step p50/p99 and CPU, last minute (core/live/costs.py)
+    # active/paused/frozen, steps, rollback, kept steps, staleness (core/live/control.py)
+    control: dict
+    stale: bool  # STALE: no training step or no resolution for training.stale_after_s
 
 
 @dataclass
@@ -77,6 +84,7 @@ class LiveStatus:
     errors: dict
     prediction_counts: dict
     dropped_experiences: dict
+    cycle: dict  # the cycle's total and shared time against its wall interval (core/live/costs.py)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,6 +186,7 @@ class ReadModel:
             errors={k: dataclasses.asdict(v) for k, v in live.errors.items()},
             prediction_counts=counts,
             dropped_experiences=dict(live.learning.dropped_experiences),
+            cycle=live.costs.cycle(self._cycle_interval_s()),
         )
 
     def _models(self, counts: dict, quality: dict) -> dict[str, ModelStatus]:
@@ -185,7 +194,7 @@ class ReadModel:
         accuracy = live.store.accuracy()
         roles = {tf: role["label"] for tf, role in live.market.timeframe_roles().items()}
         models = {}
-        for name, lrn in live.learners.items():
+        for name, lrn in list(live.learners.items()):  # challengers come and go
             steps = lrn.train_steps
             models[name] = ModelStatus(
                 name=name, title=lrn.look.title, look=dataclasses.asdict(lrn.look),
@@ -194,13 +203,21 @@ class ReadModel:
                 loss_5ma=lrn.loss_5ma(), loss_history=list(lrn.losses)[-50:],
                 epsilon=lrn.epsilon, last_prediction=live.last_predictions.get(name),
                 device=str(lrn.device), memory_bytes=lrn.memory_bytes(), active=live.active,
-                state="ACTIVE" if live.active else ("IDLE" if steps else "UNTRAINED"),
+                state=_state(live.active, steps, control := live.control.describe(name)),
                 checkpoint=self._checkpoint(name),
                 checkpoint_warning=live.checkpoints.warnings.get(name),
                 resumed_from_step=live.learning.resumed_from.get(name),
                 accuracy={tf: v for (m, tf), v in accuracy.items() if m == name},
-                quality=quality.get(name), timeframes=roles)
+                quality=quality.get(name), timeframes=roles, costs=live.costs.model(name),
+                control=control, stale=control["staleness"]["stale"],
+                **live.challengers.card(name))
         return models
+
+    def _cycle_interval_s(self) -> float | None:
+        """Wall seconds between runs of the cycle's job at the clock's speed, as the scheduler
+        runs it (core/scheduler.py); None when no scheduler does (the evaluate command)."""
+        schedule = self.live.schedule
+        return None if schedule is None else schedule.intervals.get("process_closes")
 
     def _checkpoint(self, name: str) -> dict | None:
         """The newest checkpoint, named relative to the checkpoint folder (no absolute path
@@ -210,3 +227,13 @@ class ReadModel:
             return None
         return {"file": f"{name}/{Path(info['path']).name}", "step": info["step"],
                 "bytes": info["bytes"]}
+
+
+def _state(active: bool, steps: int, control: dict) -> str:
+    """The card's state: PAUSED or FROZEN (core/live/control.py), else ACTIVE while training
+    is on, IDLE (trained, stopped) or UNTRAINED."""
+    if control["state"] != "active":
+        return control["state"].upper()
+    if not active:
+        return "IDLE" if steps else "UNTRAINED"
+    return "ACTIVE"

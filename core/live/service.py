@@ -17,7 +17,10 @@ import time
 from dataclasses import dataclass
 
 from core.config import Config
+from core.live.challengers import Challengers
+from core.live.control import install_control
 from core.live.cycle import Cycle
+from core.live.events import EventBus, feed_state
 from core.live.jobs import job_table
 from core.live.learning import Learning, Rates
 from core.live.models import observation_window
@@ -67,10 +70,21 @@ class LiveTraining:
                                  checkpoints, cfg.training.checkpoint_every,
                                  cfg.training.checkpoint_interval_s)
         self.desk = SignalDesk(cfg.signal, market.store, REFERENCE)
+        # One meter of what each model costs, for the cycle and training (core/live/costs.py).
+        self.costs = self.learning.costs = self.cycle.costs
+        # What happens, numbered, for GET /api/live-training/events (core/live/events.py).
+        self.events = self.cycle.events = self.learning.events = EventBus(
+            cfg.server.events_backlog, cfg.server.event_streams)
         # What runs how often (core/live/jobs.py): the scheduler's and the evaluator's table.
         self.jobs = job_table(self.tf_ms[market.store.base_tf] / 1000,
                               cfg.scheduler.signal_interval_s, cfg.scheduler.store_flush_s)
         self.read = ReadModel(self)
+        self.challengers = Challengers(self)  # shadow copies (core/live/challengers.py)
+        self.control = install_control(self)  # pause, freeze, roll back, stale (control.py)
+        self.challengers.listeners.append(
+            lambda record: self.events.publish(
+                "promotion", {k: v for k, v in record.items() if k != "type"}))
+        self.schedule = None  # the jobs' liveness once a scheduler runs them (core/scheduler.py)
         self.active = False
         self.started_at_ms: int | None = None
         self.errors: dict[str, JobError] = {}
@@ -89,6 +103,8 @@ class LiveTraining:
                 self.active = True
                 self.started_at_ms = self.market.clock.now_ms() if now_ms is None else now_ms
                 self.learning.set_active(True)
+                self.events.publish("state", {"training": "started",
+                                              "market_ms": self.started_at_ms})
                 log.info("live training started")
         self.read.invalidate()
         return self.read.status_json()
@@ -106,6 +122,9 @@ class LiveTraining:
         if was_active and save:
             self.learning.save_checkpoints()
             log.info("live training stopped")
+        if was_active:
+            self.events.publish("state", {"training": "stopped",
+                                          "market_ms": self.market.clock.now_ms()})
         self.read.invalidate()
         return self.read.status_json()
 
@@ -140,6 +159,7 @@ class LiveTraining:
             for model, tf, exp in experiences:
                 self.learning.queue(model, tf, exp)
             self._predicted(rows, ids)
+        self.challengers.check()  # promotes the promotable when training.auto_promote
         if failed:
             raise failed[0]
         return queued
@@ -180,5 +200,8 @@ class LiveTraining:
         return self.store.expire_closed_before(cutoff, now_ms)
 
     def flush_job(self) -> int:
-        """Write what the store recorded since the last flush (see core/predictions/)."""
-        return self.store.flush()
+        """Write what the store recorded since the last flush (see core/predictions/); and
+        the feed's state to the event stream when it changed (a wall-time job: 2 per s)."""
+        written = self.store.flush()
+        self.events.publish_change("feed", "feed", feed_state(self.market))
+        return written

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.config import SignalConfig
+from core.live.challengers import is_challenger
 from core.market.candles import CandleStore
 from nn.contract import TRADE_ACTIONS
 
@@ -177,7 +178,7 @@ class SignalDesk:
     def note(self, predictions, ids: list[int]) -> None:
         """The stored predictions that trade actions vote with (the newest per model and tf)."""
         for pid, row in zip(ids, predictions, strict=True):
-            if row.action in TRADE_ACTIONS:
+            if row.action in TRADE_ACTIONS and not is_challenger(row.model):  # never trade
                 self.votes[row.symbol][(row.model, row.timeframe)] = Vote(
                     row.model, row.timeframe, row.action, row.confidence, pid)
 

@@ -157,7 +157,8 @@ class Index:
             self._add(PendingPrediction(
                 pred_id, pred.model, pred.model_step, pred.symbol, pred.timeframe,
                 pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
-                pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state))
+                pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state,
+                bool(pred.stale)))
             (self.counts.get(pred.model) or self._tally(pred.model))[PENDING] += 1
             self._note_series(pred)
         self.queue.inserts += [(i, *p.row()) for i, p in zip(ids, preds)]

@@ -65,6 +65,7 @@ class NewPrediction:
     predicted_ohlcv: tuple[float, float, float, float, float] | None = None
     state: np.ndarray | None = None  # what the model predicted from, to train on later
     executed: bool = False  # a paper trade was executed from it
+    stale: bool = False  # the model was STALE when it predicted (core/live/control.py)
 
     def __post_init__(self) -> None:
         if self._canonical():
@@ -99,6 +100,8 @@ class NewPrediction:
             )
         if not isinstance(self.executed, bool | np.bool_):
             raise ValueError(f"executed must be True or False, got {self.executed!r}")
+        if not isinstance(self.stale, bool | np.bool_):
+            raise ValueError(f"stale must be True or False, got {self.stale!r}")
 
     def _canonical(self) -> bool:
         """Whether every field already has the type and range the checks below would give it
@@ -116,7 +119,7 @@ class NewPrediction:
                                        and all(type(x) is float and math.isfinite(x)
                                                for x in ohlcv)))
                 and (self.state is None or type(self.state) is np.ndarray)
-                and type(self.executed) is bool)
+                and type(self.executed) is bool and type(self.stale) is bool)
 
     def row(self) -> tuple:
         pred = self.predicted_ohlcv or (None,) * 5
@@ -124,6 +127,7 @@ class NewPrediction:
             self.model, self.model_step, self.symbol, self.timeframe, self.created_ts,
             self.target_ts, self.reference_price, self.action, self.confidence, *pred,
             None, int(bool(self.executed)),  # the state stays in memory (see core.predictions)
+            int(bool(self.stale)),
         )  # fmt: skip
 
 
@@ -145,6 +149,7 @@ class PendingPrediction:
     predicted_ohlcv: tuple[float, float, float, float, float] | None
     executed: bool
     state: np.ndarray | None = field(default=None, compare=False, repr=False)
+    stale: bool = False
 
     @classmethod
     def from_row(cls, row: Sequence) -> PendingPrediction:
@@ -154,6 +159,7 @@ class PendingPrediction:
             predicted_ohlcv=None if pred[3] is None else pred,  # type: ignore[arg-type]
             executed=bool(row[15]),
             state=decode_state(row[16]),
+            stale=bool(row[17]),
         )
 
     def listed(self, status: str = PENDING, outcome: Sequence = NO_OUTCOME,
@@ -165,7 +171,7 @@ class PendingPrediction:
         return listed((
             self.id, self.model, self.model_step, self.symbol, self.timeframe, self.created_ts,
             self.target_ts, self.reference_price, self.action, self.confidence, *pred,
-            self.executed, *outcome, status, resolved_ts,
+            self.executed, *outcome, status, resolved_ts, self.stale,
         ))  # fmt: skip
 
 
@@ -187,6 +193,7 @@ def listed(row: Sequence) -> dict:
     ``action_correct`` as bools (the latter None until resolved)."""
     item = dict(zip(LISTED_COLUMNS, row))
     item["executed"] = bool(item["executed"])
+    item["stale"] = bool(item["stale"])
     if item["action_correct"] is not None:
         item["action_correct"] = bool(item["action_correct"])
     return item

@@ -12,9 +12,10 @@ they count, so retention (core/predictions/retention.py) deletes old rows withou
 them. ``series`` keeps, per model, symbol and timeframe, the newest candle predicted and the
 newest one retention deleted (a candle at or before it counts as predicted).
 
-Versions: 1 (no uniqueness, totals counted from the rows), 2. A version 1 file is migrated in
-one transaction when opened: duplicate targets kept once (the first prediction of each), the
-totals counted from what is left.
+Versions: 1 (no uniqueness, totals counted from the rows), 2, 3 (``stale``: the model was
+STALE when it predicted, core/live/control.py). An older file is migrated in one transaction
+when opened: from version 1, duplicate targets kept once (the first prediction of each), the
+totals counted from what is left; to version 3, the ``stale`` column added (0 for every row).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from core.predictions.status import Status
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 5.0
 
 _STATUS_NAMES = ", ".join(f"'{s}'" for s in Status)  # 'pending', 'resolved', 'expired'
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     reward          REAL,
     status          TEXT    NOT NULL DEFAULT '{Status.PENDING}'
                             CHECK (status IN ({_STATUS_NAMES})),
-    resolved_ts     INTEGER                    -- market time resolved or expired, UTC ms
+    resolved_ts     INTEGER,                   -- market time resolved or expired, UTC ms
+    stale           INTEGER NOT NULL DEFAULT 0 CHECK (stale IN (0, 1))  -- version 3
 );
 -- Newest-first listings walk this backwards (created_ts DESC, then id DESC, no sort) and
 -- check the filters on the way, stopping after `limit` matches.
@@ -107,18 +109,19 @@ ACTUAL_COLUMNS = ("actual_open", "actual_high", "actual_low", "actual_close", "a
 LISTED_COLUMNS = (
     "id", "model", "model_step", "symbol", "timeframe", "created_ts", "target_ts",
     "reference_price", "action", "confidence", *PRED_COLUMNS, "executed", *ACTUAL_COLUMNS,
-    "price_error", "volume_error", "action_correct", "reward", "status", "resolved_ts",
+    "price_error", "volume_error", "action_correct", "reward", "status", "resolved_ts", "stale",
 )  # fmt: skip
 PENDING_COLUMNS = (
     "id", "model", "model_step", "symbol", "timeframe", "created_ts", "target_ts",
-    "reference_price", "action", "confidence", *PRED_COLUMNS, "executed", "state",
+    "reference_price", "action", "confidence", *PRED_COLUMNS, "executed", "state", "stale",
 )  # fmt: skip
 
 # What the flush writes, in this order (every other change is to a row already inserted).
 INSERT = (
     "INSERT INTO predictions (id, model, model_step, symbol, timeframe, created_ts, target_ts, "
     "reference_price, action, confidence, pred_open, pred_high, pred_low, pred_close, "
-    "pred_volume, state, executed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "pred_volume, state, executed, stale) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Every update is guarded by status = 'pending', so a second resolve (or expiry) of the same
 # prediction is a no-op.
@@ -176,8 +179,10 @@ def create_schema(conn: sqlite3.Connection, path: Path) -> None:
         if not found:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             _create_2(conn, migrate=False)
-        elif found == [(1,)]:
-            _create_2(conn, migrate=True)
+        elif found in ([(1,)], [(2,)]):
+            if found == [(1,)]:
+                _create_2(conn, migrate=True)
+            _create_3(conn)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         elif found != [(SCHEMA_VERSION,)]:
             raise RuntimeError(
@@ -194,3 +199,12 @@ def _create_2(conn: sqlite3.Connection, migrate: bool) -> None:
     for statement in (_SCHEMA_2 + (_COUNT_TOTALS if migrate else "")).split(";"):
         if statement.strip():
             conn.execute(statement)
+
+
+def _create_3(conn: sqlite3.Connection) -> None:
+    """Version 3: the ``stale`` column, 0 for the rows already there (a file older than it
+    lacks the column; one whose table was created by this code has it)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    if "stale" not in columns:
+        conn.execute("ALTER TABLE predictions ADD COLUMN stale INTEGER NOT NULL DEFAULT 0 "
+                     "CHECK (stale IN (0, 1))")
