@@ -41,10 +41,15 @@ def diff_text(skill: dict) -> str:
             f"{skill['n']:,} candles · " + ("PROMOTABLE" if skill["promotable"] else "not yet"))
 
 
+def overrides_text(overrides: dict | None) -> str:
+    """{"learning_rate": 0.0005, "window": 64} -> "learning_rate=0.0005, window=64"."""
+    return ", ".join(f"{k}={v}" for k, v in (overrides or {}).items()) or "same settings"
+
+
 def promotion_text(p: dict) -> str:
     skill = p["skill"]
     how = "auto" if p["automatic"] else "by hand"
-    return (f"step {p['champion_step']:,} -> {p['step']:,} ({how}, {p['overrides']}, "
+    return (f"step {p['champion_step']:,} -> {p['step']:,} ({how}, {overrides_text(p['overrides'])}, "
             f"{skill['diff'] * 100:+.3f} pp [{skill['diff_ci'][0] * 100:+.3f}, "
             f"{skill['diff_ci'][1] * 100:+.3f}] on {skill['n']:,})")
 
@@ -59,7 +64,7 @@ def challenger_rows(name: str, m: dict) -> list[tuple[str, str]]:
         skill = ch["skill"]
         measure = ch.get("measure", "accuracy")
         rows += [
-            ("challenger", f"{ch['overrides'] or 'same settings'} from {ch['from']} · "
+            ("challenger", f"{overrides_text(ch['overrides'])} from {ch['from']} · "
                            f"{ch['trained_steps']:,} steps"),
             ("champion skill", skill_text(skill, "champion", measure)),
             ("challenger skill", skill_text(skill, "challenger", measure)),

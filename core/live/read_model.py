@@ -214,10 +214,17 @@ class ReadModel:
         return models
 
     def _cycle_interval_s(self) -> float | None:
-        """Wall seconds between runs of the cycle's job at the clock's speed, as the scheduler
-        runs it (core/scheduler.py); None when no scheduler does (the evaluate command)."""
+        """Wall seconds a cycle has before the next closes arrive: the finest model timeframe
+        at the clock's speed, never below the interval the scheduler runs the cycle's job at
+        (core/scheduler.py); None when no scheduler runs it (the evaluate command). A run of
+        the job with nothing closed costs nothing, so the job's own interval alone (20 ms at
+        x600 on a 1s bar) would call a 1h cycle of 15 ms "behind" when it has 6 s."""
         schedule = self.live.schedule
-        return None if schedule is None else schedule.intervals.get("process_closes")
+        job = None if schedule is None else schedule.intervals.get("process_closes")
+        if job is None:
+            return None
+        finest_s = min(self.live.tf_ms[tf] for tf in self.live.timeframes) / 1000
+        return max(job, finest_s / max(self.live.market.clock.speed, 1e-9))
 
     def _checkpoint(self, name: str) -> dict | None:
         """The newest checkpoint, named relative to the checkpoint folder (no absolute path

@@ -142,7 +142,13 @@ def test_the_live_loop_charges_each_model_for_its_own_work(tmp_path, monkeypatch
         assert cycle["total_ms"]["p50_ms"] >= 100.0 > cycle["shared_ms"]["p50_ms"]
         assert cycle["interval_ms"] is None and cycle["load"] is None  # no scheduler here
         build_scheduler(training)  # built, not started: the cycle's interval is now known
-        interval = job_intervals(training.jobs, services.market.clock.speed)["process_closes"]
+        speed = services.market.clock.speed
+        job = job_intervals(training.jobs, speed)["process_closes"]
+        # the cycle has until the next closes: the finest model timeframe (1h here, the 30m
+        # bars' 1s candles are interpolated) at the clock's speed, at least the job's interval
+        finest_s = min(training.tf_ms[tf] for tf in training.timeframes) / 1000
+        assert finest_s == 3600.0
+        interval = max(job, finest_s / speed)
         cycle = training.read.status().cycle
         assert cycle["interval_ms"] == pytest.approx(interval * 1000)
         assert cycle["load"] == pytest.approx(cycle["total_ms"]["p99_ms"] / (interval * 1000),
