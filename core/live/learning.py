@@ -35,17 +35,26 @@ class Rates:
     """Event times (wall clock) in a sliding window, for per-second and per-minute rates."""
 
     events: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    since: float = field(default_factory=time.monotonic)  # when counting (re)started
 
     def add(self, n: int = 1, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.events.extend([now] * n)
 
+    def restart(self, now: float | None = None) -> None:
+        """Count from ``now`` (training started): nothing before it is in the rate."""
+        self.events.clear()
+        self.since = time.monotonic() if now is None else now
+
     def per_second(self, now: float | None = None) -> float:
+        """Events over the last ``RATE_WINDOW_S`` seconds, or over the time since counting
+        started when that is shorter (at least 1 s): 3 batches in the first 3.3 s of a
+        session are 3 per 3.3 s, not the 54 a minute their own first-to-now span suggests
+        when a fourth is seconds away."""
         now = time.monotonic() if now is None else now
         while self.events and self.events[0] < now - RATE_WINDOW_S:
             self.events.popleft()
-        span = min(RATE_WINDOW_S, max(1.0, now - self.events[0])) if self.events else 1.0
-        return len(self.events) / span
+        return len(self.events) / min(RATE_WINDOW_S, max(1.0, now - self.since))
 
 
 class Learning:

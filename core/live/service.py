@@ -102,6 +102,8 @@ class LiveTraining:
             if not self.active:
                 self.active = True
                 self.started_at_ms = self.market.clock.now_ms() if now_ms is None else now_ms
+                self.prediction_rate.restart()
+                self.learning.batch_rate.restart()
                 self.learning.set_active(True)
                 self.events.publish("state", {"training": "started",
                                               "market_ms": self.started_at_ms})
