@@ -176,6 +176,12 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    url: str = setting(
+        "",
+        "Where predictions are stored: empty for <runtime_dir>/predictions.sqlite, "
+        "sqlite:///relative/or/sqlite:////absolute.sqlite for another SQLite file, or "
+        "postgresql://user@host:port/db for PostgreSQL (the schema is created by Tickwise; the "
+        "password, if any, from the PGPASSWORD environment variable or ~/.pgpass).")
     keep_days: float = setting(
         30.0,
         "Resolved and expired predictions older than this many market days (behind the newest "
@@ -300,7 +306,8 @@ class Config:
         doc="Intervals are market time unless they say wall: at speed 15, \"every 10 s\" runs "
         "every 0.67 wall seconds.", factory=SchedulerConfig)
     store: StoreConfig = setting(
-        doc="The prediction store (<runtime_dir>/predictions.sqlite): how much it keeps.",
+        doc="The prediction store (<runtime_dir>/predictions.sqlite, or store.url): where it "
+        "is and how much it keeps.",
         factory=StoreConfig)
     models: ModelsConfig = setting(
         doc="What every model shares, then one section per model in nn/registry.py (its keys "

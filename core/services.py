@@ -22,7 +22,7 @@ from core.live.models import build_learners
 from core.live.quality import QUALITY_ROWS
 from core.live.service import LiveTraining
 from core.market.service import MarketService, build_market
-from core.predictions import PredictionStore, Retention
+from core.predictions import PredictionStore, Retention, postgres
 from core.scheduler import build_scheduler
 from nn.checkpoints import CheckpointManager
 
@@ -72,7 +72,7 @@ def build_services(cfg: Config) -> Services:
     market = build_market(cfg)
     runtime = cfg.runtime_path
     check_writable(runtime, "runtime_dir")
-    store = open_store(runtime / "predictions.sqlite", Retention(
+    store = open_store(store_location(cfg.store.url, runtime), Retention(
         keep_days=cfg.store.keep_days, max_rows=cfg.store.max_rows, keep_resolved=QUALITY_ROWS))
     checkpoints = CheckpointManager(runtime / "checkpoints", cfg.training.keep_checkpoints)
     training = LiveTraining(cfg, market, store,
@@ -105,9 +105,26 @@ _FILE_FAULTS = ("disk is full", "unable to open", "readonly", "not a database", 
                 "malformed")
 
 
-def open_store(path: Path, retention: Retention | None = None) -> PredictionStore:
+def store_location(url: str, runtime: Path) -> Path | str:
+    """``store.url`` as ``open_store`` takes it: a SQLite file's path (empty: the one in the
+    runtime folder; ``sqlite:///`` then a path, relative to the repo root unless it starts
+    with /) or a PostgreSQL URL. Anything else: StartupError naming the key."""
+    if not url:
+        return runtime / "predictions.sqlite"
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if postgres.is_url(url):
+        return url
+    raise StartupError(f"store.url {postgres.masked(url)!r}: expected sqlite:///<path> or "
+                       "postgresql://user@host:port/database")
+
+
+def open_store(path: Path | str, retention: Retention | None = None) -> PredictionStore:
     """The prediction store; if it cannot be opened or created (a full disk, a file that is
-    not SQLite), StartupError naming the file, and a file this call created is removed."""
+    not SQLite, a PostgreSQL server that cannot be reached), StartupError naming it, and a
+    file this call created is removed."""
+    if postgres.is_url(path):
+        return _open_postgres(str(path), retention)
     existed = path.exists()
     try:
         return PredictionStore(path, retention)
@@ -121,3 +138,19 @@ def open_store(path: Path, retention: Retention | None = None) -> PredictionStor
                 with contextlib.suppress(OSError):
                     leftover.unlink(missing_ok=True)
         raise StartupError(f"runtime_dir: the prediction store {path} cannot be opened ({exc})") from None
+
+
+def _open_postgres(url: str, retention: Retention | None) -> PredictionStore:
+    """The store on PostgreSQL; a server that cannot be reached (or refuses the login), or no
+    psycopg: StartupError naming store.url and the address (its password masked)."""
+    where = postgres.masked(url)
+    try:
+        import psycopg
+    except ImportError:
+        raise StartupError(f"store.url {where}: psycopg is not installed "
+                           "(pip install -r requirements.txt)") from None
+    try:
+        return PredictionStore(url, retention)
+    except psycopg.OperationalError as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StartupError(f"store.url {where}: cannot connect ({why})") from None

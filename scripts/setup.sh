@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up Tickwise on a fresh machine: .venv/ in the repo root with every Python package.
 #   scripts/setup.sh            runtime packages (requirements.txt)
-#   scripts/setup.sh --dev      + test tools (requirements-dev.txt) and Debian's chromium +
-#                               chromium-driver for the browser tests
+#   scripts/setup.sh --dev      + test tools (requirements-dev.txt), Debian's chromium +
+#                               chromium-driver for the browser tests, and Debian's postgresql
+#                               (server binaries only: the store tests start their own server)
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,12 +26,17 @@ reqs=requirements.txt
 # Quiet when everything is already there; pip prints what it installs otherwise.
 .venv/bin/python -m pip install --disable-pip-version-check -q -r "$reqs"
 
-if [ $dev = 1 ] && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
-  echo "setup: installing Debian's chromium and chromium-driver for the browser tests"
+if [ $dev = 1 ] && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+    || ! compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; }; then
+  echo "setup: installing Debian's chromium, chromium-driver and postgresql for the tests"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+  $SUDO apt-get install -y -qq chromium chromium-driver postgresql >/dev/null
+  # The tests start their own server in a temporary folder; the package's cluster is not needed.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet postgresql 2>/dev/null; then
+    $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
 fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch, dash; print(f"torch {torch.__version__}, dash {dash.__version__}")'))"

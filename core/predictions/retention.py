@@ -23,8 +23,8 @@ from core.predictions.status import PENDING, RESOLVED
 
 DAY_MS = 86_400_000
 _ROW = "SELECT id, model, symbol, timeframe, target_ts FROM predictions"
-_PRUNED = ("UPDATE series SET pruned_through = max(coalesce(pruned_through, ?1), ?1) "
-           "WHERE model = ?2 AND symbol = ?3 AND timeframe = ?4")
+PRUNED = ("UPDATE series SET pruned_through = max(coalesce(pruned_through, ?1), ?1) "
+          "WHERE model = ?2 AND symbol = ?3 AND timeframe = ?4")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def prune_chunk(conn: sqlite3.Connection, retention: Retention, models: list[str
     for _, model, symbol, tf, target_ts in rows:
         key = (model, symbol, tf)
         through[key] = max(through.get(key, target_ts), target_ts)
-    conn.executemany(_PRUNED, [(ts, *key) for key, ts in through.items()])
+    conn.executemany(PRUNED, [(ts, *key) for key, ts in through.items()])
     return len(rows), through
 
 

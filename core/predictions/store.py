@@ -6,11 +6,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from core.predictions import queries, schema
+from core.predictions import postgres, queries, schema
 from core.predictions.index import Index, Key
 from core.predictions.retention import Retention, prune_chunk
 from core.predictions.rows import (
@@ -25,31 +25,44 @@ from core.rewards import Resolution
 T = TypeVar("T")
 
 
-def _taken_ids(path: Path, exc: BaseException) -> RuntimeError | None:
+def _taken_ids(path: Path | str, exc: BaseException) -> RuntimeError | None:
     """The error to raise when another process took the ids this store gives (None: not)."""
-    if "UNIQUE constraint failed: predictions.id" not in str(exc):
+    if not any(words in str(exc) for words in ("UNIQUE constraint failed: predictions.id",
+                                               '"predictions_pkey"')):
         return None
-    error = RuntimeError(f"{path}: another process has written predictions to this file; the "
+    error = RuntimeError(f"{path}: another process has written predictions to this store; the "
                          "ids this store gave are taken. One process writes a prediction store "
-                         "(give each its own runtime_dir)")
+                         "(give each its own runtime_dir or database)")
     error.__cause__ = exc
     return error
 
 
+def _connect(location: str | Path) -> tuple[Path | str, Any]:
+    """The store's name (a password masked) and its connection, the schema created or migrated:
+    PostgreSQL for a ``postgresql://`` URL (postgres.py), else a SQLite file (schema.py)."""
+    if postgres.is_url(location):
+        pg = postgres.PgConnection(str(location))
+        postgres.create_schema(pg)
+        return pg.url, pg
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = schema.connect(path)
+    schema.create_schema(conn, path)
+    return path, conn
+
+
 class PredictionStore:
-    """Predictions in one SQLite file; safe to share between threads (see core.predictions)."""
+    """Predictions in one SQLite file, or a PostgreSQL database when ``path`` is a
+    ``postgresql://`` URL (postgres.py); safe to share between threads (see core.predictions)."""
 
     def __init__(self, path: str | Path, retention: Retention | None = None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention = retention or Retention()
         self._pruned_at: float | None = None  # monotonic time of the last retention pass
         self._answers = queries.Answers()  # recent()'s, for the content as it is now
         self._lock = threading.Lock()  # the index: pending, tallies, queue, next id
         self._db = threading.RLock()  # the connection; taken before _lock, never after it
-        self._conn = schema.connect(self.path)
         self._closed = False
-        schema.create_schema(self._conn, self.path)
+        self.path, self._conn = _connect(path)  # path: the store's name in errors
         self._index = Index.load(self._conn)
 
     def flush(self) -> int:

@@ -1,7 +1,10 @@
-"""Tests for core.predictions: the life of a prediction in the SQLite store, filters, expiry,
-accuracy, WAL mode, writes from several threads, and nothing lost across a restart."""
+"""Tests for core.predictions: the life of a prediction in the store, filters, expiry,
+accuracy, writes from several threads, and nothing lost across a restart; on both backends
+(a SQLite file, and a PostgreSQL database on the server tests/core/conftest.py starts), the
+SQLite file's own properties (WAL mode, query plans, locking, migration) on SQLite alone."""
 
 import math
+import socket
 import sqlite3
 import threading
 
@@ -42,8 +45,23 @@ def resolution(correct: bool = True, reward: float = 0.2) -> Resolution:
     return Resolution(100.0, 103.0, 99.5, 102.0, 40.0, 0.02, 0.01, 0.25, correct, reward)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where a store lives: a SQLite file, or a fresh PostgreSQL database's URL."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return tmp_path / "p.db"
+
+
 @pytest.fixture
-def store(tmp_path):
+def store(location):
+    s = PredictionStore(location)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
     s = PredictionStore(tmp_path / "predictions.db")
     yield s
     s.close()
@@ -52,7 +70,7 @@ def store(tmp_path):
 # ----------------------------------------------------------------------- the file
 
 
-def test_wal_mode_normal_sync_and_schema_version(store, tmp_path):
+def test_wal_mode_normal_sync_and_schema_version(sqlite_store, tmp_path):
     # journal_mode=WAL is a property of the file: another connection sees it too.
     other = sqlite3.connect(tmp_path / "predictions.db")
     try:
@@ -60,7 +78,7 @@ def test_wal_mode_normal_sync_and_schema_version(store, tmp_path):
         assert other.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     finally:
         other.close()
-    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert sqlite_store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_creates_the_parent_folder(tmp_path):
@@ -80,9 +98,70 @@ def test_a_file_of_another_schema_version_is_refused(tmp_path):
         PredictionStore(path)
 
 
-def test_queries_use_the_indexes(store):
+def test_a_postgresql_database_is_created_versioned_and_another_version_refused(pg_url):
+    import psycopg
+
+    with PredictionStore(pg_url) as s:
+        s.add(new())
+    with psycopg.connect(pg_url, autocommit=True) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert raw.execute("SELECT model, status FROM predictions").fetchall() == [
+            ("cnn", "pending")]
+        raw.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="schema version"):
+        PredictionStore(pg_url)
+
+
+def test_two_stores_opening_one_new_postgresql_database_at_once_create_it_once(pg_url):
+    opened, errors = [], []
+
+    def open_one() -> None:
+        try:
+            opened.append(PredictionStore(pg_url))
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in opened:
+        s.close()
+    assert errors == [] and len(opened) == 4
+
+
+def test_an_unreachable_postgresql_url_is_one_line_naming_the_key_and_address():
+    from core.services import StartupError, open_store
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://tickwise:hunter2@127.0.0.1:{port}/db"
+    with pytest.raises(StartupError) as caught:
+        open_store(url)
+    text = str(caught.value)
+    assert text.startswith(f"store.url postgresql://tickwise:***@127.0.0.1:{port}/db: cannot "
+                           "connect (")
+    assert "hunter2" not in text and "\n" not in text
+
+
+def test_store_url_chooses_the_store(tmp_path):
+    from pathlib import Path
+
+    from core.services import StartupError, store_location
+
+    assert store_location("", tmp_path) == tmp_path / "predictions.sqlite"
+    assert store_location("sqlite:///data/x.sqlite", tmp_path) == Path("data/x.sqlite")
+    assert store_location("sqlite:////tmp/x.sqlite", tmp_path) == Path("/tmp/x.sqlite")
+    assert store_location("postgresql://u@h:5432/d", tmp_path) == "postgresql://u@h:5432/d"
+    with pytest.raises(StartupError, match=r"^store.url 'mysql://u:\*\*\*@h/d': expected"):
+        store_location("mysql://u:secret@h/d", tmp_path)
+
+
+def test_queries_use_the_indexes(sqlite_store):
     def plan(sql, params=()):
-        return " ".join(row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        return " ".join(row[3] for row in sqlite_store._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
     pending = plan("SELECT id FROM predictions WHERE status = 'pending' ORDER BY id")
     assert "ix_predictions_status" in pending
@@ -397,10 +476,10 @@ def test_concurrent_writes_from_two_threads_all_land(store):
     assert sorted(ids) == list(range(1, 401))
 
 
-def test_a_second_writing_process_is_refused_clearly_and_loses_nothing(tmp_path):
+def test_a_second_writing_process_is_refused_clearly_and_loses_nothing(location):
     # Ids are given in memory (write-behind), so one process writes a file; a second store on
     # the same file (as a second process would be) gets a clear error when it flushes.
-    path = tmp_path / "p.db"
+    path = location
     first, second = PredictionStore(path), PredictionStore(path)
     mine = first.add(new(model="a"))
     first.flush()
@@ -419,8 +498,8 @@ def test_a_second_writing_process_is_refused_clearly_and_loses_nothing(tmp_path)
 # ----------------------------------------------------------------------- restart safety
 
 
-def test_pending_survive_a_restart_and_resolve_in_the_new_instance(tmp_path):
-    path = tmp_path / "p.db"
+def test_pending_survive_a_restart_and_resolve_in_the_new_instance(location):
+    path = location
     first = PredictionStore(path)
     state = np.linspace(0.0, 1.0, 5)
     kept = first.add(new(state=state))
@@ -482,54 +561,54 @@ def test_states_stored_by_older_versions_as_npy_still_decode():
         decode_state(b"garbage!")
 
 
-def test_writes_reach_the_file_at_the_flush_and_reads_see_them_before(store, tmp_path):
-    first = store.add(new())
-    second = store.add(new(model="dqn"))
-    store.resolve(first, resolution(), T0 + 2 * MIN)
-    assert store.expire_closed_before(T0 + 3 * MIN, T0 + 12 * MIN) == 1  # the second
+def test_writes_reach_the_file_at_the_flush_and_reads_see_them_before(sqlite_store, tmp_path):
+    first = sqlite_store.add(new())
+    second = sqlite_store.add(new(model="dqn"))
+    sqlite_store.resolve(first, resolution(), T0 + 2 * MIN)
+    assert sqlite_store.expire_closed_before(T0 + 3 * MIN, T0 + 12 * MIN) == 1  # the second
     other = sqlite3.connect(tmp_path / "predictions.db")  # as a backup or a report would
     assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)  # queued
-    assert store.flush() == 4  # two inserts, a resolution and an expiry: one transaction
+    assert sqlite_store.flush() == 4  # two inserts, a resolution and an expiry: one transaction
     assert other.execute("SELECT id, status FROM predictions ORDER BY id").fetchall() == [
         (first, "resolved"), (second, "expired")]
-    assert store.flush() == 0  # nothing left
-    third = store.add(new(model="cob", action="UP"))
-    assert store.get(third)["status"] == "pending"  # a read sees it before the flush ...
+    assert sqlite_store.flush() == 0  # nothing left
+    third = sqlite_store.add(new(model="cob", action="UP"))
+    assert sqlite_store.get(third)["status"] == "pending"  # a read sees it before the flush ...
     assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (2,)  # ... and waits
-    assert store.flush() == 1
+    assert sqlite_store.flush() == 1
     assert other.execute("SELECT COUNT(*) FROM predictions").fetchone() == (3,)
     other.close()
 
 
-def test_reads_see_recorded_rows_and_write_nothing(store, tmp_path):
+def test_reads_see_recorded_rows_and_write_nothing(sqlite_store, tmp_path):
     # Flushed: cnn resolved (right), dqn pending. Then, queued only: dqn resolved (wrong), a
     # new cob and a new cnn (executed), an expired cnn. Every read must see the queued rows
     # exactly as it will after the flush, while the file stays as the first flush left it.
-    done, waiting, old = store.add_many([new(), new(model="dqn"), new(target_ts=T0)])
-    store.resolve(done, resolution(correct=True), T0 + 2 * MIN)
-    store.flush()
+    done, waiting, old = sqlite_store.add_many([new(), new(model="dqn"), new(target_ts=T0)])
+    sqlite_store.resolve(done, resolution(correct=True), T0 + 2 * MIN)
+    sqlite_store.flush()
     other = sqlite3.connect(tmp_path / "predictions.db")  # what the file holds, read aside
 
     def file_rows():
         return other.execute("SELECT * FROM predictions ORDER BY id").fetchall()
 
     before = file_rows()
-    store.resolve(waiting, resolution(correct=False, reward=-0.1), T0 + 3 * MIN)
-    cob = store.add(new(model="cob", action="UP", created_ts=T0 + 55_000))
-    late = store.add(new(created_ts=T0 + 56_000, target_ts=T0 + 2 * MIN,
+    sqlite_store.resolve(waiting, resolution(correct=False, reward=-0.1), T0 + 3 * MIN)
+    cob = sqlite_store.add(new(model="cob", action="UP", created_ts=T0 + 55_000))
+    late = sqlite_store.add(new(created_ts=T0 + 56_000, target_ts=T0 + 2 * MIN,
                          predicted_ohlcv=(1.0, 2.0, 0.5, 1.5, 9.0)))
-    store.mark_executed([late])
-    assert store.expire_closed_before(T0 + MIN + 1, T0 + 4 * MIN) == 1  # old closed at T0 + MIN
+    sqlite_store.mark_executed([late])
+    assert sqlite_store.expire_closed_before(T0 + MIN + 1, T0 + 4 * MIN) == 1  # old closed at T0 + MIN
 
     seen = {
-        "recent": store.recent(),
-        "resolved": store.recent(status="resolved"),
-        "cnn": store.recent(model="cnn", limit=2),
-        "get": [store.get(i) for i in (done, waiting, old, cob, late, 99)],
-        "frame": store.resolved_frame().to_dict("records"),
-        "counts": store.counts(),
-        "accuracy": store.accuracy(),
-        "state": store.load_state(waiting),
+        "recent": sqlite_store.recent(),
+        "resolved": sqlite_store.recent(status="resolved"),
+        "cnn": sqlite_store.recent(model="cnn", limit=2),
+        "get": [sqlite_store.get(i) for i in (done, waiting, old, cob, late, 99)],
+        "frame": sqlite_store.resolved_frame().to_dict("records"),
+        "counts": sqlite_store.counts(),
+        "accuracy": sqlite_store.accuracy(),
+        "state": sqlite_store.load_state(waiting),
     }
     assert file_rows() == before  # no read wrote anything
     assert [r["id"] for r in seen["recent"]] == [late, cob, old, waiting, done]
@@ -550,17 +629,17 @@ def test_reads_see_recorded_rows_and_write_nothing(store, tmp_path):
                                 ("dqn", "1m"): {"resolved": 1, "correct": 0, "accuracy": 0.0}}
     assert seen["state"] is None
 
-    assert store.flush() == 5  # resolve, 2 inserts, executed, expiry
+    assert sqlite_store.flush() == 5  # resolve, 2 inserts, executed, expiry
     assert file_rows() != before
     # After the flush, from the file alone, every read says the same.
-    assert store.recent() == seen["recent"]
-    assert store.recent(status="resolved") == seen["resolved"]
-    assert store.recent(model="cnn", limit=2) == seen["cnn"]
-    assert [store.get(i) for i in (done, waiting, old, cob, late, 99)] == seen["get"]
-    assert store.resolved_frame().to_dict("records") == seen["frame"]
-    assert (store.counts(), store.accuracy()) == (seen["counts"], seen["accuracy"])
+    assert sqlite_store.recent() == seen["recent"]
+    assert sqlite_store.recent(status="resolved") == seen["resolved"]
+    assert sqlite_store.recent(model="cnn", limit=2) == seen["cnn"]
+    assert [sqlite_store.get(i) for i in (done, waiting, old, cob, late, 99)] == seen["get"]
+    assert sqlite_store.resolved_frame().to_dict("records") == seen["frame"]
+    assert (sqlite_store.counts(), sqlite_store.accuracy()) == (seen["counts"], seen["accuracy"])
     other.close()
-    store.close()
+    sqlite_store.close()
     with PredictionStore(tmp_path / "predictions.db") as again:  # tallies rebuilt from the file
         assert (again.counts(), again.accuracy()) == (seen["counts"], seen["accuracy"])
 
@@ -587,18 +666,18 @@ def test_states_stay_in_memory_until_close_and_a_crash_loses_only_them(tmp_path)
         np.testing.assert_array_equal(again.pending("ETH/USDT", "1m", T0 + MIN)[0].state, state)
 
 
-def test_a_failed_flush_keeps_its_rows_for_the_next(store, tmp_path):
-    kept = store.add(new())
+def test_a_failed_flush_keeps_its_rows_for_the_next(sqlite_store, tmp_path):
+    kept = sqlite_store.add(new())
     blocker = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
-    store._conn.execute("PRAGMA busy_timeout = 0")  # fail at once instead of waiting 5 s
+    sqlite_store._conn.execute("PRAGMA busy_timeout = 0")  # fail at once instead of waiting 5 s
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        store.flush()
-    store.resolve(kept, resolution(), T0 + 2 * MIN)  # recorded meanwhile, after the insert
-    assert store.pending("ETH/USDT", "1m", T0 + MIN) == []  # the index is the truth
+        sqlite_store.flush()
+    sqlite_store.resolve(kept, resolution(), T0 + 2 * MIN)  # recorded meanwhile, after the insert
+    assert sqlite_store.pending("ETH/USDT", "1m", T0 + MIN) == []  # the index is the truth
     blocker.execute("ROLLBACK")
-    assert store.flush() == 2  # the insert, then its resolution
-    assert store.get(kept)["status"] == "resolved"
+    assert sqlite_store.flush() == 2  # the insert, then its resolution
+    assert sqlite_store.get(kept)["status"] == "resolved"
     blocker.close()
 
 
@@ -768,10 +847,10 @@ def _shown(store, keep: int) -> dict:
     return {"counts": store.counts(), "accuracy": store.accuracy(), "cards": cards}
 
 
-def test_pruning_by_age_and_rows_changes_no_number_shown(tmp_path):
+def test_pruning_by_age_and_rows_changes_no_number_shown(location):
     from core.predictions import Retention
 
-    path = tmp_path / "p.db"
+    path = location
     keep = Retention(keep_days=2, max_rows=100, keep_resolved=40, every_s=1e9, chunk=7)
     with PredictionStore(path, Retention(keep_days=1e4, max_rows=10**6)) as store:
         _scored_day(store, days=5)
@@ -794,11 +873,11 @@ def test_pruning_by_age_and_rows_changes_no_number_shown(tmp_path):
         assert store.unpredicted([new(created_ts=T0, target_ts=T0 + MIN)]) == []
 
 
-def test_pruning_keeps_each_models_newest_resolved_and_runs_from_the_flush(tmp_path):
+def test_pruning_keeps_each_models_newest_resolved_and_runs_from_the_flush(location):
     from core.predictions import Retention
 
     keep = Retention(keep_days=0.5, max_rows=10, keep_resolved=25, every_s=0.0, chunk=1000)
-    with PredictionStore(tmp_path / "p.db", keep) as store:
+    with PredictionStore(location, keep) as store:
         _scored_day(store, days=2)
         # The flush pruned: a day ago is past the age, 120 rows over max_rows, yet each model
         # keeps its newest 25 resolved rows and the pending ones.
