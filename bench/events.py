@@ -22,11 +22,10 @@ import http.client
 import json
 import logging
 import statistics
-import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+
+from bench.serving import serving
 
 URL = "/api/live-training/events"
 
@@ -145,51 +144,18 @@ def main() -> None:
     logging.basicConfig(level="WARNING")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
-    import torch
-
-    from core.config import load_config
-    from core.services import build_services
-    from dashboard.app import create_app
-    from dashboard.server import bind, make_server, stop
-
-    with tempfile.TemporaryDirectory(prefix="tickwise-bench-") as tmp:
-        cfg = load_config("config.yaml", {"runtime_dir": tmp, "market.source": "replay",
-                                          "models.load_checkpoints": False,
-                                          "replay.speed": args.speed}, environ={})
-        torch.set_num_threads(cfg.torch.threads)
-        services = build_services(cfg)
-        app = create_app(cfg, services.market, services.training)
-        pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
-        server = None
-        try:
-            pool.submit(time.sleep, 0).result()  # the client process is up before timing
-            sock = bind("127.0.0.1", 0)
-            port = sock.getsockname()[1]
-            server = make_server(app.server, sock, cfg.server)
-            services.start()
-            threading.Thread(target=server.run, daemon=True).start()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("POST", "/api/live-training/start",
-                         headers={"Origin": f"http://127.0.0.1:{port}"})
-            assert conn.getresponse().status == 200, "training did not start"
-            conn.close()
-            time.sleep(args.warm)
-            s = cfg.server
-            print(f"waitress ({s.threads} threads, event_streams {s.event_streams}), training "
-                  f"active, replay speed x{cfg.replay.speed:g}, clients in a separate process")
-            future = pool.submit(clients, port, args.clients, args.seconds)
-            time.sleep(1.0)
-            status_ms = meanwhile(port, args.seconds - 2)
-            report(future.result(), args, status_ms)
-            st = services.training.read.status_json(max_age_s=0)
-            print(f"meanwhile: {st['predictions_per_second']} predictions/s, "
-                  f"{st['training_batches_per_minute']} training batches/min")
-            flood(services.training.events, pool, port, args)
-        finally:
-            services.stop()  # the streams end (the bus closes)
-            if server is not None:
-                stop(server)
-            pool.shutdown()
+    with serving({"replay.speed": args.speed}, args.warm) as (cfg, services, port, pool):
+        s = cfg.server
+        print(f"waitress ({s.threads} threads, event_streams {s.event_streams}), training "
+              f"active, replay speed x{cfg.replay.speed:g}, clients in a separate process")
+        future = pool.submit(clients, port, args.clients, args.seconds)
+        time.sleep(1.0)
+        status_ms = meanwhile(port, args.seconds - 2)
+        report(future.result(), args, status_ms)
+        st = services.training.read.status_json(max_age_s=0)
+        print(f"meanwhile: {st['predictions_per_second']} predictions/s, "
+              f"{st['training_batches_per_minute']} training batches/min")
+        flood(services.training.events, pool, port, args)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ import http.client
 import logging
 import socket
 import statistics
-import tempfile
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+
+from bench.serving import serving
 
 
 def get(port: int, path: str) -> tuple[float, int]:
@@ -154,51 +154,17 @@ def main() -> None:
     logging.basicConfig(level="WARNING")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" lines
 
-    import torch
-
-    from core.config import load_config
-    from core.services import build_services
-    from dashboard.app import create_app
-    from dashboard.server import bind, make_server, stop
-
-    with tempfile.TemporaryDirectory(prefix="tickwise-bench-") as tmp:
-        overrides = {"runtime_dir": tmp, "market.source": "replay",
-                     "models.load_checkpoints": False}
-        if args.speed is not None:
-            overrides["replay.speed"] = args.speed
-        cfg = load_config("config.yaml", overrides, environ={})
-        torch.set_num_threads(cfg.torch.threads)
-        services = build_services(cfg)
-        app = create_app(cfg, services.market, services.training)
-        clients = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
-        server = None
-        try:
-            clients.submit(time.sleep, 0).result()  # the client process is up before timing
-            sock = bind("127.0.0.1", 0)
-            port = sock.getsockname()[1]
-            server = make_server(app.server, sock, cfg.server)
-            services.start()
-            threading.Thread(target=server.run, daemon=True).start()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("POST", "/api/live-training/start",
-                         headers={"Origin": f"http://127.0.0.1:{port}"})
-            assert conn.getresponse().status == 200, "training did not start"
-            conn.close()
-            time.sleep(args.warm)
-            s = cfg.server
-            print(f"waitress on 127.0.0.1 ({s.threads} threads, connection_limit "
-                  f"{s.connection_limit}, channel_timeout {s.channel_timeout_s} s), training "
-                  f"active, speed x{cfg.replay.speed:g}, torch threads {torch.get_num_threads()}, "
-                  "clients in a separate process, a new connection per request")
-            run_cases(port, args, clients)
-            status = services.training.read.status_json(max_age_s=0)
-            print(f"meanwhile: {status['predictions_per_second']} predictions/s, "
-                  f"{status['training_batches_per_minute']} training batches/min")
-        finally:
-            if server is not None:
-                stop(server)
-            services.stop()
-            clients.shutdown()
+    overrides = {} if args.speed is None else {"replay.speed": args.speed}
+    with serving(overrides, args.warm) as (cfg, services, port, clients):
+        s = cfg.server
+        print(f"waitress on 127.0.0.1 ({s.threads} threads, connection_limit "
+              f"{s.connection_limit}, channel_timeout {s.channel_timeout_s} s), training "
+              f"active, speed x{cfg.replay.speed:g}, torch threads {cfg.torch.threads}, "
+              "clients in a separate process, a new connection per request")
+        run_cases(port, args, clients)
+        status = services.training.read.status_json(max_age_s=0)
+        print(f"meanwhile: {status['predictions_per_second']} predictions/s, "
+              f"{status['training_batches_per_minute']} training batches/min")
 
 
 if __name__ == "__main__":
