@@ -14,19 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from core.live.challengers import ChallengeError
+from dashboard.request_body import json_body
 
 
 def _body() -> Any:
-    """The request's JSON body; {} when empty. Not JSON: ChallengeError (400)."""
-    if not request.get_data(cache=True).strip():
-        return {}
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise ChallengeError("the body is not JSON; send a JSON object")
-    return body
+    return json_body(ChallengeError, empty={})
 
 
 def challenger_routes(api: Blueprint, training,

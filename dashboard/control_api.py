@@ -14,21 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from core.live.control import ControlError
+from dashboard.request_body import json_body
 
 CONTROL_ACTIONS = ("pause", "resume", "freeze", "unfreeze", "rollback")
 
 
 def _body() -> Any:
-    """The request's JSON body; None when empty. Not JSON: ControlError (400)."""
-    if not request.get_data(cache=True).strip():
-        return None
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise ControlError("the body is not JSON; send a JSON object")
-    return body
+    return json_body(ControlError, empty=None)
 
 
 def control_routes(api: Blueprint, training,
