@@ -54,6 +54,7 @@ Behind ``PredictionStore``'s small interface the store can move to PostgreSQL/Ti
 without its callers changing (see DESIGN.md, "Past one machine").
 """
 
+from core.predictions.health import StoreUnavailable
 from core.predictions.queries import MAX_LIMIT
 from core.predictions.retention import Retention
 from core.predictions.rows import NewPrediction, PendingPrediction
@@ -64,6 +65,7 @@ from core.predictions.store import PredictionStore
 
 __all__ = [
     "BUSY_TIMEOUT_S", "HIT", "MAX_LIMIT", "MISS", "SCHEMA_VERSION", "STATUSES",
-    "NewPrediction", "PendingPrediction", "PredictionStore", "Retention", "Status", "decode_state",
+    "NewPrediction", "PendingPrediction", "PredictionStore", "Retention", "Status", "StoreUnavailable",
+    "decode_state",
     "encode_state", "outcome",
 ]  # fmt: skip

@@ -22,7 +22,8 @@ import numpy as np
 from core.predictions import schema
 from core.predictions.rows import NO_OUTCOME, NewPrediction, PendingPrediction
 from core.predictions.states import encode_state
-from core.predictions.status import EXPIRED, PENDING, RESOLVED, STATUSES
+from core.predictions.status import EXPIRED, PENDING, RESOLVED
+from core.predictions.totals import Totals
 from core.timeframes import parse_timeframe
 
 _timeframe_ms = lru_cache(maxsize=32)(parse_timeframe)
@@ -72,12 +73,11 @@ class Queue:
 class Index:
     """Pending predictions, tallies and the flush queue (see the module doc)."""
 
-    def __init__(self, next_id: int) -> None:
-        self.next_id = next_id  # the id the next new prediction gets
+    def __init__(self, next_id: int | None) -> None:
         self.pending: dict[int, PendingPrediction] = {}  # id -> pending prediction
         self.by_candle: dict[tuple[str, str, int], list[int]] = {}  # (symbol, tf, target) -> ids
-        self.counts: dict[str, dict[str, int]] = {}  # model -> status -> rows
-        self.hits: dict[tuple[str, str], list[int]] = {}  # (model, tf) -> [resolved, correct]
+        self.ids = Ids(next_id)  # the ids new predictions get
+        self.totals = Totals()  # counts per model, symbol and status; calls per timeframe
         # (model, symbol, tf) -> [newest target_ts predicted, newest deleted by retention]
         self.series: dict[tuple[str, str, str], list] = {}
         self.stored = 0  # rows the file holds once the queue is written
@@ -86,22 +86,27 @@ class Index:
         self.version = 0  # changes whenever what a read would list does
 
     @classmethod
-    def load(cls, conn: sqlite3.Connection) -> Index:
-        """The index of what the file holds (at open: nothing is queued)."""
+    def load(cls, conn: sqlite3.Connection, symbols: tuple[str, ...] | None = None,
+             own_ids: bool = True) -> Index:
+        """The index of what the file holds (at open: nothing is queued) of ``symbols`` (None:
+        all). ``own_ids``: ids go on from the file's largest (one writer); else the store
+        gives the index blocks of ids (``Ids.add``)."""
+        where, params = in_scope(symbols)
+        first = "coalesce(max(id), 0) + 1" if own_ids else "NULL"
         next_id, stored, newest = conn.execute(
-            "SELECT coalesce(max(id), 0) + 1, COUNT(*), max(created_ts) FROM predictions"
+            f"SELECT {first}, COUNT(*), max(created_ts) FROM predictions{where}", params
         ).fetchone()
         index = cls(next_id)
         index.stored, index.newest_ts = stored, newest
         rows = conn.execute(f"SELECT {', '.join(schema.PENDING_COLUMNS)} FROM predictions "
-                            f"WHERE status = '{PENDING}' ORDER BY id").fetchall()
+                            f"WHERE status = '{PENDING}'{where.replace('WHERE', 'AND')} "
+                            "ORDER BY id", params).fetchall()
         for row in rows:
             index._add(PendingPrediction.from_row(row))
-        for model, status, n in conn.execute("SELECT model, status, n FROM totals"):
-            index._tally(model)[status] = n
-        for model, tf, n, k in conn.execute("SELECT model, timeframe, resolved, correct FROM hits"):
-            index.hits[(model, tf)] = [n, k]
-        for model, symbol, tf, latest, pruned in conn.execute("SELECT * FROM series"):
+        index.totals.load(conn, where, params)
+        for model, symbol, tf, latest, pruned in conn.execute(
+                f"SELECT model, symbol, timeframe, latest_ts, pruned_through FROM series{where}",
+                params):
             index.series[(model, symbol, tf)] = [latest, pruned]
         return index
 
@@ -123,16 +128,8 @@ class Index:
         if not ids:
             del self.by_candle[key]
         self.queue.left[pred_id] = p
-        counts = self.counts[p.model]
-        counts[PENDING] -= 1
-        counts[status] += 1
+        self.totals.moved(p.model, p.symbol, status)
         return p
-
-    def _tally(self, model: str) -> dict[str, int]:
-        counts = self.counts.get(model)
-        if counts is None:
-            counts = self.counts[model] = dict.fromkeys(STATUSES, 0)
-        return counts
 
     def record(self, res_rows: list[tuple], preds: list[NewPrediction],
                in_file: frozenset[Key] = frozenset()) -> tuple[int, list[int]]:
@@ -141,25 +138,21 @@ class Index:
         ``in_file``: of the candles ``unsure`` named, those the file holds a prediction of
         (the store asked it); a candle already predicted raises ValueError, changing nothing."""
         self._check_new(preds, in_file)  # before anything changes
+        self.ids.check(len(preds))
         done = []
         for row in res_rows:
             p = self._take(row[-1], RESOLVED)  # once: the first resolution of an id wins
             if p is not None:
                 done.append(row)
-                hits = self.hits.get((p.model, p.timeframe))
-                if hits is None:
-                    hits = self.hits[(p.model, p.timeframe)] = [0, 0]
-                hits[0] += 1
-                hits[1] += row[7]  # action_correct, 0 or 1
-        ids = list(range(self.next_id, self.next_id + len(preds)))
-        self.next_id += len(preds)
+                self.totals.called(p.model, p.symbol, p.timeframe, row[7])  # action_correct
+        ids = self.ids.take(len(preds))
         for pred_id, pred in zip(ids, preds):
             self._add(PendingPrediction(
                 pred_id, pred.model, pred.model_step, pred.symbol, pred.timeframe,
                 pred.created_ts, pred.target_ts, pred.reference_price, pred.action,
                 pred.confidence, pred.predicted_ohlcv, bool(pred.executed), pred.state,
                 bool(pred.stale)))
-            (self.counts.get(pred.model) or self._tally(pred.model))[PENDING] += 1
+            self.totals.of(pred.model, pred.symbol)[PENDING] += 1
             self._note_series(pred)
         self.queue.inserts += [(i, *p.row()) for i, p in zip(ids, preds)]
         self.queue.resolves += done
@@ -252,9 +245,7 @@ class Index:
         """The queue, for a flush to write; an empty one takes its place."""
         queued, self.queue = self.queue, Queue()
         queued.totals = [
-            (schema.SET_TOTAL, [(m, status, n) for m, c in self.counts.items()
-                                for status, n in c.items()]),
-            (schema.SET_HITS, [(m, tf, n, k) for (m, tf), (n, k) in self.hits.items()]),
+            *self.totals.rows(),
             (schema.SET_SERIES, [(*key, latest, pruned)
                                  for key, (latest, pruned) in self.series.items()]),
         ]
@@ -297,14 +288,44 @@ class Index:
             return True, self.pending[pred_id].state
         return pred_id in self.queue.left, None
 
-    def tallies(self) -> dict[str, dict[str, int]]:
-        """{model: {"pending": n, "resolved": n, "expired": n}}, by model."""
-        return {model: dict(c) for model, c in sorted(self.counts.items())}
 
-    def accuracy(self) -> dict[tuple[str, str], dict[str, float]]:
-        """{(model, timeframe): {"resolved": n, "correct": k, "accuracy": k / n}}."""
-        return {key: {"resolved": n, "correct": k, "accuracy": k / n}
-                for key, (n, k) in sorted(self.hits.items()) if n}
+def in_scope(symbols: tuple[str, ...] | None) -> tuple[str, tuple]:
+    """`` WHERE symbol IN (...)`` and its params for a store of ``symbols`` (None: all)."""
+    if symbols is None:
+        return "", ()
+    return f" WHERE symbol IN ({', '.join('?' * len(symbols))})", tuple(symbols)
+
+
+class Ids:
+    """The ids new predictions get: on from ``first`` without end (one writer: SQLite), or
+    from blocks of ids the database reserved for this writer (``first`` None: PostgreSQL,
+    postgres.py), the next block added while the database answers."""
+
+    def __init__(self, first: int | None) -> None:
+        self.blocks: list[list[int | None]] = [] if first is None else [[first, None]]
+
+    def add(self, start: int, end: int) -> None:
+        self.blocks.append([start, end])
+
+    def left(self) -> float:
+        return sum(float("inf") if end is None else end - start for start, end in self.blocks)
+
+    def check(self, n: int) -> None:
+        if n > self.left():
+            raise RuntimeError(f"no prediction ids left for {n} new predictions: the database "
+                               "could not be reached to reserve more (see the store's health)")
+
+    def take(self, n: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            block = self.blocks[0]
+            start, end = block
+            k = n - len(out) if end is None else min(n - len(out), end - start)
+            out.extend(range(start, start + k))
+            block[0] = start + k
+            if end is not None and block[0] >= end:
+                self.blocks.pop(0)
+        return out
 
 
 def _key(pred: NewPrediction) -> Key:

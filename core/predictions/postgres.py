@@ -9,9 +9,16 @@ its ``+column`` planner hints; ``pg_sql`` turns them into ``%s`` and plain colum
 PostgreSQL's own text for the few statements SQLite spells its own way (upserts, ``max`` of
 two values).
 
-Schema versions as in schema.py; a database starts at version 3 (there never was a version 1
-or 2 on PostgreSQL). Created in one transaction under an advisory lock, so two processes
-starting at once on one database create it once.
+Schema versions as in schema.py; a database starts at version 4 (one of version 3 is migrated;
+there never was a version 1 or 2 on PostgreSQL). Created in one transaction under an advisory
+lock, so two processes starting at once on one database create it once.
+
+**Several writers.** Tickwise processes following different symbols may share one database:
+each claims its symbols with session advisory locks (``claim``: a second writer of a symbol
+is refused at start), keeps the totals of its own symbols (they are per symbol), and takes its
+ids in blocks of ``ID_BLOCK`` from the ``prediction_ids`` sequence, so ids never collide and a
+prediction gets its id without a round trip (nor while the database is down, until the block
+and the one reserved after it run out). Every process reads every symbol's rows.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from core.predictions import retention, schema
 from core.predictions.status import Status
 
 _STATUS_NAMES = ", ".join(f"'{s}'" for s in Status)
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS predictions (
     id              BIGINT  PRIMARY KEY,
@@ -52,8 +59,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     volume_error    DOUBLE PRECISION,
     action_correct  INTEGER CHECK (action_correct IN (0, 1)),
     reward          DOUBLE PRECISION,
-    status          TEXT    NOT NULL DEFAULT '{Status.PENDING}'
-                            CHECK (status IN ({_STATUS_NAMES})),
+    status          TEXT    NOT NULL DEFAULT '{pending}'
+                            CHECK (status IN ({statuses})),
     resolved_ts     BIGINT,
     stale           INTEGER NOT NULL DEFAULT 0 CHECK (stale IN (0, 1))
 );
@@ -61,25 +68,27 @@ CREATE INDEX IF NOT EXISTS ix_predictions_created ON predictions (created_ts);
 CREATE UNIQUE INDEX IF NOT EXISTS ux_predictions_target
     ON predictions (model, symbol, timeframe, target_ts);
 CREATE INDEX IF NOT EXISTS ix_predictions_status ON predictions (status, model, created_ts);
-CREATE TABLE IF NOT EXISTS totals (
-    model TEXT NOT NULL, status TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (model, status));
-CREATE TABLE IF NOT EXISTS hits (
-    model TEXT NOT NULL, timeframe TEXT NOT NULL, resolved BIGINT NOT NULL,
-    correct BIGINT NOT NULL, PRIMARY KEY (model, timeframe));
 CREATE TABLE IF NOT EXISTS series (
     model TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
-    latest_ts BIGINT NOT NULL, pruned_through BIGINT, PRIMARY KEY (model, symbol, timeframe))
+    latest_ts BIGINT NOT NULL, pruned_through BIGINT, PRIMARY KEY (model, symbol, timeframe));
+CREATE SEQUENCE IF NOT EXISTS prediction_ids INCREMENT BY {ID_BLOCK}
 """
+ID_BLOCK = 100_000  # ids a store reserves from the sequence at a time (see Ids)
+_SCHEMA = _SCHEMA.format(statuses=_STATUS_NAMES, pending=Status.PENDING,
+                         ID_BLOCK=ID_BLOCK) + ";" + schema.TOTALS
 _LOCK = 7_134_522_015  # the advisory lock taken while the schema is created or migrated
 
 # PostgreSQL's text of the statements SQLite spells its own way.
 _OWN = {
     "BEGIN IMMEDIATE": "BEGIN",
-    schema.SET_TOTAL: "INSERT INTO totals (model, status, n) VALUES (%s, %s, %s) "
-                      "ON CONFLICT (model, status) DO UPDATE SET n = EXCLUDED.n",
-    schema.SET_HITS: "INSERT INTO hits (model, timeframe, resolved, correct) "
-                     "VALUES (%s, %s, %s, %s) ON CONFLICT (model, timeframe) DO UPDATE "
-                     "SET resolved = EXCLUDED.resolved, correct = EXCLUDED.correct",
+    # A flush whose COMMIT was sent before the connection dropped may have landed: its retry
+    # inserts nothing twice (every other statement of a flush can run twice harmlessly).
+    schema.INSERT: schema.INSERT.replace("?", "%s") + " ON CONFLICT (id) DO NOTHING",
+    schema.SET_TOTAL: "INSERT INTO totals (model, symbol, status, n) VALUES (%s, %s, %s, %s) "
+                      "ON CONFLICT (model, symbol, status) DO UPDATE SET n = EXCLUDED.n",
+    schema.SET_HITS: "INSERT INTO hits (model, symbol, timeframe, resolved, correct) "
+                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (model, symbol, timeframe) DO "
+                     "UPDATE SET resolved = EXCLUDED.resolved, correct = EXCLUDED.correct",
     schema.SET_SERIES: "INSERT INTO series (model, symbol, timeframe, latest_ts, pruned_through) "
                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (model, symbol, timeframe) DO "
                        "UPDATE SET latest_ts = EXCLUDED.latest_ts, "
@@ -108,32 +117,74 @@ def masked(url: str) -> str:
 
 
 class PgConnection:
-    """A psycopg connection answering the sqlite3 calls the store makes."""
+    """A psycopg connection answering the sqlite3 calls the store makes; after the server was
+    lost, the next call connects again (and takes the store's symbols again: ``claim``)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, symbols: tuple[str, ...] | None = None):
         import psycopg  # only a PostgreSQL store needs it
 
         self.url = masked(url)
-        self._conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+        self._url, self._psycopg = url, psycopg
+        # What a lost server raises (the store's health: DOWN, retried with backoff).
+        self.lost_errors = (psycopg.OperationalError, psycopg.InterfaceError)
+        self.symbols = symbols  # None: every symbol (one writer for the whole database)
+        self._conn = self._connect()
+
+    def _connect(self):
+        conn = self._psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        try:
+            claim(conn, self.symbols, self.url)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _live(self):
+        if self._conn.closed or self._conn.broken:
+            self._conn.close()
+            self._conn = self._connect()
+        return self._conn
 
     def execute(self, sql: str, params: tuple = ()):
-        return self._conn.execute(pg_sql(sql), tuple(params) or None)
+        return self._live().execute(pg_sql(sql), tuple(params) or None)
 
     def executemany(self, sql: str, rows) -> None:
-        with self._conn.cursor() as cur:
+        with self._live().cursor() as cur:
             cur.executemany(pg_sql(sql), list(rows))
 
     def executescript(self, script: str) -> None:
-        for statement in script.split(";"):
-            if statement.strip():
-                self._conn.execute(statement)
+        schema.run_script(self, script)
+
+    def reserve_ids(self) -> tuple[int, int]:
+        """A block of ids no other writer gets: [start, end)."""
+        start = self.execute("SELECT nextval('prediction_ids')").fetchone()[0]
+        return start, start + ID_BLOCK
 
     def close(self) -> None:
         self._conn.close()
 
 
+def claim(conn, symbols: tuple[str, ...] | None, where: str) -> None:
+    """Take the store's symbols for this connection (session advisory locks, released when it
+    ends): a store of some symbols shares the whole-database lock and takes each symbol's
+    alone; a store of every symbol (None) takes the whole database alone. Another live writer
+    of one of them: RuntimeError naming it."""
+    whole = "SELECT pg_try_advisory_lock%s(hashtext('tickwise-store:*'))"
+    if not conn.execute(whole % ("" if symbols is None else "_shared")).fetchone()[0]:
+        raise RuntimeError(f"{where}: another Tickwise process writes this prediction store "
+                           f"{'(some of its symbols)' if symbols is None else '(all symbols)'}; "
+                           "each process must write its own market.symbols")
+    for symbol in symbols or ():
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                            (f"tickwise-store:{symbol}",)).fetchone()[0]:
+            raise RuntimeError(f"{where}: another Tickwise process writes {symbol}'s "
+                               "predictions to this store; each process must write its own "
+                               "market.symbols")
+
+
 def create_schema(conn: PgConnection) -> None:
-    """Create the tables and indexes if missing; refuse a database of another schema version."""
+    """Create the tables and indexes if missing; migrate a version 3 database; refuse one of
+    another schema version."""
     with schema.transaction(conn):
         conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK,))
         conn.executescript(_SCHEMA)
@@ -141,6 +192,11 @@ def create_schema(conn: PgConnection) -> None:
         if not found:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)",
                          (schema.SCHEMA_VERSION,))
+        elif found == [(3,)]:  # one writer's ids (max + 1), totals per model
+            conn.executescript(schema.SPLIT_TOTALS)
+            conn.execute("SELECT setval('prediction_ids', coalesce(max(id), 0) + 1, false) "
+                         "FROM predictions")
+            conn.execute("UPDATE schema_version SET version = ?", (schema.SCHEMA_VERSION,))
         elif found != [(schema.SCHEMA_VERSION,)]:
             raise RuntimeError(
                 f"{conn.url} holds prediction store schema version {found}, this code reads "

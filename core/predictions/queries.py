@@ -42,10 +42,17 @@ def _order(row: dict) -> tuple[int, int]:
     return row["created_ts"], row["id"]
 
 
+def _scope(symbols: tuple[str, ...] | None) -> tuple[str, tuple]:
+    if symbols is None:
+        return "", ()
+    return f"+symbol IN ({', '.join('?' * len(symbols))})", tuple(symbols)
+
+
 def recent(conn: sqlite3.Connection, unflushed: dict[int, dict], limit: int,
-           filters: dict[str, str | None]) -> list[dict]:
+           filters: dict[str, str | None], symbols: tuple[str, ...] | None = None) -> list[dict]:
     """The newest ``limit`` rows (by created_ts, then id) matching every filter given
-    (model, symbol, timeframe, status; None: any). See ``PredictionStore.recent``."""
+    (model, symbol, timeframe, status; None: any) and, if given, of ``symbols``. See
+    ``PredictionStore.recent``."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
     status = filters.get("status")
@@ -58,28 +65,32 @@ def recent(conn: sqlite3.Connection, unflushed: dict[int, dict], limit: int,
     # a status, ix_predictions_status (status, model, created_ts) walks that one's rows alone,
     # already in order (a card's newest resolved rows, say).
     indexed = ("status", "model") if {"status", "model"} <= given.keys() else ()
-    where = " AND ".join(f"{'' if column in indexed else '+'}{column} = ?" for column in given)
+    terms = [f"{'' if column in indexed else '+'}{column} = ?" for column in given]
+    scope, scoped = _scope(symbols)
+    where = " AND ".join(terms + [scope] if scope else terms)
     sql = f"{_SELECT}{' WHERE ' + where if where else ''} ORDER BY created_ts DESC, id DESC LIMIT ?"
     # Each unflushed row may replace one of the file's (it moved out of the filter), so the
     # file is asked for that many more: the newest `limit` of the rest are among them.
-    rows = [listed(row) for row in conn.execute(sql, (*given.values(), limit + len(unflushed)))]
+    rows = [listed(row) for row in conn.execute(
+        sql, (*given.values(), *scoped, limit + len(unflushed)))]
     if not unflushed:
         return rows[:limit]
     kept = [row for row in rows if row["id"] not in unflushed]
     fresh = [row for row in unflushed.values()
-             if all(row[column] == value for column, value in given.items())]
+             if all(row[column] == value for column, value in given.items())]  # own symbols
     return sorted(kept + fresh, key=_order, reverse=True)[:limit]
 
 
 def resolved(conn: sqlite3.Connection, unflushed: dict[int, dict],
-             after_created_ts: int | None) -> list[dict]:
-    """Every resolved row (created after ``after_created_ts``, if given), oldest first."""
-    sql = f"{_SELECT} WHERE status = '{RESOLVED}'"
-    params: tuple = ()
+             after_created_ts: int | None, symbols: tuple[str, ...] | None = None) -> list[dict]:
+    """Every resolved row (created after ``after_created_ts``, if given; of ``symbols``, if
+    given), oldest first."""
+    scope, params = _scope(symbols)
+    sql = f"{_SELECT} WHERE status = '{RESOLVED}'" + (f" AND {scope}" if scope else "")
     if after_created_ts is not None:
         after_created_ts = integer("after_created_ts", after_created_ts)
         sql += " AND created_ts > ?"
-        params = (after_created_ts,)
+        params += (after_created_ts,)
     rows = [listed(row) for row in conn.execute(sql + " ORDER BY created_ts, id", params)]
     if not unflushed:
         return rows

@@ -44,12 +44,17 @@ class Retention:
 
 
 def prune_chunk(conn: sqlite3.Connection, retention: Retention, models: list[str],
-                newest_ts: int | None, stored: int) -> tuple[int, dict]:
+                newest_ts: int | None, stored: int,
+                symbols: tuple[str, ...] | None = None) -> tuple[int, dict]:
     """Delete up to ``retention.chunk`` rows retention no longer keeps, inside the caller's
     transaction: first rows past the age, else the oldest over ``max_rows`` (``stored``: the
     rows the file holds). Returns how many rows, and per (model, symbol, timeframe) the
-    newest candle deleted."""
-    guard, params = _kept(conn, models, retention.keep_resolved)
+    newest candle deleted. Only rows of ``symbols`` (None: all): a store that writes some
+    symbols of a shared database deletes only its own."""
+    guard, params = _kept(conn, models, retention.keep_resolved, symbols)
+    if symbols is not None:
+        guard += f" AND symbol IN ({', '.join('?' * len(symbols))})"
+        params += tuple(symbols)
     rows: list[tuple] = []
     if newest_ts is not None:
         cutoff = newest_ts - int(retention.keep_days * DAY_MS)
@@ -71,16 +76,20 @@ def prune_chunk(conn: sqlite3.Connection, retention: Retention, models: list[str
     return len(rows), through
 
 
-def _kept(conn: sqlite3.Connection, models: list[str], keep: int) -> tuple[str, tuple]:
+def _kept(conn: sqlite3.Connection, models: list[str], keep: int,
+          symbols: tuple[str, ...] | None) -> tuple[str, tuple]:
     """The condition (`` AND NOT ...`` per model) that spares each model's newest ``keep``
-    resolved rows (newest by created_ts, then id, as the cards read them), and its params."""
+    resolved rows (newest by created_ts, then id, as the cards read them: of ``symbols``),
+    and its params."""
     guard, params = "", ()
     if keep == 0:
         return guard, params
+    scope = "" if symbols is None else f" AND symbol IN ({', '.join('?' * len(symbols))})"
     for model in models:
         oldest_kept = conn.execute(
-            f"SELECT created_ts, id FROM predictions WHERE status = '{RESOLVED}' AND model = ? "
-            "ORDER BY created_ts DESC, id DESC LIMIT 1 OFFSET ?", (model, keep - 1)).fetchone()
+            f"SELECT created_ts, id FROM predictions WHERE status = '{RESOLVED}' AND model = ?"
+            f"{scope} ORDER BY created_ts DESC, id DESC LIMIT 1 OFFSET ?",
+            (model, *(symbols or ()), keep - 1)).fetchone()
         if oldest_kept is None:  # fewer than `keep`: all of them
             guard += f" AND NOT (status = '{RESOLVED}' AND model = ?)"
             params += (model,)

@@ -12,10 +12,16 @@ they count, so retention (core/predictions/retention.py) deletes old rows withou
 them. ``series`` keeps, per model, symbol and timeframe, the newest candle predicted and the
 newest one retention deleted (a candle at or before it counts as predicted).
 
+The totals are kept per symbol too (version 4): several processes may write one PostgreSQL
+store, each its own symbols (postgres.py), and each keeps the totals of its own.
+
 Versions: 1 (no uniqueness, totals counted from the rows), 2, 3 (``stale``: the model was
-STALE when it predicted, core/live/control.py). An older file is migrated in one transaction
-when opened: from version 1, duplicate targets kept once (the first prediction of each), the
-totals counted from what is left; to version 3, the ``stale`` column added (0 for every row).
+STALE when it predicted, core/live/control.py), 4 (totals per symbol). An older file is
+migrated in one transaction when opened: from version 1, duplicate targets kept once (the
+first prediction of each), the totals counted from what is left; to version 3, the ``stale``
+column added (0 for every row); to version 4, the totals split by symbol: counted from the
+rows still there, and what retention had deleted before (the old total less those) kept under
+the symbol '' (an unscoped store counts it; ``PredictionStore(symbols=...)`` does not).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 
 from core.predictions.status import Status
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 5.0
 
 _STATUS_NAMES = ", ".join(f"'{s}'" for s in Status)  # 'pending', 'resolved', 'expired'
@@ -69,33 +75,61 @@ CREATE TABLE IF NOT EXISTS predictions (
 -- check the filters on the way, stopping after `limit` matches.
 CREATE INDEX IF NOT EXISTS ix_predictions_created ON predictions (created_ts);
 """
-# Version 2: one prediction per model and candle; running totals that retention leaves alone.
+# Version 2: one prediction per model and candle; which candles each series predicted.
 _SCHEMA_2 = """
 CREATE UNIQUE INDEX IF NOT EXISTS ux_predictions_target
     ON predictions (model, symbol, timeframe, target_ts);
 -- The pending rows at open, and a model's newest resolved rows (which retention keeps).
 CREATE INDEX IF NOT EXISTS ix_predictions_status ON predictions (status, model, created_ts);
-CREATE TABLE IF NOT EXISTS totals (
-    model TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (model, status)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS hits (
-    model TEXT NOT NULL, timeframe TEXT NOT NULL, resolved INTEGER NOT NULL,
-    correct INTEGER NOT NULL, PRIMARY KEY (model, timeframe)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS series (
     model TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
     latest_ts INTEGER NOT NULL,     -- the newest candle predicted (target_ts)
     pruned_through INTEGER,         -- the newest candle whose row retention deleted
     PRIMARY KEY (model, symbol, timeframe)) WITHOUT ROWID;
 """
+# Version 4: the running totals that retention leaves alone, per symbol.
+TOTALS = """
+CREATE TABLE IF NOT EXISTS totals (
+    model TEXT NOT NULL, symbol TEXT NOT NULL, status TEXT NOT NULL, n BIGINT NOT NULL,
+    PRIMARY KEY (model, symbol, status));
+CREATE TABLE IF NOT EXISTS hits (
+    model TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+    resolved BIGINT NOT NULL, correct BIGINT NOT NULL, PRIMARY KEY (model, symbol, timeframe));
+"""
 # The totals of a version 1 file, counted from its rows (once, when it is migrated).
 _COUNT_TOTALS = """
 DROP INDEX IF EXISTS ix_predictions_accuracy;
 DROP INDEX IF EXISTS ix_predictions_pending;
-INSERT INTO totals SELECT model, status, COUNT(*) FROM predictions GROUP BY model, status;
-INSERT INTO hits SELECT model, timeframe, COUNT(*), SUM(action_correct) FROM predictions
-    WHERE status = 'resolved' GROUP BY model, timeframe;
+INSERT INTO totals SELECT model, symbol, status, COUNT(*) FROM predictions
+    GROUP BY model, symbol, status;
+INSERT INTO hits SELECT model, symbol, timeframe, COUNT(*), SUM(action_correct) FROM predictions
+    WHERE status = 'resolved' GROUP BY model, symbol, timeframe;
 INSERT INTO series SELECT model, symbol, timeframe, MAX(target_ts), NULL FROM predictions
     GROUP BY model, symbol, timeframe;
+"""
+# Version 2 or 3's totals (per model) split by symbol: counted from the rows; the rest (rows
+# retention deleted) under symbol ''. SQL both SQLite and PostgreSQL run.
+SPLIT_TOTALS = """
+ALTER TABLE totals RENAME TO totals_v3;
+ALTER TABLE hits RENAME TO hits_v3;
+""" + TOTALS + """
+INSERT INTO totals SELECT model, symbol, status, COUNT(*) FROM predictions
+    GROUP BY model, symbol, status;
+INSERT INTO totals SELECT o.model, '', o.status, o.n - coalesce((SELECT SUM(t.n) FROM totals t
+    WHERE t.model = o.model AND t.status = o.status), 0) FROM totals_v3 o
+    WHERE o.n > coalesce((SELECT SUM(t.n) FROM totals t
+    WHERE t.model = o.model AND t.status = o.status), 0);
+INSERT INTO hits SELECT model, symbol, timeframe, COUNT(*), SUM(action_correct) FROM predictions
+    WHERE status = 'resolved' GROUP BY model, symbol, timeframe;
+INSERT INTO hits SELECT o.model, '', o.timeframe,
+    o.resolved - coalesce((SELECT SUM(h.resolved) FROM hits h
+        WHERE h.model = o.model AND h.timeframe = o.timeframe), 0),
+    o.correct - coalesce((SELECT SUM(h.correct) FROM hits h
+        WHERE h.model = o.model AND h.timeframe = o.timeframe), 0)
+    FROM hits_v3 o WHERE o.resolved > coalesce((SELECT SUM(h.resolved) FROM hits h
+        WHERE h.model = o.model AND h.timeframe = o.timeframe), 0);
+DROP TABLE totals_v3;
+DROP TABLE hits_v3;
 """
 # A version 1 file may predict a candle more than once (restarts): the first is kept.
 _DROP_DUPLICATES = """
@@ -135,8 +169,9 @@ EXPIRE = (f"UPDATE predictions SET status = '{Status.EXPIRED}', resolved_ts = ?,
           f"WHERE id = ? AND status = '{Status.PENDING}'")
 EXECUTED = "UPDATE predictions SET executed = 1 WHERE id = ?"
 # The running totals as the index holds them after the rows of the same flush.
-SET_TOTAL = "INSERT OR REPLACE INTO totals (model, status, n) VALUES (?, ?, ?)"
-SET_HITS = "INSERT OR REPLACE INTO hits (model, timeframe, resolved, correct) VALUES (?, ?, ?, ?)"
+SET_TOTAL = "INSERT OR REPLACE INTO totals (model, symbol, status, n) VALUES (?, ?, ?, ?)"
+SET_HITS = ("INSERT OR REPLACE INTO hits (model, symbol, timeframe, resolved, correct) "
+            "VALUES (?, ?, ?, ?, ?)")
 SET_SERIES = ("INSERT OR REPLACE INTO series (model, symbol, timeframe, latest_ts, pruned_through) "
               "VALUES (?, ?, ?, ?, ?)")
 # Whether a candle was predicted by a model (the unique index answers).
@@ -164,24 +199,30 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException as exc:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception as lost:  # noqa: BLE001 - the connection died: nothing to roll back
+            raise exc from lost
         raise
     conn.execute("COMMIT")
 
 
 def create_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the tables and indexes if missing; migrate a version 1 file; refuse a file of
-    another schema version."""
+    """Create the tables and indexes if missing; migrate a file of versions 1 to 3; refuse a
+    file of another schema version."""
     conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # executescript commits itself
     with transaction(conn):
         found = conn.execute("SELECT version FROM schema_version").fetchall()
         if not found:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            _create_2(conn, migrate=False)
-        elif found in ([(1,)], [(2,)]):
+            run_script(conn, _SCHEMA_2 + TOTALS)
+        elif found in ([(1,)], [(2,)], [(3,)]):
             if found == [(1,)]:
-                _create_2(conn, migrate=True)
+                conn.execute(_DROP_DUPLICATES)
+                run_script(conn, _SCHEMA_2 + TOTALS + _COUNT_TOTALS)
+            else:
+                run_script(conn, SPLIT_TOTALS)
             _create_3(conn)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         elif found != [(SCHEMA_VERSION,)]:
@@ -191,12 +232,9 @@ def create_schema(conn: sqlite3.Connection, path: Path) -> None:
             )
 
 
-def _create_2(conn: sqlite3.Connection, migrate: bool) -> None:
-    """Version 2's indexes and tables, inside the caller's transaction; ``migrate``: a version
-    1 file's rows are there (duplicates dropped first, then the totals counted)."""
-    if migrate:
-        conn.execute(_DROP_DUPLICATES)
-    for statement in (_SCHEMA_2 + (_COUNT_TOTALS if migrate else "")).split(";"):
+def run_script(conn, script: str) -> None:
+    """Each statement of ``script``, inside the caller's transaction."""
+    for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
 

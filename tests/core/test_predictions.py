@@ -7,6 +7,7 @@ import math
 import socket
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -115,13 +116,13 @@ def test_a_postgresql_database_is_created_versioned_and_another_version_refused(
 def test_two_stores_opening_one_new_postgresql_database_at_once_create_it_once(pg_url):
     opened, errors = [], []
 
-    def open_one() -> None:
-        try:
-            opened.append(PredictionStore(pg_url))
+    def open_one(i: int) -> None:
+        try:  # four writers of one database, each of its own symbol
+            opened.append(PredictionStore(pg_url, symbols=[f"S{i}/USDT"]))
         except Exception as exc:  # noqa: BLE001 (reported below)
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -476,10 +477,10 @@ def test_concurrent_writes_from_two_threads_all_land(store):
     assert sorted(ids) == list(range(1, 401))
 
 
-def test_a_second_writing_process_is_refused_clearly_and_loses_nothing(location):
+def test_a_second_writing_process_is_refused_clearly_and_loses_nothing(tmp_path):
     # Ids are given in memory (write-behind), so one process writes a file; a second store on
     # the same file (as a second process would be) gets a clear error when it flushes.
-    path = location
+    path = tmp_path / "p.db"
     first, second = PredictionStore(path), PredictionStore(path)
     mine = first.add(new(model="a"))
     first.flush()
@@ -676,7 +677,12 @@ def test_a_failed_flush_keeps_its_rows_for_the_next(sqlite_store, tmp_path):
     sqlite_store.resolve(kept, resolution(), T0 + 2 * MIN)  # recorded meanwhile, after the insert
     assert sqlite_store.pending("ETH/USDT", "1m", T0 + MIN) == []  # the index is the truth
     blocker.execute("ROLLBACK")
+    assert sqlite_store.health_status()["state"] == "DOWN"
+    assert sqlite_store.flush() == 0  # backing off: not tried yet
+    while not sqlite_store.health.may_try():
+        time.sleep(0.05)
     assert sqlite_store.flush() == 2  # the insert, then its resolution
+    assert sqlite_store.health_status()["state"] == "OK"
     assert sqlite_store.get(kept)["status"] == "resolved"
     blocker.close()
 

@@ -61,11 +61,14 @@ def _check_file(path: Path) -> list[int]:
         keys = raw.execute("SELECT COUNT(*), COUNT(DISTINCT model || symbol || timeframe || "
                            "target_ts) FROM predictions").fetchone()
         assert keys[0] == keys[1]  # no candle stored twice for a model
-        totals = dict(((m, s), n) for m, s, n in raw.execute("SELECT * FROM totals") if n)
+        totals = {(m, s): n for m, s, n in raw.execute(
+            "SELECT model, status, SUM(n) FROM totals GROUP BY model, status") if n}
         counted = {(m, s): n for m, s, n in raw.execute(
             "SELECT model, status, COUNT(*) FROM predictions GROUP BY model, status")}
         assert totals == counted
-        hits = {(m, tf): (n, k) for m, tf, n, k in raw.execute("SELECT * FROM hits")}
+        hits = {(m, tf): (n, k) for m, tf, n, k in raw.execute(
+            "SELECT model, timeframe, SUM(resolved), SUM(correct) FROM hits "
+            "GROUP BY model, timeframe")}
         assert hits == {(m, tf): (n, k) for m, tf, n, k in raw.execute(
             "SELECT model, timeframe, COUNT(*), SUM(action_correct) FROM predictions "
             "WHERE status = 'resolved' GROUP BY model, timeframe")}
