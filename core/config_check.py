@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from core.config_load import ConfigError
 from core.timeframes import parse_timeframe
@@ -67,6 +68,28 @@ def _check_per_timeframe(key: str, values: Mapping[str, float], timeframes: tupl
         raise ConfigError(f"{key}.{extra[0]}", "is not one of market.timeframes")
 
 
+def _check_store_url(url: str) -> None:
+    """'' (the runtime folder's SQLite file), sqlite:///<path>, or postgresql://user@host/db
+    with no password in it (PGPASSWORD or ~/.pgpass hold that: secrets only from the
+    environment)."""
+    if not url or (url.startswith("sqlite:///") and len(url) > len("sqlite:///")):
+        return
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("store.url", f"{url.split('@')[-1]!r} is neither sqlite:///<path> nor "
+                          "postgresql://user@host:port/database")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError("store.url", f"is not a URL ({exc})") from None
+    if parts.password is not None:
+        raise ConfigError("store.url", "holds a password: give it in the PGPASSWORD environment "
+                          "variable or ~/.pgpass instead (it is never read from the config)")
+    if not parts.hostname or parts.path.strip("/") == "":
+        raise ConfigError("store.url", f"postgresql://{parts.hostname or ''}{parts.path} needs "
+                          "a host and a database: postgresql://user@host:port/database")
+
+
 def check(cfg: Config) -> None:
     """Raise ConfigError for the first thing in ``cfg`` that its keys' ranges cannot catch."""
     _check_symbols(cfg.market)
@@ -86,5 +109,26 @@ def check(cfg: Config) -> None:
     if cfg.server.event_streams >= cfg.server.threads:
         raise ConfigError("server.event_streams", f"{cfg.server.event_streams} must be below "
                           f"server.threads ({cfg.server.threads}): streams would take every thread")
+    _check_store_url(cfg.store.url)
     if cfg.models.max_model_mb > cfg.models.max_total_mb:
         raise ConfigError("models.max_model_mb", "must not exceed models.max_total_mb")
+    _check_ray(cfg)
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """``ray.address`` as (host, port); None for a local Ray ('') or ``auto``. Anything but
+    host:port or ray://host:port raises ConfigError naming the key."""
+    if address in ("", "auto"):
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("ray.address", f"{address!r} is not host:port, ray://host:port, "
+                                         "auto or empty (a local Ray)")
+    return host.strip("[]"), int(port)
+
+
+def _check_ray(cfg: Config) -> None:
+    ray_endpoint(cfg.ray.address)
+    if cfg.ray.actor_retry_s > cfg.ray.actor_retry_max_s:
+        raise ConfigError("ray.actor_retry_s", f"{cfg.ray.actor_retry_s} must not exceed "
+                          f"ray.actor_retry_max_s ({cfg.ray.actor_retry_max_s})")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from core import scoring, verdicts
 from core.config import Config
-from core.predictions import PredictionStore
+from core.predictions import PredictionStore, StoreUnavailable
 from nn.base import Learner
 
 QUALITY_ROWS = 1000  # resolved predictions per model behind the cards' scores
@@ -44,8 +44,11 @@ class QualityCache:
                        if name in self.learners
                        and (now - at >= QUALITY_MAX_AGE_S or resolved >= 2 * seen))
         for name in missing or [name for _, name in stale[:1]]:
-            rows = pd.DataFrame(self.store.recent(limit=QUALITY_ROWS, model=name,
-                                                  status="resolved"))
+            try:
+                rows = pd.DataFrame(self.store.recent(limit=QUALITY_ROWS, model=name,
+                                                      status="resolved", own=True))
+            except StoreUnavailable:  # the database is DOWN (the status says so): keep the
+                break  # scores computed before it went, try again at the next refresh
             quality = model_quality(name, rows, self.learners[name].scores, self.fee_rate,
                                     self.seed, ROLLING_WINDOW)
             cached[name] = (now, quality, max(1, resolved))

@@ -188,13 +188,15 @@ class SignalDesk:
         weights = dict(self.config.timeframe_weights)
         scores = {symbol: fuse(list(votes.values()), weights)[0] if votes else None
                   for symbol, votes in self.votes.items()}
-        ref = self.reference
-        ref_returns = self._returns(ref)
+        # No pull when the reference is not followed here (a symbol group without it).
+        ref = self.reference if self.reference in self.votes else None
+        ref_returns = self._returns(ref) if ref is not None else np.empty(0)
         executed: list[int] = []
         for symbol, score in scores.items():
             if score is None:
                 continue
-            corr = None if symbol == ref else correlation(self._returns(symbol), ref_returns)
+            corr = None if symbol == ref or ref is None else correlation(
+                self._returns(symbol), ref_returns)
             signal = make_signal(symbol, now_ms, score, None if symbol == ref else scores.get(ref),
                                  corr, self.config.confidence_threshold, len(self.votes[symbol]))
             self.signals[symbol] = signal

@@ -118,6 +118,22 @@ class StoreReader:
             return decode_state(self._db.reading(
                 lambda: queries.stored_state(self._db.conn, pred_id)))
 
+    def symbols_listed(self) -> tuple[str, ...]:
+        """Every symbol the database holds predictions of (other writers' too), from the
+        series table; this store's own when the database cannot say now."""
+        version = self.version
+        cached = getattr(self, "_listed", None)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            with self._db.lock:
+                found = self._db.reading(lambda: [row[0] for row in self._db.conn.execute(
+                    "SELECT DISTINCT symbol FROM series ORDER BY symbol").fetchall()])
+        except RuntimeError:  # StoreUnavailable: the database is DOWN
+            return tuple(self.symbols or ())
+        self._listed = (version, tuple(found))
+        return self._listed[1]
+
     def health_status(self) -> dict:
         """Whether the database answers, as the page and ``/status`` show it (health.py)."""
         with self._lock:

@@ -171,11 +171,22 @@ def test_bad_scalar_names_the_key_and_what_is_allowed(tmp_path, yaml_text, key, 
         ("models:\n  dqn:\n    target_sync_steps: 0\n", "models.dqn.target_sync_steps",
          "an integer >= 1"),
         ("scheduler:\n  store_flush_s: 0\n", "scheduler.store_flush_s", "a number > 0"),
+        ("store:\n  url: mysql://u@h/d\n", "store.url", "neither sqlite:///<path> nor"),
+        ("store:\n  url: postgresql://u@h:port/d\n", "store.url", "is not a URL"),
+        ("store:\n  url: postgresql://u@h:5432\n", "store.url", "needs a host and a database"),
+        ("store:\n  url: 'sqlite:///'\n", "store.url", "neither sqlite:///<path> nor"),
     ],
 )
 def test_ranges_of_mappings_and_intervals(tmp_path, yaml_text, key, allowed):
     err = config_error(tmp_path, yaml_text)
     assert err.key == key and allowed in str(err)
+
+
+def test_a_password_in_store_url_is_refused_and_never_echoed(tmp_path):
+    err = config_error(tmp_path, "store:\n  url: postgresql://u:hunter2@db.example/tick\n")
+    assert err.key == "store.url" and "PGPASSWORD" in str(err) and "hunter2" not in str(err)
+    err = config_error(tmp_path, "store:\n  url: mysql://u:hunter2@db.example/tick\n")
+    assert "hunter2" not in str(err)
 
 
 @pytest.mark.parametrize(
