@@ -10,6 +10,8 @@ reasons. Dead, with its reason, when:
 - the scheduler is not running, or one of its jobs has not started for several intervals
   (a hung job, a dead scheduler thread); no scheduler at all (the services not started) is
   dead too: nothing would predict or train.
+
+A prediction store whose database is DOWN is a warning beside them, not a reason.
 """
 
 from __future__ import annotations
@@ -41,14 +43,23 @@ def feed_liveness(snapshot: dict) -> dict:
             "reasons": reasons}
 
 
-def health(snapshot: dict, schedule: dict | None) -> tuple[int, dict]:
+def health(snapshot: dict, schedule: dict | None,
+           store: dict | None = None) -> tuple[int, dict]:
     """(200 or 503, the answer): the feed's and the scheduler's liveness and every reason.
-    ``schedule``: the scheduler's ``JobLiveness.report()``, None when none was built."""
+    ``schedule``: the scheduler's ``JobLiveness.report()``, None when none was built.
+    ``store``: the prediction store's health (core/predictions/health.py); DOWN is a warning,
+    not death: the predictions wait in memory until it is back, and a supervisor that
+    restarted the process for it would lose them."""
     feed = feed_liveness(snapshot)
     if schedule is None:
         schedule = {"alive": False, "state": "not built", "jobs": {},
                     "reasons": ["no scheduler runs the jobs (the services were not started)"]}
     reasons = feed["reasons"] + schedule["reasons"]
+    warnings = []
+    if store is not None and store["state"] != "OK":
+        warnings.append(f"the prediction store {store['where']} is {store['state']} "
+                        f"({store['error']}): {store['queued_rows']} rows wait in memory, "
+                        f"next try in {store['retry_in_s']} s")
     body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons,
-            "feed": feed, "scheduler": schedule}
+            "feed": feed, "scheduler": schedule, "store": store, "warnings": warnings}
     return (200 if not reasons else 503), body

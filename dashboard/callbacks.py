@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dash_bootstrap_components as dbc
-from dash import MATCH, Input, Output, State, ctx, no_update
+from dash import MATCH, Input, Output, State, ctx, html, no_update
 
 from core.market.service import MarketService
+from core.predictions import StoreUnavailable
 from dashboard.challenger_view import register_challenger_callbacks
 from dashboard.figures import ChartState, chart_update, depth_figure
 from dashboard.layout import symbol_id
@@ -188,7 +189,10 @@ def register_chart_callbacks(app, market: MarketService, visible: int, read=None
                 ctx.triggered_id.get("type") == "chart-tf":
             state = None  # timeframe switched: a whole new figure
         recent = store.closed(symbol, tf, 2 * visible)
-        overlays = read.overlays(symbol, tf) if read is not None else None
+        try:
+            overlays = read.overlays(symbol, tf) if read is not None else None
+        except StoreUnavailable:  # the database is DOWN: the candles without predictions
+            overlays = None
         figure, new_state = chart_update(symbol, tf, store.tf_ms[tf], state, recent,
                                          store.forming(symbol, tf), visible, overlays)
         return figure, new_state.to_dict()
@@ -240,7 +244,9 @@ def register_training_callbacks(app, training, timeframes: tuple[str, ...]) -> N
         roles = status.get("timeframes")
         cards = [dbc.Col(model_card(name, m, roles), lg=4, md=6)
                  for name, m in status["models"].items()]
-        recent = training.read.predictions(limit=12)
+        try:
+            table = predictions_table(training.read.predictions(limit=12))
+        except StoreUnavailable as exc:  # the database is DOWN: say so where the rows were
+            table = html.Div(str(exc), className="text-danger small", id="predictions-down")
         return (cards, panel_stats(status),
-                accuracy_table(status["models"], timeframes, roles),
-                predictions_table(recent))
+                accuracy_table(status["models"], timeframes, roles), table)

@@ -28,6 +28,7 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from core.health import health as judge_health
 from core.live.events import EventBus, parse_last_id
 from core.market.service import MarketService
+from core.predictions import StoreUnavailable
 from dashboard.challenger_api import challenger_routes
 from dashboard.control_api import control_routes
 from dashboard.openapi import spec
@@ -134,7 +135,8 @@ def operations_routes(api: Blueprint, market: MarketService, training,
     def health():
         schedule = training.schedule
         code, body = judge_health(market.snapshot(),
-                                  None if schedule is None else schedule.report())
+                                  None if schedule is None else schedule.report(),
+                                  training.store.health_status())
         return jsonify(public(body)), code
 
 
@@ -168,11 +170,10 @@ def api_blueprint(market: MarketService, training=None,
                   public: Callable[[Any], Any] = lambda data: data) -> Blueprint:
     """The REST endpoints; ``public`` is applied to the status answers (``no_paths()``)."""
     api = Blueprint("api", __name__, url_prefix="/api")
-
-    @api.errorhandler(BadRequest)
-    def bad_request(exc):
-        return jsonify({"error": str(exc)}), 400
-
+    api.register_error_handler(BadRequest, lambda exc: (jsonify({"error": str(exc)}), 400))
+    # The store's database is DOWN: /status says so and when it is retried.
+    api.register_error_handler(StoreUnavailable, lambda exc: (
+        jsonify({"error": str(exc)}), 503, {"Retry-After": "5"}))
     operations_routes(api, market, training, public)
 
     @api.get("/market/status")

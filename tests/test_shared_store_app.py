@@ -10,6 +10,7 @@ import time
 import psycopg
 import pytest
 
+from core.services import StartupError
 from dashboard.app import create_app
 from dashboard.training_view import panel_stats
 from tests.postgres_server import LocalPostgres
@@ -61,7 +62,7 @@ def test_two_processes_share_one_store_and_each_page_lists_both(tmp_path, pg_url
         store = client.get("/api/live-training/status").get_json()["store"]
         assert store["backend"] == "postgresql" and store["state"] == "OK"
         assert store["symbols"] == ["ETH/USDT"]
-        with pytest.raises(Exception, match="writes ETH/USDT's predictions"):
+        with pytest.raises(StartupError, match=r"^store.url postgresql://.*writes ETH/USDT.s predictions"):
             make_services(tmp_path / "eth2", **{"store.url": pg_url,
                                                 "market.symbols": ["ETH/USDT"]})
     finally:

@@ -1,10 +1,21 @@
 """The prediction store: every prediction from ``pending`` to ``resolved`` or ``expired``.
 
-SQLite in WAL mode (:mod:`~core.predictions.schema`). Threads share **one connection** opened
-with ``check_same_thread=False`` and guarded by a lock: the store is written from the
-scheduler's prediction and resolution jobs and read by the status snapshot, all in one
-process, and a single connection keeps every statement serialised without per-thread
-connections to track and close. One process writes a file.
+SQLite in WAL mode (:mod:`~core.predictions.schema`), or PostgreSQL when ``store.url`` names
+one (:mod:`~core.predictions.postgres`). Threads share **one connection**
+(:mod:`~core.predictions.database`) guarded by a lock: the store is written from the
+scheduler's prediction and resolution jobs and read by the status snapshot, and a single
+connection keeps every statement serialised without per-thread connections to track and
+close. One process writes a SQLite file; several processes may write one PostgreSQL database,
+each its own symbols (``PredictionStore(symbols=...)``: its counts, accuracy, retention and
+scores are those of its symbols, totals are kept per symbol; ``recent`` lists every symbol's
+rows).
+
+**A lost database** (:mod:`~core.predictions.health`): a flush that fails keeps its rows
+queued and marks the store DOWN; writes are retried with jittered backoff, reads that need
+the database fail at once with ``StoreUnavailable``; recording, resolving and the index's
+reads go on in memory, so nothing recorded is lost while the process runs, and the first
+flush that succeeds writes it all (a flush whose commit may have landed before the connection
+dropped is written again harmlessly: inserts skip ids already there, updates are guarded).
 
 **Write-behind** (:mod:`~core.predictions.index`). The store keeps an in-memory index of the
 file: the pending predictions, tallies per model and status and per (model, timeframe) of
@@ -50,8 +61,8 @@ clearing it at resolution cost more SQLite time than the rest of the signal cycl
 work together; a crash (no ``close()``) loses the states of the predictions then pending,
 which still resolve, only without an experience to train on.
 
-Behind ``PredictionStore``'s small interface the store can move to PostgreSQL/TimescaleDB
-without its callers changing (see DESIGN.md, "Past one machine").
+Behind ``PredictionStore``'s small interface the store moved to PostgreSQL without its callers
+changing (see DESIGN.md, "Past one machine", and docs/SCALING.md).
 """
 
 from core.predictions.health import StoreUnavailable
