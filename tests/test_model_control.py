@@ -286,6 +286,13 @@ def test_a_version_2_store_gets_the_stale_column(tmp_path):
     version_2 = re.sub(r"\n\s*stale [^\n]*", "", schema._SCHEMA)  # the table without it
     raw.executescript(version_2.replace("resolved_ts     INTEGER,", "resolved_ts     INTEGER "))
     raw.executescript(schema._SCHEMA_2)
+    raw.executescript("""  -- version 2's totals, per model (version 4 splits them by symbol)
+        CREATE TABLE totals (model TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+                             PRIMARY KEY (model, status)) WITHOUT ROWID;
+        CREATE TABLE hits (model TEXT NOT NULL, timeframe TEXT NOT NULL,
+                           resolved INTEGER NOT NULL, correct INTEGER NOT NULL,
+                           PRIMARY KEY (model, timeframe)) WITHOUT ROWID;
+        INSERT INTO totals VALUES ('cnn', 'pending', 1);""")
     raw.execute("INSERT INTO schema_version VALUES (2)")
     raw.execute("INSERT INTO predictions (model, model_step, symbol, timeframe, created_ts, "
                 "target_ts, reference_price, action, confidence) "
@@ -294,6 +301,31 @@ def test_a_version_2_store_gets_the_stale_column(tmp_path):
     raw.close()
     with PredictionStore(path) as store:
         assert [r["stale"] for r in store.recent()] == [False]
+        assert store.counts() == {"cnn": {"pending": 1, "resolved": 0, "expired": 0}}
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
     raw.close()
+
+
+def test_pause_and_freeze_hold_across_a_restart_and_a_bad_file_is_set_aside(tmp_path, caplog):
+    runtime = tmp_path / "rt"
+    first = make_services(runtime, **FAST)
+    client = create_app(first.config, first.market, first.training).server.test_client()
+    assert post(client, "cnn", "pause").status_code == 200
+    assert post(client, "cob", "freeze").status_code == 200
+    first.stop()
+    again = make_services(runtime, **FAST)  # the next run on the same runtime_dir
+    try:
+        assert again.training.control.describe("cnn")["state"] == "paused"
+        assert again.training.control.describe("cob")["state"] == "frozen"
+        assert not again.training.cycle.control.predicts("cnn")
+        assert not again.training.learning.control.trains("cob")
+    finally:
+        again.stop()
+    (runtime / "control.json").write_text("{not json")
+    third = make_services(runtime, **FAST)
+    try:
+        assert third.training.control.describe("cnn")["state"] == "active"
+        assert (runtime / "control.json.bad").exists() and "set aside" in caplog.text
+    finally:
+        third.stop()

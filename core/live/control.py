@@ -6,7 +6,8 @@ resolved and scored, but no experience is made of them (dropped at the source, n
 nothing piles up while it is frozen, and unfreezing trains on what comes after). The two are
 independent flags: ``resume`` clears the pause, ``unfreeze`` the freeze; a paused and frozen
 model that is resumed is frozen. A paused model's predictions made before the pause still
-resolve and are scored. The other models are untouched by either.
+resolve and are scored. The other models are untouched by either. The flags are kept in
+``<runtime_dir>/control.json`` and hold across a restart.
 
 ``ModelControl`` is the service side (POST /api/models/<name>/pause|resume|freeze|unfreeze|
 rollback, the card's buttons): every action is idempotent, answers the model's state and, when
@@ -26,12 +27,18 @@ criterion, and STALE only by resolution.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from core.live.service import LiveTraining
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("pause", "resume", "freeze", "unfreeze", "rollback")
 
@@ -63,6 +70,8 @@ def install_control(live: LiveTraining) -> ModelControl:
     states.stale_after_ms = stale_after_ms(training.stale_after_s, dict(training.batch_size),
                                            live.tf_ms, live.timeframes)
     states.started_ms = lambda: live.started_at_ms if live.active else None
+    states.path = live.cfg.runtime_path / "control.json"
+    states.load(live.learners)
     return ModelControl(live, states)
 
 
@@ -78,6 +87,43 @@ class ModelStates:
         self.last_resolved: dict[str, int] = {}  # model -> market ms of its newest resolution
         self.stale_after_ms: int | None = None  # None: staleness is not judged
         self.started_ms: Callable[[], int | None] = lambda: None  # training's start (market)
+        self.path: Path | None = None  # where the flags persist (None: not kept)
+
+    # -- the flags across restarts --------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the paused and frozen models (atomically: a crash leaves the old file or the
+        new one), so a restart keeps a model the trader stopped stopped."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"paused": sorted(self.paused),
+                                   "frozen": sorted(self.frozen)}))
+        os.replace(tmp, self.path)
+
+    def load(self, known: Iterable[str]) -> None:
+        """The flags saved by the last run, for the models of this one. A file that cannot be
+        read is set aside (``control.json.bad``) with a warning; every model starts active."""
+        if self.path is None or not self.path.exists():
+            return
+        known = set(known)
+        try:
+            saved = json.loads(self.path.read_text())
+            flags = {key: set(saved[key]) for key in ("paused", "frozen")}
+            if not all(isinstance(n, str) for names in flags.values() for n in names):
+                raise ValueError("model names must be strings")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s cannot be read (%s); set aside as %s.bad, every model starts "
+                        "active", self.path, exc, self.path.name)
+            os.replace(self.path, self.path.with_name(self.path.name + ".bad"))
+            return
+        for key, names in flags.items():
+            gone = sorted(names - known)
+            if gone:
+                log.info("%s: %s no longer %s (not a model of this run)", self.path.name,
+                         ", ".join(gone), key)
+            getattr(self, key).update(names & known)
 
     def predicts(self, name: str) -> bool:
         return name not in self.paused
@@ -162,6 +208,8 @@ class ModelControl:
             before = self.states.state(name)
             (flags.add if action in ("pause", "freeze") else flags.discard)(name)
             after = self.states.state(name)
+            if after != before:
+                self.states.save()
         if after != before:
             self._changed(name, action)
         return self.describe(name)
