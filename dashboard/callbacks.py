@@ -35,6 +35,8 @@ def feed_health_text(feeds: dict) -> str:
                 f" · last msg {'—' if age is None else f'{age:.1f} s ago'}"
                 f" · {h.get('messages_per_s', 0):.1f} msg/s · {h.get('reconnects', 0)} reconnects"
                 f" · {h.get('rejected', 0)} rejected")
+        if h.get("forced_reconnects"):
+            text += f" ({h['forced_reconnects']} for stalling)"
         if h.get("stalled"):
             text += (f" · nothing accepted for {h['stalled']['for_s']:.0f} s"
                      f" ({_counts(h['stalled']['rejected_by_reason'])})")

@@ -217,7 +217,7 @@ class ExchangeSource:
                 await asyncio.sleep(0.1)
             done.set()
 
-        tasks = [self.binance.run(done), watch(), self._keep_time(done)]
+        tasks = [self.binance.run(done), watch(), self._keep_time(done), self._unstall(done)]
         if self.bybit is not None:
             tasks.append(self.bybit.run(done))
         await asyncio.gather(*tasks)
@@ -229,6 +229,20 @@ class ExchangeSource:
                 await asyncio.to_thread(self.sync_clock)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=1.0)
+
+    async def _unstall(self, done: asyncio.Event) -> None:
+        """A feed STALLED for exchange.stalled_reconnect_s more is reconnected: a connection
+        that delivers nothing usable (a half-dead socket, a changed subscription) is not
+        waited on forever. Checked every second."""
+        after = self.cfg.exchange.stalled_reconnect_s
+        while after > 0 and not done.is_set():
+            for name, stream in self._streams().items():
+                stalled = self._feed_health(name, stream).get("stalled")
+                if stalled and stalled["for_s"] >= self.cfg.exchange.stall_after_s + after:
+                    await stream.reconnect(f"STALLED: nothing accepted for "
+                                           f"{stalled['for_s']:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=min(1.0, after))
 
     def _streams(self) -> dict[str, ExchangeStream]:
         streams: dict[str, ExchangeStream] = {"binance": self.binance}

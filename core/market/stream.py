@@ -172,6 +172,7 @@ class ExchangeStream:
         self.connected = False
         self.session_worked = False  # the current connection delivered data (set by subclasses)
         self.reconnects = 0
+        self.forced_reconnects = 0  # connections closed by ``reconnect`` (a STALLED feed)
         self.rejected = 0
         self.resyncs = 0
         self.backoff_delays: deque[float] = deque(maxlen=100)  # the delays slept, newest last
@@ -255,6 +256,7 @@ class ExchangeStream:
             "message_age_s": None if recv is None else max(0.0, now - recv),
             "messages_per_s": rate,
             "reconnects": self.reconnects,
+            "forced_reconnects": self.forced_reconnects,
             "rejected": self.rejected,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "connected_s": None if not self.connected or self.connected_since_s is None
@@ -288,6 +290,17 @@ class ExchangeStream:
                      self.reconnects)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def reconnect(self, reason: str) -> bool:
+        """Close the current connection so that ``run`` opens a new one (and fills the gap):
+        for a feed that is connected yet delivers nothing usable. False if not connected."""
+        ws = self._ws
+        if ws is None:
+            return False
+        self.forced_reconnects += 1
+        log.warning("%s stream: reconnecting: %s", self.name, reason)
+        await ws.close()
+        return True
 
     async def send(self, *frames: dict[str, Any]) -> None:
         """Send JSON frames on the current connection."""

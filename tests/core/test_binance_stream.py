@@ -318,7 +318,8 @@ def test_stream_end_to_end():
                                  ping_interval_s=0.05, ping_timeout_s=1.0)
             assert stream.health() == {
                 "connected": False, "last_message_ms": None, "message_age_s": None,
-                "messages_per_s": 0.0, "reconnects": 0, "rejected": 0, "resyncs": 0,
+                "messages_per_s": 0.0, "reconnects": 0, "forced_reconnects": 0, "rejected": 0,
+                "resyncs": 0,
                 "backfill_errors": 0, "snapshot_errors": 0, "books_failed": {},
                 "rejected_by_reason": {}, "connected_s": None}
 
@@ -353,7 +354,7 @@ def test_stream_end_to_end():
     assert health == {
         "connected": False, "last_message_ms": T0 + 5000,  # newest exchange event time
         "message_age_s": 0.0, "messages_per_s": n / 1.0,  # all within the first second
-        "reconnects": 0, "rejected": 3, "resyncs": 0, "backfill_errors": 0,
+        "reconnects": 0, "forced_reconnects": 0, "rejected": 3, "resyncs": 0, "backfill_errors": 0,
         "snapshot_errors": 0, "books_failed": {}, "connected_s": None,
         "rejected_by_reason": {"not_json": 1, "malformed": 1, "unexpected_event": 1}}
     clock.t = 1030.25

@@ -258,7 +258,7 @@ def test_stream_end_to_end_with_drop_and_reconnect():
     h = stream.health()
     assert (h["connected"], h["reconnects"], h["rejected"], h["resyncs"]) == (False, 1, 1, 0)
     assert set(h) == {"connected", "last_message_ms", "message_age_s", "messages_per_s",
-                      "reconnects", "rejected", "resyncs", "rejected_by_reason", "connected_s"}
+                      "reconnects", "forced_reconnects", "rejected", "resyncs", "rejected_by_reason", "connected_s"}
     assert h["rejected_by_reason"] == {"not_json": 1}
 
 

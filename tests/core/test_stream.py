@@ -60,7 +60,7 @@ def test_health_counts_frames_per_second_over_the_last_minute():
     stream = ExchangeStream("ws://unused", clock=clock)
     assert stream.health() == {
         "connected": False, "last_message_ms": None, "message_age_s": None,
-        "messages_per_s": 0.0, "reconnects": 0, "rejected": 0, "resyncs": 0,
+        "messages_per_s": 0.0, "reconnects": 0, "forced_reconnects": 0, "rejected": 0, "resyncs": 0,
         "rejected_by_reason": {}, "connected_s": None}
     assert stream.market_now_ms() == 500_500 - 1000  # no exchange time yet: local - margin
     for _ in range(4):

@@ -171,6 +171,28 @@ def test_garbage_is_rejected_and_a_feed_that_accepts_nothing_shows_stalled(rest,
             market.stop()
 
 
+def test_a_feed_stalled_for_long_is_reconnected_and_loses_nothing(rest, tmp_path):
+    first = rest.first
+    garbage = [("raw", "{not json")] * 3
+    # The first connection goes on sending only garbage; the second delivers again.
+    sessions = [[*seconds(first, range(0, 3)), *garbage, ("sleep", 30)],
+                [*seconds(first, range(3, 6))]]
+    with WsServer(sessions) as ws:
+        market = build_market(config(rest, ws.fake.url, tmp_path, **{
+            "exchange.stall_after_s": 0.5, "exchange.stalled_reconnect_s": 0.5}))
+        market.start()
+        try:
+            assert wait_until(last_is(market, first, 5))
+            assert_lost_nothing(market, first, 5)
+            snap = market.snapshot()
+            feed = snap["feeds"]["binance"]
+            assert feed["forced_reconnects"] == 1 and feed["reconnects"] >= 1
+            assert feed["state"] == "connected"
+            assert "(1 for stalling)" in header_view(snap)["feed"]
+        finally:
+            market.stop()
+
+
 def test_skipped_depth_ids_resync_the_book(rest, tmp_path):
     first = rest.first
 
