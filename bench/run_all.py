@@ -40,6 +40,7 @@ def benches() -> list[tuple[str, list[str]]]:
         ("server_load", []),
         ("events", []),
         ("checkpoints", []),
+        ("scale", ["--seconds", "40"]),  # 40 s a count; docs/SCALING.md: the default 60
         ("eval_real", []),
     ]
 
@@ -50,8 +51,7 @@ def run_bench(name: str, args: list[str], timeout: float) -> dict:
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        out, rc = p.stdout, p.returncode
-        err = p.stderr
+        out, rc, err = p.stdout, p.returncode, p.stderr
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
@@ -243,7 +243,8 @@ def p_checkpoints(out: str):
 PARSERS = {"replay_throughput": p_replay, "chart_update": p_chart, "signal_cycle": p_signal,
            "training_throughput": p_training, "status_latency": p_status,
            "exchange_ingest": p_ingest, "store_throughput": p_store, "eval_real": p_eval,
-           "store_load": p_store_load, "server_load": p_server, "checkpoints": p_checkpoints}
+           "store_load": p_store_load, "server_load": p_server, "checkpoints": p_checkpoints,
+           "scale": lambda out: ([(k, f"{v:,.6g}") for k, v in result_line(out).items()], {})}
 
 
 def machine() -> list[str]:
