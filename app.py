@@ -72,6 +72,7 @@ def evaluate(argv: list[str]) -> int:
 
     from core.config import parse_time
     from core.evaluator import evaluation_config, run_evaluation
+    from core.services import StartupError
 
     args = parse_evaluate_args(argv)
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -96,7 +97,7 @@ def evaluate(argv: list[str]) -> int:
         cfg = evaluation_config(base, args.recording, args.start, out)
         report = run_evaluation(cfg, out, end_ms, progress=not args.no_progress,
                                 split_ms=split_ms, timeframes=base.market.timeframes)
-    except ValueError as exc:  # a split outside the run, a start outside the recording
+    except (ValueError, StartupError) as exc:  # a split outside the run; Ray not reachable
         print(f"tickwise: {exc}", file=sys.stderr)
         return 2
     split = report["split"]
@@ -171,6 +172,7 @@ def _serve(args: argparse.Namespace, cfg, credentials, sock) -> int:
 
     torch.set_num_threads(cfg.torch.threads)
 
+    from core.services import StartupError
     from dashboard.app import create_app
     from dashboard.rest import endpoints
     from dashboard.security import exposure_lines
@@ -196,7 +198,11 @@ def _serve(args: argparse.Namespace, cfg, credentials, sock) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        services.start()  # here, in the serving process only: no reloader, so it starts once
+        try:  # here, in the serving process only: no reloader, so it starts once
+            services.start()
+        except StartupError as exc:  # the training backend's cluster does not answer
+            print(f"tickwise: {exc}", file=sys.stderr)
+            return 2
         # Everything imported and built so far lives for the whole run: freezing it keeps full
         # garbage collections (about 300k objects from dash, plotly, torch) from pausing every
         # thread for 100-200 ms (measured by bench/signal_cycle.py).

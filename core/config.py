@@ -25,9 +25,9 @@ from nn import registry
 from nn.contract import setting
 
 __all__ = ["ENV_PREFIX", "Config", "ConfigError", "ExchangeConfig", "MarketConfig",
-           "ModelsConfig", "ReplayConfig", "SchedulerConfig", "ServerConfig", "SignalConfig",
-           "StoreConfig", "TorchConfig", "TrainingConfig", "load_config", "models_config",
-           "parse_time"]
+           "ModelsConfig", "RayConfig", "ReplayConfig", "SchedulerConfig", "ServerConfig",
+           "SignalConfig", "StoreConfig", "TorchConfig", "TrainingConfig", "load_config",
+           "models_config", "parse_time"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,10 @@ class ExchangeConfig:
     stall_after_s: float = setting(
         30.0, "A connected feed that has handed on nothing the market feed accepted for this "
         "many wall seconds is shown STALLED, with its rejections by reason.", ge=0.1, le=3600)
+    stalled_reconnect_s: float = setting(
+        30.0, "Wall seconds a feed stays STALLED before its connection is closed and opened "
+        "again (the missed candles filled over REST, as after any reconnect); 0: never.",
+        ge=0, le=86_400)
     time_sync_s: float = setting(
         600.0, "Wall seconds between measurements of the exchange's clock (its server time "
         "minus the local clock), which backfill windows and gap fills use.", ge=1, le=86_400)
@@ -264,6 +268,39 @@ class TrainingConfig:
         "prediction is older is STALE (card, status, its new predictions); 0: three times the "
         "market time the fastest model timeframe needs to fill a training batch.",
         ge=0, le=31_536_000)
+    backend: Literal["thread", "ray"] = setting(
+        "thread", "Where learners train: thread (in this process, on the train job's thread) "
+        "or ray (one Ray actor per model, section ray; pip install -r requirements-scale.txt).")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = setting(
+        "", "The Ray cluster for training.backend ray: empty starts a local Ray in this "
+        "process; else host:port of its head (GCS, e.g. 10.0.0.5:6379), ray://host:10001 "
+        "(Ray Client) or auto (a Ray already running on this machine).")
+    num_cpus: int = setting(2, "CPUs of the local Ray started when ray.address is empty",
+                            ge=1, le=1024)
+    actor_cpus: float = setting(
+        0.0, "CPUs Ray reserves per learner actor; 0 places them anywhere (a local Ray of 2 "
+        "CPUs then holds every model and challenger); on a cluster 1 gives each its core.",
+        ge=0, le=64)
+    connect_timeout_s: float = setting(
+        5.0, "How long start-up waits for ray.address to answer before it stops with an "
+        "error naming it.", gt=0, le=300)
+    call_timeout_s: float = setting(
+        60.0, "A learner actor that has not answered a training step or a checkpoint read "
+        "in this many wall seconds counts as lost.", gt=0, le=3600)
+    actor_retry_s: float = setting(
+        1.0, "A lost learner actor is recreated after this many wall seconds, doubling per "
+        "loss in a row (jittered), up to ray.actor_retry_max_s.", gt=0, le=600)
+    actor_retry_max_s: float = setting(
+        30.0, "the longest wait before recreating a lost learner actor, seconds", gt=0,
+        le=3600)
+    sync_every: int = setting(
+        20, "Training steps between copies of an actor's whole state (weights, optimiser, "
+        "counters) into this process: a lost actor is recreated from the newest copy, so it "
+        "loses at most this many steps and its replay buffer.", ge=1, le=100_000)
 
 
 @dataclass(frozen=True)
@@ -316,6 +353,9 @@ class Config:
     signal: SignalConfig = setting(
         doc="The fused signal per symbol and the paper trades it makes.", factory=SignalConfig)
     torch: TorchConfig = setting(doc="PyTorch.", factory=TorchConfig)
+    ray: RayConfig = setting(
+        doc="The Ray cluster that trains the models when training.backend is ray (optional: "
+        "requirements-scale.txt).", factory=RayConfig)
 
     @property
     def recordings_dir(self) -> Path:

@@ -31,7 +31,7 @@ from core.kernels import warm_up
 from core.live.jobs import Job
 from core.market.service import at_real_resolution, interpolated_timeframes
 from core.report import calibration, learning_curves, write_report
-from core.services import build_services
+from core.services import build_services, start_backend
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class TrainingPipeline:
 
     def _train(self, due) -> dict:
         self.learning.train_batches(due)
-        return {name: self.learners[name].snapshot() for name in {name for name, _, _ in due}}
+        return {name: self.learning.snapshot(name) for name in {name for name, _, _ in due}}
 
     def submit(self, step: int) -> None:
         due = self.live.take_due()
@@ -230,6 +230,11 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
     assert not interpolated_timeframes(services.market.source), "evaluate at real resolution"
     warm_up()  # the kernels compiled or loaded before the clock runs
     src = services.market.source
+    try:
+        start_backend(services.training)  # training.backend ray: its actors train the models
+    except Exception:
+        services.training.store.close()
+        raise
     src.backfill()
     services.training.start(now_ms=src.start_ms)
     gc.freeze()  # as app.py does: what lives for the whole run stays out of full collections
@@ -245,6 +250,7 @@ def run_evaluation(cfg: Config, out: Path, end_ms: int | None = None,
         rows = services.training.store.resolved_frame()
     finally:
         services.training.stop(save=False)
+        services.training.learning.backend.stop()
         services.training.store.close()
     report = _report(cfg, services, run, rows, split, timeframes)
     write_report(out, report)
@@ -306,8 +312,9 @@ def evaluation_config(base: Config, recording: str, start: str | None, out: Path
 
     market = replace(base.market, source="replay")
     models = replace(base.models, load_checkpoints=False)
-    # The report scores every prediction of the run: retention deletes none of them.
-    store = replace(base.store, keep_days=36_500.0, max_rows=1_000_000_000)
+    # The report scores every prediction of the run: retention deletes none of them. And
+    # always the run's own SQLite file: never the app's store.url (a shared PostgreSQL).
+    store = replace(base.store, url="", keep_days=36_500.0, max_rows=1_000_000_000)
     cfg = replace(base, replay=replace(base.replay, recording=recording, on_end="stop"),
                   market=market, models=models, store=store, runtime_dir=str(out / "runtime"))
     cfg = at_real_resolution(cfg)

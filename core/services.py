@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from core.config import Config
 from core.kernels import warm_up
+from core.live.backends import BackendError, ThreadBackend, TrainingBackend
 from core.live.models import build_learners
 from core.live.quality import QUALITY_ROWS
 from core.live.service import LiveTraining
@@ -45,6 +46,7 @@ class Services:
     def start(self) -> None:
         if self.scheduler is not None:
             return
+        start_backend(self.training)  # first: a Ray address that does not answer stops here
         warm_up()  # compile (first run on a machine) or load the kernels, before any job
         if self.config.models.load_checkpoints:
             self.loaded_checkpoints = self.training.load_checkpoints()
@@ -63,6 +65,7 @@ class Services:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
         self.market.stop()
+        self.training.learning.backend.stop()  # its actors, and a Ray started here
         self.training.store.close()
 
 
@@ -73,11 +76,38 @@ def build_services(cfg: Config) -> Services:
     runtime = cfg.runtime_path
     check_writable(runtime, "runtime_dir")
     store = open_store(store_location(cfg.store.url, runtime), Retention(
-        keep_days=cfg.store.keep_days, max_rows=cfg.store.max_rows, keep_resolved=QUALITY_ROWS))
+        keep_days=cfg.store.keep_days, max_rows=cfg.store.max_rows, keep_resolved=QUALITY_ROWS),
+        symbols=cfg.market.symbols)
     checkpoints = CheckpointManager(runtime / "checkpoints", cfg.training.keep_checkpoints)
     training = LiveTraining(cfg, market, store,
-                                   build_learners(cfg, market.model_timeframes), checkpoints)
+                                   build_learners(cfg, market.model_timeframes), checkpoints,
+                                   make_backend(cfg))
     return Services(cfg, market, training)
+
+
+def make_backend(cfg: Config) -> TrainingBackend:
+    """Where the learners train, as ``training.backend`` says (built, not started). Ray is
+    imported only here, only for ``ray``: the default run never imports it."""
+    if cfg.training.backend == "thread":
+        return ThreadBackend()
+    # app.py's SIGTERM handler stops Tickwise (checkpoints written); Ray's own, unless this is
+    # set when ray is imported, logs a stack trace first on every ordinary stop.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    try:
+        from core.live.ray_training import RayBackend
+    except ImportError as exc:
+        raise StartupError(f"training.backend ray: ray is not installed ({exc}); "
+                           "pip install -r requirements-scale.txt") from None
+    return RayBackend(cfg.ray, cfg.torch.threads)
+
+
+def start_backend(training: LiveTraining) -> None:
+    """Connect the training backend (a Ray cluster, or a local Ray started here); one that
+    cannot start: StartupError naming ray.address and the address."""
+    try:
+        training.learning.backend.start()
+    except BackendError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def check_writable(folder: Path, key: str) -> None:
@@ -119,12 +149,14 @@ def store_location(url: str, runtime: Path) -> Path | str:
                        "postgresql://user@host:port/database")
 
 
-def open_store(path: Path | str, retention: Retention | None = None) -> PredictionStore:
+def open_store(path: Path | str, retention: Retention | None = None,
+               symbols: tuple[str, ...] | None = None) -> PredictionStore:
     """The prediction store; if it cannot be opened or created (a full disk, a file that is
     not SQLite, a PostgreSQL server that cannot be reached), StartupError naming it, and a
     file this call created is removed."""
     if postgres.is_url(path):
-        return _open_postgres(str(path), retention)
+        # A shared database: this process writes its market.symbols, others theirs.
+        return _open_postgres(str(path), retention, symbols)
     existed = path.exists()
     try:
         return PredictionStore(path, retention)
@@ -140,7 +172,8 @@ def open_store(path: Path | str, retention: Retention | None = None) -> Predicti
         raise StartupError(f"runtime_dir: the prediction store {path} cannot be opened ({exc})") from None
 
 
-def _open_postgres(url: str, retention: Retention | None) -> PredictionStore:
+def _open_postgres(url: str, retention: Retention | None,
+                   symbols: tuple[str, ...] | None) -> PredictionStore:
     """The store on PostgreSQL; a server that cannot be reached (or refuses the login), or no
     psycopg: StartupError naming store.url and the address (its password masked)."""
     where = postgres.masked(url)
@@ -150,7 +183,9 @@ def _open_postgres(url: str, retention: Retention | None) -> PredictionStore:
         raise StartupError(f"store.url {where}: psycopg is not installed "
                            "(pip install -r requirements.txt)") from None
     try:
-        return PredictionStore(url, retention)
+        return PredictionStore(url, retention, symbols)
     except psycopg.OperationalError as exc:
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StartupError(f"store.url {where}: cannot connect ({why})") from None
+    except RuntimeError as exc:  # another writer of these symbols, another schema version
+        raise StartupError(f"store.url {where}: {str(exc).removeprefix(where + ': ')}") from None

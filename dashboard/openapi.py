@@ -126,7 +126,28 @@ SCHEMAS: dict[str, dict] = {
         "prediction_counts": {**OBJ, "additionalProperties": {
             **OBJ, "additionalProperties": INT}},
         "dropped_experiences": {**OBJ, "additionalProperties": INT},
-        "cycle": ref("CycleCosts")}, closed=True),
+        "cycle": ref("CycleCosts"),
+        "training_backend": obj({
+            "kind": {"enum": ["thread", "ray"]}, "address": nullable(STR),
+            "actors": {**OBJ, "additionalProperties": STR,
+                       "description": "Per model (ray): ok, not started, or lost: why; "
+                                      "retry in N s."},
+            "restarts": {**OBJ, "additionalProperties": INT},
+            "lost_steps": {**OBJ, "additionalProperties": INT}}, closed=True),
+        "store": ref("StoreHealth")}, closed=True),
+    "StoreHealth": obj({
+        "backend": {"enum": ["sqlite", "postgresql"]},
+        "where": {**STR, "description": "The file, or the URL (never a password)."},
+        "state": {"enum": ["OK", "DOWN"]},
+        "down_since": nullable({**NUM, "description": "Wall time (Unix s) the outage began."}),
+        "error": nullable(STR), "retry_in_s": nullable({**NUM, "minimum": 0}),
+        "queued_rows": {**INT, "minimum": 0,
+                        "description": "Rows recorded in memory, waiting for the next write."},
+        "outages": {**INT, "minimum": 0}, "last_write": nullable(NUM),
+        "symbols": {**ARR, "items": STR,
+                    "description": "The symbols this process writes (* : all)."}},
+        closed=True, description="The prediction store's database (store.url): a lost one is "
+                                 "retried with backoff and loses no resolved prediction."),
     "Health": obj({
         "status": {"enum": ["ok", "unhealthy"]},
         "reasons": {**ARR, "items": STR, "description": "Why unhealthy; empty when ok."},
@@ -138,6 +159,10 @@ SCHEMAS: dict[str, dict] = {
                               "interval_s": NUM, "late_after_s": NUM,
                               "last_start_s_ago": nullable(NUM),
                               "running_s": nullable(NUM)}, closed=True)}}, closed=True),
+        "store": nullable(ref("StoreHealth")),
+        "warnings": {**ARR, "items": STR,
+                     "description": "Degraded but alive (a prediction store DOWN: its rows "
+                                    "wait in memory, so a restart now would lose them)."},
     }, closed=True),
     "ModelState": obj({
         "model": STR, "state": {"enum": ["active", "paused", "frozen"]},

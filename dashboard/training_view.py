@@ -6,6 +6,7 @@ components; every number shown comes from that status, nothing is computed here 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import dash_bootstrap_components as dbc
@@ -228,7 +229,11 @@ def predictions_table(predictions: list[dict]) -> html.Table:
     for p in predictions:
         result = outcome(p["status"], p.get("action_correct"))
         rows.append(html.Tr([
-            html.Td(_ts(p["created_ts"])), html.Td(p["model"].upper()), html.Td(p["symbol"]),
+            html.Td(_ts(p["created_ts"])),
+            # A prediction made while its model was STALE (core/live/control.py) says so.
+            html.Td([p["model"].upper(), *([html.Span(" STALE", className="text-warning small")]
+                                           if p.get("stale") else [])]),
+            html.Td(p["symbol"]),
             html.Td(p["timeframe"]), html.Td(p["action"]), html.Td(f"{p['confidence']:.0%}"),
             html.Td(fmt(p.get("pred_close"), ",.2f")), html.Td(fmt(p.get("actual_close"), ",.2f")),
             html.Td(result, className=f"res-{result}"), html.Td(fmt(p.get("reward"), "+.4f")),
@@ -239,6 +244,34 @@ def predictions_table(predictions: list[dict]) -> html.Table:
 def _cycle_value(cycle: dict | None) -> html.Span:
     text, behind = cycle_text(cycle)
     return html.Span(text, className="text-warning" if behind else "")
+
+
+def backend_text(backend: dict) -> str:
+    """The Ray backend's health in a line: each actor's state, restarts and steps lost."""
+    parts = []
+    for name, state in backend["actors"].items():
+        text = f"{name} {state}"
+        if backend["restarts"].get(name):
+            text += (f" (restarted {backend['restarts'][name]}x, "
+                     f"{backend['lost_steps'].get(name, 0)} steps lost)")
+        parts.append(text)
+    return f"{backend['address']}: " + ("; ".join(parts) or "no actors yet")
+
+
+def store_text(store: dict) -> str:
+    """The prediction store's database in a line: where, whose symbols, OK or DOWN (since
+    when, why, the next try, the rows waiting in memory)."""
+    where = f"{store['where']} ({', '.join(store['symbols'])})"
+    if store["state"] == "OK":
+        return f"{where}: OK"
+    return (f"{where}: DOWN since {time.strftime('%H:%M:%S', time.gmtime(store['down_since']))}"
+            f" UTC ({store['error']}); retry in {store['retry_in_s']:.0f} s, "
+            f"{store['queued_rows']} rows waiting in memory")
+
+
+def store_value(store: dict) -> html.Span:
+    return html.Span(store_text(store), id="store-health",
+                     className="text-danger" if store["state"] != "OK" else "")
 
 
 def panel_stats(status: dict) -> list:
@@ -257,6 +290,12 @@ def panel_stats(status: dict) -> list:
     direction = status.get("direction")
     if direction:
         items.append(("direction skill", direction["text"]))
+    backend = status.get("training_backend") or {}
+    if backend.get("kind") == "ray":
+        items.append(("training on ray", backend_text(backend)))
+    store = status.get("store")
+    if store and (store["backend"] != "sqlite" or store["state"] != "OK"):
+        items.append(("prediction store", store_value(store)))
     errors = status.get("errors") or {}
     if errors:
         items.append(("job errors", "; ".join(f"{k}: {v['type']} x{v['count']}"

@@ -202,8 +202,8 @@ class Challengers:
                                  f"the models hold {held / MB:.0f} MB: over "
                                  f"models.max_total_mb = {total}")
         if origin == "champion":
-            with champion.lock:
-                state = copy.deepcopy(champion.state_dict())
+            # Where it trains (core/live/backends.py): a Ray actor's, not the local copy's.
+            state = copy.deepcopy(live.learning.state_dict(model))
             try:
                 learner.load_state_dict(state)
             except (ValueError, KeyError, RuntimeError) as exc:

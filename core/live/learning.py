@@ -6,6 +6,10 @@ does both at once (``train_due``). Checkpoints: every ``training.checkpoint_ever
 a model, after every ``training.checkpoint_interval_s`` seconds of active training (wall time
 while training is on, so a crash loses at most that much of it), and all of them when
 training stops.
+
+Where a step runs is the backend's business (``training.backend``, core/live/backends.py): in
+this process, or in a Ray actor per learner (core/live/ray_training.py). A learner whose actor
+is lost gets its batch back at the front of its queue, trained once the actor is recreated.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import perf_counter, thread_time
 
+from core.live.backends import LearnerUnavailable, ThreadBackend, TrainingBackend
 from core.live.control import ModelStates
 from core.live.costs import ModelCosts
 from core.live.events import training_step
@@ -61,8 +66,9 @@ class Learning:
     def __init__(self, learners: dict[str, Learner], timeframes: tuple[str, ...],
                  batch_size: dict[str, int], checkpoints: CheckpointManager,
                  checkpoint_every: int, checkpoint_interval_s: float = 60.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, backend: TrainingBackend | None = None):
         self.learners = learners
+        self.backend = backend or ThreadBackend()  # where steps run (core/live/backends.py)
         self.timeframes = timeframes
         self.batch_size = batch_size
         self.checkpoints = checkpoints
@@ -97,11 +103,14 @@ class Learning:
             self._last_checkpoint_step[name] = learner.train_steps
             self._checkpoint_active_s[name] = self.active_seconds()
             (self.unsaved.discard if saved else self.unsaved.add)(name)
+            self.backend.reset(name)  # a new learner under this name: a new trainer
 
     def remove_learner(self, name: str) -> dict[str, list[Experience]]:
         """A learner leaves; returns the experiences it had waiting."""
         with self._lock:
-            self.learners.pop(name, None)
+            learner = self.learners.pop(name, None)
+            if learner is not None:  # its trainer's state comes back into it first
+                self.backend.release(name, learner)
             self.unsaved.discard(name)
             self._last_checkpoint_step.pop(name, None)
             self._checkpoint_active_s.pop(name, None)
@@ -137,7 +146,12 @@ class Learning:
         for name, tf, batch in due:
             wall, cpu = perf_counter(), thread_time()
             learner = self.learners[name]
-            losses = learner.learn(batch)
+            try:
+                losses = self.backend.learn(name, learner, batch)
+            except LearnerUnavailable as exc:  # its actor is lost: the batch waits for it
+                self.put_back(name, tf, batch)
+                log.debug("batch of %s %s waits: %s", name, tf, exc)
+                continue
             if losses is not None:
                 self.costs.train_step(name, wall, cpu)
                 steps += 1
@@ -148,6 +162,21 @@ class Learning:
             self.events.publish("training", {"steps": trained})
         self.save_due_checkpoints()
         return steps
+
+    def put_back(self, name: str, tf: str, batch: list[Experience]) -> None:
+        """A batch that could not be trained goes back to the front of its queue."""
+        with self._lock:
+            waiting = self.waiting.get(name)
+            if waiting is not None:
+                waiting[tf][:0] = batch
+
+    def snapshot(self, name: str) -> dict:
+        """Model ``name``'s weights as trained so far, for the evaluate command to install."""
+        return self.backend.snapshot(name, self.learners[name])
+
+    def state_dict(self, name: str) -> dict:
+        """Model ``name``'s whole state as trained so far (where its trainer holds it)."""
+        return self.backend.state_dict(name, self.learners[name])
 
     def save_due_checkpoints(self) -> None:
         """Every model's checkpoint that is due (every run of the train job, with batches or
@@ -203,11 +232,9 @@ class Learning:
     # -- checkpoints ----------------------------------------------------------------------
 
     def save_checkpoint(self, name: str) -> None:
-        learner = self.learners[name]
         active_s = self.active_seconds()
-        with learner.lock:
-            state = learner.state_dict()
-            steps = learner.train_steps
+        state = self.state_dict(name)
+        steps = int(state.get("train_steps", self.learners[name].train_steps))
         self.checkpoints.save(name, state, steps)
         self._last_checkpoint_step[name] = steps
         self._checkpoint_active_s[name] = active_s
@@ -215,6 +242,7 @@ class Learning:
     def rolled_back(self, name: str) -> None:
         """Model ``name`` was loaded from an older checkpoint (core/live/control.py): its
         next checkpoint counts from there, in a new run ranked above the newer files."""
+        self.backend.reset(name)  # its trainer starts again from the loaded state
         self._last_checkpoint_step[name] = self.learners[name].train_steps
         self._checkpoint_active_s[name] = self.active_seconds()
         self.checkpoints.start_fresh(name)
@@ -242,6 +270,7 @@ class Learning:
                                  f"({str(exc)[:160]}); started from fresh weights")
                 self.checkpoints.start_fresh(name)
                 continue
+            self.backend.reset(name)
             self._last_checkpoint_step[name] = learner.train_steps
             self._checkpoint_active_s[name] = self.active_seconds()
             self.resumed_from[name] = learner.train_steps

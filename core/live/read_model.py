@@ -85,6 +85,12 @@ class LiveStatus:
     prediction_counts: dict
     dropped_experiences: dict
     cycle: dict  # the cycle's total and shared time against its wall interval (core/live/costs.py)
+    # Where models train: {kind: thread|ray, address, actors: {model: "ok" | "lost: why;
+    # retry in N s" | "not started"}, restarts, lost_steps} (core/live/backends.py)
+    training_backend: dict
+    # The prediction store's database: {backend, where, state OK|DOWN, down_since, error,
+    # retry_in_s, queued_rows, outages, last_write, symbols} (core/predictions/health.py)
+    store: dict
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,7 +111,10 @@ class ReadModel:
     def choices(self) -> dict[str, tuple[str, ...]]:
         """What a predictions query may name."""
         store = self.live.market.store
-        return {"model": tuple(self.live.learners), "symbol": store.symbols,
+        # A shared store lists other processes' symbols too (core/predictions/postgres.py).
+        listed = self.live.store.symbols_listed() if self.live.store.shared else ()
+        return {"model": tuple(self.live.learners),
+                "symbol": tuple(dict.fromkeys((*store.symbols, *listed))),
                 "timeframe": store.timeframes, "status": STATUSES}
 
     def predictions(self, limit: int = 50, **where) -> list[dict]:
@@ -187,6 +196,8 @@ class ReadModel:
             prediction_counts=counts,
             dropped_experiences=dict(live.learning.dropped_experiences),
             cycle=live.costs.cycle(self._cycle_interval_s()),
+            training_backend=live.learning.backend.status(list(live.learners)),
+            store=live.store.health_status(),
         )
 
     def _models(self, counts: dict, quality: dict) -> dict[str, ModelStatus]:
@@ -196,13 +207,15 @@ class ReadModel:
         models = {}
         for name, lrn in list(live.learners.items()):  # challengers come and go
             steps = lrn.train_steps
+            trainer = live.learning.backend.learner_status(name)  # a Ray actor's epsilon...
             models[name] = ModelStatus(
                 name=name, title=lrn.look.title, look=dataclasses.asdict(lrn.look),
                 parameters=lrn.parameters_count(), train_steps=steps,
                 prediction_count=sum(counts.get(name, {}).values()),
                 loss_5ma=lrn.loss_5ma(), loss_history=list(lrn.losses)[-50:],
-                epsilon=lrn.epsilon, last_prediction=live.last_predictions.get(name),
-                device=str(lrn.device), memory_bytes=lrn.memory_bytes(), active=live.active,
+                epsilon=trainer.get("epsilon", lrn.epsilon),
+                last_prediction=live.last_predictions.get(name), device=str(lrn.device),
+                memory_bytes=trainer.get("memory_bytes", lrn.memory_bytes()), active=live.active,
                 state=_state(live.active, steps, control := live.control.describe(name)),
                 checkpoint=self._checkpoint(name),
                 checkpoint_warning=live.checkpoints.warnings.get(name),

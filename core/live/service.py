@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from core.config import Config
+from core.live.backends import TrainingBackend
 from core.live.challengers import Challengers
 from core.live.control import install_control
 from core.live.cycle import Cycle
@@ -48,7 +49,8 @@ class JobError:
 
 class LiveTraining:
     def __init__(self, cfg: Config, market: MarketService, store: PredictionStore,
-                 learners: dict[str, Learner], checkpoints: CheckpointManager):
+                 learners: dict[str, Learner], checkpoints: CheckpointManager,
+                 backend: TrainingBackend | None = None):
         self.cfg = cfg
         self.market = market
         self.store = store
@@ -68,7 +70,7 @@ class LiveTraining:
                            cfg.training.trade_weight)
         self.learning = Learning(learners, self.timeframes, dict(cfg.training.batch_size),
                                  checkpoints, cfg.training.checkpoint_every,
-                                 cfg.training.checkpoint_interval_s)
+                                 cfg.training.checkpoint_interval_s, backend=backend)
         self.desk = SignalDesk(cfg.signal, market.store, REFERENCE)
         # One meter of what each model costs, for the cycle and training (core/live/costs.py).
         self.costs = self.learning.costs = self.cycle.costs

@@ -51,3 +51,36 @@ def test_skill_lines_show_the_headline_rolling_skill_and_accuracy_beside_its_bas
     assert spark.startswith("▁▅█ ") and "rolling 1h (last 60 per point)" in spark
     # Accuracy never alone: beside its best naive baseline, on the headline's rows.
     assert accuracy == "52.0% vs always_hold 47.0% (1h, n=400)"
+
+
+def _text(component) -> str:
+    if isinstance(component, str | int | float):
+        return str(component)
+    if isinstance(component, list | tuple):
+        return " ".join(_text(c) for c in component)
+    children = getattr(component, "children", None)
+    return "" if children is None else _text(children)
+
+
+def test_the_predictions_table_marks_a_prediction_made_while_stale():
+    from dashboard.training_view import predictions_table
+
+    row = {"created_ts": 1_704_067_200_000, "model": "cnn", "symbol": "ETH/USDT",
+           "timeframe": "1h", "action": "BUY", "confidence": 0.7, "pred_close": 101.0,
+           "actual_close": None, "status": "pending", "action_correct": None, "reward": None}
+    fresh, stale = predictions_table([{**row, "stale": False}]), predictions_table(
+        [{**row, "stale": True}])
+    assert "STALE" not in _text(fresh) and "CNN  STALE ETH/USDT" in _text(stale)
+
+
+def test_the_panel_shows_a_store_that_is_down_and_hides_a_healthy_sqlite_one():
+    from dashboard.training_view import store_text
+
+    down = {"backend": "postgresql", "where": "postgresql://tickwise@db/tick", "state": "DOWN",
+            "down_since": 1_704_067_200.0, "error": "OperationalError: refused",
+            "retry_in_s": 3.6, "queued_rows": 57, "outages": 1, "last_write": None,
+            "symbols": ["ETH/USDT"]}
+    assert store_text(down) == ("postgresql://tickwise@db/tick (ETH/USDT): DOWN since 00:00:00 "
+                                "UTC (OperationalError: refused); retry in 4 s, 57 rows waiting "
+                                "in memory")
+    assert store_text({**down, "state": "OK"}) == "postgresql://tickwise@db/tick (ETH/USDT): OK"
