@@ -181,3 +181,31 @@ def test_losing_the_database_while_predictions_flow_loses_no_resolved_prediction
         assert len(resolved) > 100
         assert all(rows[i] == "resolved" for i in resolved)  # every one, written once
         assert list(rows.values()).count("resolved") == len(resolved)
+
+
+def test_a_version_3_postgresql_database_is_migrated_and_new_ids_follow_its_rows(pg_url):
+    import psycopg
+
+    with PredictionStore(pg_url) as s:
+        ids = s.add_many([new(symbol=x) for x in ("ETH/USDT", "BTC/USDT")])
+        s.resolve_many([(i, resolution(correct=True)) for i in ids], T0 + 2 * MIN)
+    with psycopg.connect(pg_url, autocommit=True) as raw:  # as version 3 left it
+        raw.execute("DROP TABLE totals; DROP TABLE hits; DROP SEQUENCE prediction_ids")
+        raw.execute("CREATE TABLE totals (model TEXT NOT NULL, status TEXT NOT NULL, "
+                    "n BIGINT NOT NULL, PRIMARY KEY (model, status))")
+        raw.execute("CREATE TABLE hits (model TEXT NOT NULL, timeframe TEXT NOT NULL, "
+                    "resolved BIGINT NOT NULL, correct BIGINT NOT NULL, "
+                    "PRIMARY KEY (model, timeframe))")
+        raw.execute("INSERT INTO totals VALUES ('cnn', 'resolved', 5)")  # 3 deleted earlier
+        raw.execute("INSERT INTO hits VALUES ('cnn', '1m', 5, 4)")
+        raw.execute("UPDATE predictions SET id = id + 40")  # ids a v3 writer gave: max + 1
+        raw.execute("UPDATE schema_version SET version = 3")
+        top = raw.execute("SELECT max(id) FROM predictions").fetchone()[0]
+    with PredictionStore(pg_url) as s:
+        assert s.counts() == {"cnn": {"pending": 0, "resolved": 5, "expired": 0}}
+        assert s.accuracy()[("cnn", "1m")] == {"resolved": 5, "correct": 4, "accuracy": 0.8}
+        assert s.add(new(target_ts=T0 + 5 * MIN)) > top  # the sequence starts past them
+    with PredictionStore(pg_url, symbols=["ETH/USDT"]) as s:
+        assert s.counts()["cnn"] == {"pending": 1, "resolved": 1, "expired": 0}
+    with psycopg.connect(pg_url) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
