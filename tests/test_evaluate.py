@@ -75,8 +75,8 @@ def _predictions_with_slow_training(tmp_path: Path, delay_s: float) -> list[tupl
 
     import torch
 
-    from core.evaluator import PUBLISH_LAG_MIN_STEPS, run_loop
-    from tests.test_live_training import make_services
+    from core.evaluator import PUBLISH_LAG_MIN_STEPS
+    from tests.test_live_training import make_services, run_days
 
     torch.manual_seed(0)  # the CNN's dropout masks while training
     runtime = tmp_path / f"runtime-{delay_s}"
@@ -86,13 +86,8 @@ def _predictions_with_slow_training(tmp_path: Path, delay_s: float) -> list[tupl
     for learner in services.training.learners.values():
         learn = learner.learn
         learner.learn = lambda batch, learn=learn: time.sleep(delay_s) or learn(batch)
-    services.training.start()
     start = services.market.source.start_ms
-    try:
-        run_loop(services, start, start + 3 * 86_400_000, progress=False)
-        steps = {n: lrn.train_steps for n, lrn in services.training.learners.items()}
-    finally:
-        services.stop()
+    steps = run_days(services, 3)
     assert all(s >= 5 for s in steps.values()), steps
     with sqlite3.connect(runtime / "predictions.sqlite") as db:
         rows = db.execute("SELECT model, symbol, timeframe, created_ts, action, confidence, "

@@ -62,6 +62,21 @@ def run(services, steps: int, start_ms: int | None = None) -> int:
     return now
 
 
+def run_days(services, days: float) -> dict[str, int]:
+    """The evaluate command's loop (training on its own thread, weights installed at fixed
+    market times) over ``days`` market days from the replay's start, training on; each
+    model's training steps. The services are stopped after."""
+    from core.evaluator import run_loop
+
+    services.training.start()
+    start = services.market.source.start_ms
+    try:
+        run_loop(services, start, start + int(days * 86_400_000), progress=False)
+        return {n: lrn.train_steps for n, lrn in services.training.learners.items()}
+    finally:
+        services.stop()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     runtime = tmp_path_factory.mktemp("runtime")

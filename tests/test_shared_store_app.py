@@ -13,22 +13,13 @@ import pytest
 from core.services import StartupError
 from dashboard.app import create_app
 from dashboard.training_view import panel_stats
+from tests.dash_text import texts
 from tests.postgres_server import LocalPostgres
 from tests.test_live_training import make_services, run
 
 
 def _client(services):
     return create_app(services.config, services.market, services.training).server.test_client()
-
-
-def _texts(component) -> str:
-    """Every string in a Dash component tree."""
-    if isinstance(component, str | int | float):
-        return str(component)
-    if isinstance(component, list | tuple):
-        return " ".join(_texts(c) for c in component)
-    children = getattr(component, "children", None)
-    return "" if children is None else _texts(children)
 
 
 def test_two_processes_share_one_store_and_each_page_lists_both(tmp_path, pg_url):
@@ -88,7 +79,7 @@ def test_a_lost_database_is_shown_retried_and_loses_nothing(tmp_path):
             status = client.get("/api/live-training/status").get_json()
             assert status["store"]["state"] == "DOWN" and status["store"]["queued_rows"] > 0
             assert status["errors"]["flush"]["count"] >= 1
-            assert "DOWN since" in _texts(panel_stats(status))
+            assert "DOWN since" in texts(panel_stats(status))
             health = client.get("/api/health")
             # (503 here only because no scheduler runs in this test: a warning, not a reason)
             assert not any("store" in r for r in health.get_json()["reasons"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.training_view import panel_stats
-from tests.test_live_training import ROOT, make_services, run
+from tests.test_live_training import ROOT, make_services, run, run_days
 
 ray = pytest.importorskip("ray")
 
@@ -38,18 +38,11 @@ def local_ray():
 def _evaluated(runtime: Path, backend: str) -> tuple[list[tuple], dict]:
     """Two market days of the evaluate loop (30m bars) on ``backend``: the stored
     predictions and each model's training steps."""
-    from core.evaluator import run_loop
     from core.services import start_backend
 
     services = make_services(runtime, **EXACT, **{"training.backend": backend})
     start_backend(services.training)
-    services.training.start()
-    start = services.market.source.start_ms
-    try:
-        run_loop(services, start, start + 2 * 86_400_000, progress=False)
-        steps = {n: lrn.train_steps for n, lrn in services.training.learners.items()}
-    finally:
-        services.stop()
+    steps = run_days(services, 2)
     with sqlite3.connect(runtime / "predictions.sqlite") as db:
         rows = db.execute("SELECT model, symbol, timeframe, created_ts, action, confidence, pred_high, "
                           "pred_low, pred_close, model_step FROM predictions ORDER BY id").fetchall()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dashboard.training_view import loss_text, scored_on, skill_lines
+from tests.dash_text import texts
 
 ROLES = {
     "1s": {"scored": False, "reason": "interpolated", "label": "not scored: interpolated"},
@@ -53,15 +54,6 @@ def test_skill_lines_show_the_headline_rolling_skill_and_accuracy_beside_its_bas
     assert accuracy == "52.0% vs always_hold 47.0% (1h, n=400)"
 
 
-def _text(component) -> str:
-    if isinstance(component, str | int | float):
-        return str(component)
-    if isinstance(component, list | tuple):
-        return " ".join(_text(c) for c in component)
-    children = getattr(component, "children", None)
-    return "" if children is None else _text(children)
-
-
 def test_the_predictions_table_marks_a_prediction_made_while_stale():
     from dashboard.training_view import predictions_table
 
@@ -70,7 +62,7 @@ def test_the_predictions_table_marks_a_prediction_made_while_stale():
            "actual_close": None, "status": "pending", "action_correct": None, "reward": None}
     fresh, stale = predictions_table([{**row, "stale": False}]), predictions_table(
         [{**row, "stale": True}])
-    assert "STALE" not in _text(fresh) and "CNN  STALE ETH/USDT" in _text(stale)
+    assert "STALE" not in texts(fresh) and "CNN  STALE ETH/USDT" in texts(stale)
 
 
 def test_the_panel_shows_a_store_that_is_down_and_hides_a_healthy_sqlite_one():
