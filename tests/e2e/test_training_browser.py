@@ -69,10 +69,11 @@ def test_start_shows_active_and_learning_then_stop_stops(server_url, browser, se
     wait.until(lambda d: text(d, "#lt-state") == "INACTIVE", "Stop did not stop training")
     wait.until(lambda d: text(d, "#model-card-dqn .mc-state") == "IDLE")
     steps = services.training.learners["dqn"].train_steps
-    predictions = services.training.store.counts()["dqn"]
-    time.sleep(2.0)  # stopped: no training and no new predictions while we wait
+    predictions = sum(services.training.store.counts()["dqn"].values())
+    time.sleep(2.0)  # stopped: no training and no new predictions while we wait (those made
+    # before Stop still resolve when their candle closes: a count moves from pending only)
     assert services.training.learners["dqn"].train_steps == steps
-    assert services.training.store.counts()["dqn"] == predictions
+    assert sum(services.training.store.counts()["dqn"].values()) == predictions
     assert "step" in field(browser, "dqn", "checkpoint")  # stop wrote a checkpoint
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
