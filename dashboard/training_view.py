@@ -274,6 +274,18 @@ def store_value(store: dict) -> html.Span:
                      className="text-danger" if store["state"] != "OK" else "")
 
 
+def errors_text(errors: dict, now: float) -> str:
+    """Each job's errors by type, and how long ago the last was: a past outage (a store back
+    up, say) reads as past, not as happening now."""
+    def ago(ts: float | None) -> str:
+        if ts is None:
+            return ""
+        s = max(0.0, now - ts)
+        return f", last {s:.0f} s ago" if s < 120 else f", last {s / 60:.0f} min ago"
+    return "; ".join(f"{k}: {v['type']} x{v['count']}{ago(v.get('last_wall_ts'))}"
+                     for k, v in errors.items())
+
+
 def panel_stats(status: dict) -> list:
     sig = status["signal_generation"]
     paper = status["paper"]
@@ -298,8 +310,7 @@ def panel_stats(status: dict) -> list:
         items.append(("prediction store", store_value(store)))
     errors = status.get("errors") or {}
     if errors:
-        items.append(("job errors", "; ".join(f"{k}: {v['type']} x{v['count']}"
-                                              for k, v in errors.items())))
+        items.append(("job errors", errors_text(errors, time.time())))
     return [html.Div([html.Div(k, className="stat-key"), html.Div(v, className="stat-val",
                                                                   id=f"stat-{i}")],
                      className="stat") for i, (k, v) in enumerate(items)]

@@ -76,3 +76,16 @@ def test_the_panel_shows_a_store_that_is_down_and_hides_a_healthy_sqlite_one():
                                 "UTC (OperationalError: refused); retry in 4 s, 57 rows waiting "
                                 "in memory")
     assert store_text({**down, "state": "OK"}) == "postgresql://tickwise@db/tick (ETH/USDT): OK"
+
+
+def test_job_errors_say_how_long_ago_the_last_one_was():
+    from dashboard.training_view import errors_text
+
+    errors = {"flush": {"type": "OperationalError", "message": "refused", "count": 5,
+                        "last_wall_ts": 1000.0},
+              "signal": {"type": "ValueError", "message": "nan", "count": 1,
+                         "last_wall_ts": 1000.0}}
+    assert errors_text(errors, 1012.4) == ("flush: OperationalError x5, last 12 s ago; "
+                                           "signal: ValueError x1, last 12 s ago")
+    assert errors_text({"flush": errors["flush"]}, 1000.0 + 600) == \
+        "flush: OperationalError x5, last 10 min ago"
