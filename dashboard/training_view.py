@@ -305,6 +305,11 @@ def panel_stats(status: dict) -> list:
     backend = status.get("training_backend") or {}
     if backend.get("kind") == "ray":
         items.append(("training on ray", backend_text(backend)))
+    dropped = {k: n for k, n in (status.get("dropped_experiences") or {}).items() if n}
+    if dropped:  # training cannot keep up: the newest batches are kept, older ones dropped
+        items.append(("experiences dropped (training behind)", html.Span(
+            " · ".join(f"{k} {n:,}" for k, n in sorted(dropped.items())),
+            className="text-warning")))
     store = status.get("store")
     if store and (store["backend"] != "sqlite" or store["state"] != "OK"):
         items.append(("prediction store", store_value(store)))

@@ -89,3 +89,15 @@ def test_job_errors_say_how_long_ago_the_last_one_was():
                                            "signal: ValueError x1, last 12 s ago")
     assert errors_text({"flush": errors["flush"]}, 1000.0 + 600) == \
         "flush: OperationalError x5, last 10 min ago"
+
+
+def test_the_panel_says_when_training_drops_experiences():
+    from dashboard.training_view import panel_stats
+
+    status = {"predictions_per_second": 1.0, "training_batches_per_minute": 6.0, "cycle": None,
+              "signal_generation": {"state": "ACTIVE", "last_signal_ms": None},
+              "paper": {"realised_pnl": 0.0, "positions": {}}, "errors": {},
+              "dropped_experiences": {"cnn": 0, "dqn": 0}}
+    assert "dropped" not in texts(panel_stats(status))
+    status["dropped_experiences"] = {"cnn": 1234, "dqn": 0}
+    assert "experiences dropped (training behind) cnn 1,234" in texts(panel_stats(status))
