@@ -89,6 +89,8 @@ class PredictionStore(StoreReader):
             try:
                 if queued:
                     self._db.writing(queued.write)
+                elif self.health.down:  # DOWN by a read: only the database can say it is back
+                    self._db.writing(lambda conn: conn.execute("SELECT 1").fetchall())
                 # A shared store keeps a block of ids in hand beyond the one in use.
                 if self.shared and self._index.ids.left() < postgres.ID_BLOCK:
                     block = self._db.reserve_ids()

@@ -209,3 +209,23 @@ def test_a_version_3_postgresql_database_is_migrated_and_new_ids_follow_its_rows
         assert s.counts()["cnn"] == {"pending": 1, "resolved": 1, "expired": 0}
     with psycopg.connect(pg_url) as raw:
         assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+
+
+def test_a_store_found_down_by_a_read_is_ok_again_only_once_the_database_answers():
+    import psycopg
+
+    with LocalPostgres() as pg:
+        store = PredictionStore(pg.create_database("reads"), symbols=["ETH/USDT"])
+        store.health.cap_s = 0.2
+        pg.stop()
+        with pytest.raises(StoreUnavailable):
+            store.recent()  # nothing queued: a read finds it DOWN
+        time.sleep(0.3)  # past the backoff: the flush asks the database, which is gone
+        with pytest.raises(psycopg.OperationalError):
+            store.flush()
+        assert store.health_status()["state"] == "DOWN"
+        pg.start()
+        time.sleep(0.3)
+        assert store.flush() == 0 and store.health_status()["state"] == "OK"
+        assert store.recent() == []
+        store.close()
